@@ -1,0 +1,202 @@
+//! `nflua-bench`: control, data-channel and Lua-call figures for nflua, each
+//! beside a baseline measured in the same run on the same machine, printed as
+//! a table with ratios. Targets live here, never in timed tests.
+//!
+//! Usage: `bench/run.sh` (builds release binaries, then runs this). The
+//! daemon is started from `target/release/nfluad` on a private port.
+
+mod stats;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nflua_client::consts::{DATA_MAX, SCRIPT_MAX};
+use nflua_client::socket::{NetlinkSocket, Port};
+use nflua_client::{ClientConfig, ControlSocket, CreateRequest, DataSocket};
+use nflua_engine::{Engine, EngineConfig, NetlinkSink, StateConfig};
+use stats::{Row, Samples};
+
+const REPEATS: usize = 3;
+
+fn main() -> anyhow::Result<()> {
+    let daemon = Daemon::start()?;
+    let config = ClientConfig::default().with_port(daemon.port);
+    let mut rows = Vec::new();
+
+    let create = repeat(|| create_destroy_latency(&config, 300))?;
+    rows.push(Row::latency("create+destroy (µs per pair)", create));
+
+    let exec = repeat(|| execute_latency(&config, 30))?;
+    rows.push(Row::latency("execute 59968-byte script (µs)", exec));
+
+    let raw = repeat(|| raw_echo_rate(20_000))?;
+    let ours = repeat(|| data_round_trip_rate(&config, 20_000))?;
+    rows.push(Row::rate("raw NETLINK_USERSOCK echo (msg/s)", raw.clone(), None));
+    rows.push(Row::rate("data round trip via Lua (msg/s)", ours, Some(("vs raw echo", raw))));
+
+    let direct = repeat(|| direct_lua_call_rate(300_000))?;
+    let engine = repeat(|| engine_callback_rate(300_000))?;
+    rows.push(Row::rate("plain mlua call, 64-byte string (calls/s)", direct.clone(), None));
+    rows.push(Row::rate("engine __receive_callback, 64 bytes (calls/s)", engine, Some(("vs plain call", direct))));
+
+    drop(daemon);
+    stats::print_table(&rows);
+    Ok(())
+}
+
+fn repeat(mut f: impl FnMut() -> anyhow::Result<f64>) -> anyhow::Result<Samples> {
+    let mut s = Vec::with_capacity(REPEATS);
+    for _ in 0..REPEATS {
+        s.push(f()?);
+    }
+    Ok(Samples(s))
+}
+
+struct Daemon {
+    child: Child,
+    port: u32,
+}
+
+impl Daemon {
+    fn start() -> anyhow::Result<Daemon> {
+        let exe = std::env::current_exe()?.with_file_name("nfluad");
+        let port = 0x3100_0000 | (std::process::id() & 0xFFFF);
+        let child = Command::new(&exe)
+            .args(["--port", &port.to_string(), "--log", "warn"])
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        let d = Daemon { child, port };
+        let config = ClientConfig::default().with_port(port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ControlSocket::open(config.clone(), Port::Auto)?.list().is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "nfluad did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(d)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Mean µs for one CREATE + DESTROY pair.
+fn create_destroy_latency(config: &ClientConfig, n: usize) -> anyhow::Result<f64> {
+    let mut c = ControlSocket::open(config.clone(), Port::Auto)?;
+    let start = Instant::now();
+    for i in 0..n {
+        let name = format!("b{i}");
+        c.create(&CreateRequest::new(&name, 1000))?;
+        c.destroy(&name)?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / n as f64)
+}
+
+/// Mean µs to send, reassemble, compile and run a maximum-size script.
+fn execute_latency(config: &ClientConfig, n: usize) -> anyhow::Result<f64> {
+    let mut c = ControlSocket::open(config.clone(), Port::Auto)?;
+    let _ = c.destroy("exec");
+    let mut req = CreateRequest::new("exec", 10_000_000);
+    req.max_alloc = 1 << 20;
+    c.create(&req)?;
+    let mut code = String::from("local t = {}\n");
+    let mut i = 0;
+    while code.len() < SCRIPT_MAX - 40 {
+        code.push_str(&format!("t[{i}] = {i}\n"));
+        i += 1;
+    }
+    code.push_str(&" ".repeat(SCRIPT_MAX - code.len()));
+    let start = Instant::now();
+    for _ in 0..n {
+        c.execute("exec", code.as_bytes(), "big")?;
+    }
+    let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+    c.destroy("exec")?;
+    Ok(us)
+}
+
+/// Messages/s of a 64-byte ping-pong through a state that echoes with nf.netlink.
+fn data_round_trip_rate(config: &ClientConfig, n: usize) -> anyhow::Result<f64> {
+    let mut c = ControlSocket::open(config.clone(), Port::Auto)?;
+    let _ = c.destroy("echo");
+    c.create(&CreateRequest::new("echo", 100_000))?;
+    c.execute("echo", b"function __receive_callback(pid, b) nf.netlink(pid, 0, b) end", "echo")?;
+    let mut s = DataSocket::open(config.clone(), Port::Auto)?;
+    let payload = [0x5Au8; 64];
+    let mut buf = vec![0u8; DATA_MAX];
+    let start = Instant::now();
+    for _ in 0..n {
+        s.send("echo", &payload)?;
+        s.receive_timeout(&mut buf, 5000)?;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    c.destroy("echo")?;
+    Ok(rate)
+}
+
+/// Messages/s of the same ping-pong between two plain sockets, echoed by a thread.
+fn raw_echo_rate(n: usize) -> anyhow::Result<f64> {
+    let a = NetlinkSocket::bind(Port::Auto, 0)?;
+    let b = NetlinkSocket::bind(Port::Auto, 0)?;
+    let a_port = a.port();
+    let b_port = b.port();
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..n {
+            let info = b.recv(&mut buf, false)?;
+            b.send_to(&buf[..info.len], a_port, 0)?;
+        }
+        Ok(())
+    });
+    // Same size on the wire as a DATA message with a 64-byte payload.
+    let msg = vec![0x5Au8; 16 + 68 + 64];
+    let mut buf = vec![0u8; 4096];
+    let start = Instant::now();
+    for _ in 0..n {
+        a.send_to(&msg, b_port, 0)?;
+        a.recv(&mut buf, false)?;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    echo.join().map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
+    Ok(rate)
+}
+
+struct NullSink;
+
+impl NetlinkSink for NullSink {
+    fn send_data(&self, _: &str, _: u32, _: u32, _: u32, payload: &[u8]) -> std::io::Result<usize> {
+        Ok(payload.len())
+    }
+}
+
+/// Calls/s of a trivial `__receive_callback` through the engine (limits,
+/// data buffer, error handling included), no sockets.
+fn engine_callback_rate(n: usize) -> anyhow::Result<f64> {
+    let mut engine = Engine::new(EngineConfig { max_states: 1, min_alloc_bytes: 32768 }, Arc::new(NullSink));
+    engine.create(StateConfig { name: "b".into(), max_alloc_bytes: 1 << 20, max_runs: 1000, debug: false })?;
+    engine.execute("b", b"function __receive_callback(pid, b) return #b end", "=bench")?;
+    let payload = [0u8; 64];
+    let start = Instant::now();
+    for _ in 0..n {
+        engine.deliver("b", 1, &payload)?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Calls/s of the same function called straight through mlua with a string.
+fn direct_lua_call_rate(n: usize) -> anyhow::Result<f64> {
+    let lua = mlua::Lua::new();
+    let f: mlua::Function = lua.load("return function(pid, b) return #b end").eval()?;
+    let payload = lua.create_string([0u8; 64])?;
+    let start = Instant::now();
+    for _ in 0..n {
+        let _: i64 = f.call((1, &payload))?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}

@@ -1,0 +1,343 @@
+//! The control socket: one command at a time, with the seed's four states.
+//!
+//! ```text
+//!   ready --send--> waiting --receive: part of a LIST--> receiving
+//!     ^                |                                    |
+//!     +--- receive: ack / error / last LIST part -----------+
+//!   any --protocol violation--> failed (close it)
+//! ```
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use nflua_proto::consts::{DEFAULT_MAX_ALLOC_BYTES, STATE_NAME_MAX};
+use nflua_proto::{
+    encode_create, encode_destroy, encode_list, execute_messages, messages, name, ListReassembler, MsgType,
+    RecordFormat, Reply, StateFlags, StateRecord,
+};
+
+use crate::config::ClientConfig;
+use crate::error::{strerror, ClientError};
+use crate::link::DaemonLink;
+use crate::socket::Port;
+
+/// The seed's `getstate()` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketState {
+    Ready,
+    Waiting,
+    Receiving,
+    Failed,
+}
+
+impl SocketState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketState::Ready => "ready",
+            SocketState::Waiting => "waiting",
+            SocketState::Receiving => "receiving",
+            SocketState::Failed => "failed",
+        }
+    }
+}
+
+/// A state as LIST reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateInfo {
+    pub name: String,
+    pub max_alloc: u32,
+    pub cur_alloc: u32,
+    /// `None` when the daemon answered with legacy records.
+    pub max_runs: Option<u32>,
+    pub flags: StateFlags,
+}
+
+/// What one `receive` call produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// CREATE, DESTROY or EXECUTE succeeded.
+    Done,
+    /// LIST finished.
+    States(Vec<StateInfo>),
+    /// More datagrams are needed (a LIST in progress, or a non-blocking
+    /// socket with nothing to read yet).
+    Pending,
+}
+
+/// Parameters of CREATE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRequest<'a> {
+    pub name: &'a str,
+    pub max_runs: u32,
+    pub max_alloc: u32,
+    pub flags: StateFlags,
+}
+
+impl<'a> CreateRequest<'a> {
+    /// A state with the default memory limit and no flags.
+    pub fn new(name: &'a str, max_runs: u32) -> Self {
+        CreateRequest { name, max_runs, max_alloc: DEFAULT_MAX_ALLOC_BYTES as u32, flags: StateFlags::empty() }
+    }
+}
+
+#[derive(Debug)]
+pub struct ControlSocket {
+    link: DaemonLink,
+    seq: u32,
+    state: SocketState,
+    /// What the outstanding command expects back.
+    expect: Option<MsgType>,
+    list: Option<ListReassembler>,
+    /// Send LIST with EXT (extended records); on by default.
+    extended_list: bool,
+}
+
+impl ControlSocket {
+    /// Opens a control socket on `port` talking to the daemon of `config`.
+    pub fn open(config: ClientConfig, port: Port) -> Result<ControlSocket, ClientError> {
+        Ok(ControlSocket {
+            link: DaemonLink::open(config, port)?,
+            seq: 0,
+            state: SocketState::Ready,
+            expect: None,
+            list: None,
+            extended_list: true,
+        })
+    }
+
+    /// Port id of this socket (`getpid`).
+    pub fn port(&self) -> Result<u32, ClientError> {
+        Ok(self.link.socket()?.port())
+    }
+
+    /// Descriptor for poll/select (`getfd`).
+    pub fn fd(&self) -> Result<RawFd, ClientError> {
+        Ok(self.link.socket()?.as_raw_fd())
+    }
+
+    pub fn state(&self) -> SocketState {
+        self.state
+    }
+
+    pub fn close(&mut self) {
+        self.link.close();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.link.is_closed()
+    }
+
+    pub fn set_nonblocking(&self, on: bool) -> Result<(), ClientError> {
+        self.link.socket()?.set_nonblocking(on).map_err(ClientError::Io)
+    }
+
+    /// Ask for legacy (72-byte) records, as a 2019-era client does.
+    pub fn set_extended_list(&mut self, on: bool) {
+        self.extended_list = on;
+    }
+
+    fn begin(&mut self) -> Result<u32, ClientError> {
+        self.link.socket()?;
+        match self.state {
+            SocketState::Ready => {}
+            SocketState::Failed => return Err(ClientError::Failed("earlier protocol error".into())),
+            SocketState::Waiting | SocketState::Receiving => return Err(ClientError::NotReady),
+        }
+        self.seq = self.seq.wrapping_add(1).max(1);
+        Ok(self.seq)
+    }
+
+    fn sent(&mut self, expect: MsgType) {
+        self.state = SocketState::Waiting;
+        self.expect = Some(expect);
+    }
+
+    /// Sends CREATE with an extended record.
+    pub fn send_create(&mut self, req: &CreateRequest<'_>) -> Result<(), ClientError> {
+        name::check_state_name(req.name).map_err(ClientError::StateName)?;
+        let record = StateRecord {
+            name: req.name.to_owned(),
+            max_alloc: req.max_alloc,
+            cur_alloc: 0,
+            max_runs: Some(req.max_runs),
+            flags: Some(req.flags),
+        };
+        self.send_create_record(&record, RecordFormat::Extended)
+    }
+
+    /// Sends CREATE with a record in the given layout; `Legacy` reproduces an
+    /// old client's 72-byte request.
+    pub fn send_create_record(&mut self, record: &StateRecord, format: RecordFormat) -> Result<(), ClientError> {
+        name::check_state_name(&record.name).map_err(ClientError::StateName)?;
+        let seq = self.begin()?;
+        let mut buf = Vec::new();
+        encode_create(&mut buf, seq, self.port()?, record, format);
+        self.link.send(&buf)?;
+        self.sent(MsgType::Create);
+        Ok(())
+    }
+
+    pub fn send_destroy(&mut self, state: &str) -> Result<(), ClientError> {
+        name::check_state_name(state).map_err(ClientError::StateName)?;
+        let seq = self.begin()?;
+        let mut buf = Vec::with_capacity(16 + STATE_NAME_MAX);
+        encode_destroy(&mut buf, seq, self.port()?, state);
+        self.link.send(&buf)?;
+        self.sent(MsgType::Destroy);
+        Ok(())
+    }
+
+    /// Sends all fragments of `script`; `script_name` "" means `=chunk`.
+    pub fn send_execute(&mut self, state: &str, script: &[u8], script_name: &str) -> Result<(), ClientError> {
+        let port = self.port()?;
+        // Validate before taking a seq so a bad argument leaves the socket ready.
+        execute_messages(0, port, state, script_name, script)?;
+        let seq = self.begin()?;
+        for msg in execute_messages(seq, port, state, script_name, script)? {
+            // On failure some fragments may be out: the daemon drops the partial
+            // script when it expires or when this socket's next script starts.
+            self.link.send(&msg)?;
+        }
+        self.sent(MsgType::Execute);
+        Ok(())
+    }
+
+    pub fn send_list(&mut self) -> Result<(), ClientError> {
+        let seq = self.begin()?;
+        let mut buf = Vec::with_capacity(16);
+        encode_list(&mut buf, seq, self.port()?, self.extended_list);
+        self.link.send(&buf)?;
+        let format = if self.extended_list { RecordFormat::Extended } else { RecordFormat::Legacy };
+        self.list = Some(ListReassembler::new(format));
+        self.sent(MsgType::List);
+        Ok(())
+    }
+
+    fn fail(&mut self, why: String) -> ClientError {
+        self.state = SocketState::Failed;
+        self.expect = None;
+        self.list = None;
+        ClientError::Failed(why)
+    }
+
+    fn finish(&mut self) {
+        self.state = SocketState::Ready;
+        self.expect = None;
+        self.list = None;
+    }
+
+    /// Reads one datagram of the reply to the outstanding command.
+    pub fn receive(&mut self) -> Result<Response, ClientError> {
+        self.link.socket()?;
+        let expect = match (self.state, self.expect) {
+            (SocketState::Failed, _) => return Err(ClientError::Failed("earlier protocol error".into())),
+            (SocketState::Ready, _) | (_, None) => return Err(ClientError::NotReady),
+            (_, Some(expect)) => expect,
+        };
+        let len = match self.link.recv_from_daemon() {
+            Ok(Some(len)) => len,
+            Ok(None) => return Ok(Response::Pending),
+            Err(ClientError::Failed(why)) => return Err(self.fail(why)),
+            Err(e) => return Err(e),
+        };
+        let datagram = std::mem::take(&mut self.link.buf);
+        let result = self.handle_datagram(&datagram[..len], expect);
+        self.link.buf = datagram;
+        result
+    }
+
+    fn handle_datagram(&mut self, datagram: &[u8], expect: MsgType) -> Result<Response, ClientError> {
+        let mut response = Response::Pending;
+        for msg in messages(datagram) {
+            let msg = msg.map_err(|e| self.fail(format!("malformed reply: {e}")))?;
+            if msg.header.seq != self.seq {
+                let why = format!("reply seq {} does not match request seq {}", msg.header.seq, self.seq);
+                return Err(self.fail(why));
+            }
+            let reply = Reply::decode(&msg).map_err(|e| self.fail(format!("malformed reply: {e}")))?;
+            response = match reply {
+                Reply::Ack { ty } if ty == expect => {
+                    self.finish();
+                    Response::Done
+                }
+                Reply::Error(e) => {
+                    self.finish();
+                    let message = e.message.map(str::to_owned).unwrap_or_else(|| strerror(e.errno));
+                    return Err(ClientError::Daemon { errno: e.errno, message });
+                }
+                Reply::List(frag) if expect == MsgType::List => {
+                    let Some(list) = self.list.as_mut() else { return Err(self.fail("no LIST pending".into())) };
+                    match list.push(&frag) {
+                        Ok(None) => {
+                            self.state = SocketState::Receiving;
+                            Response::Pending
+                        }
+                        Ok(Some(records)) => {
+                            self.finish();
+                            Response::States(records.into_iter().map(state_info).collect())
+                        }
+                        Err(e) => return Err(self.fail(e.to_string())),
+                    }
+                }
+                other => return Err(self.fail(format!("unexpected reply {other:?} to {}", expect.name()))),
+            };
+        }
+        Ok(response)
+    }
+
+    /// Waits until a datagram can be read, for at most `timeout_ms`
+    /// (negative: forever); false on timeout.
+    pub fn wait_readable(&self, timeout_ms: i32) -> Result<bool, ClientError> {
+        self.link.wait(timeout_ms)
+    }
+
+    /// Blocks until the outstanding command completes (or `timeout_ms`
+    /// passes between datagrams; negative waits forever).
+    pub fn wait(&mut self, timeout_ms: i32) -> Result<Response, ClientError> {
+        loop {
+            if !self.link.wait(timeout_ms)? {
+                return Err(ClientError::TimedOut);
+            }
+            match self.receive()? {
+                Response::Pending => continue,
+                done => return Ok(done),
+            }
+        }
+    }
+
+    /// CREATE and wait for the answer.
+    pub fn create(&mut self, req: &CreateRequest<'_>) -> Result<(), ClientError> {
+        self.send_create(req)?;
+        self.wait(-1).map(drop)
+    }
+
+    /// DESTROY and wait for the answer.
+    pub fn destroy(&mut self, state: &str) -> Result<(), ClientError> {
+        self.send_destroy(state)?;
+        self.wait(-1).map(drop)
+    }
+
+    /// EXECUTE and wait for the answer.
+    pub fn execute(&mut self, state: &str, script: &[u8], script_name: &str) -> Result<(), ClientError> {
+        self.send_execute(state, script, script_name)?;
+        self.wait(-1).map(drop)
+    }
+
+    /// LIST and wait for all of it.
+    pub fn list(&mut self) -> Result<Vec<StateInfo>, ClientError> {
+        self.send_list()?;
+        match self.wait(-1)? {
+            Response::States(states) => Ok(states),
+            other => Err(self.fail(format!("unexpected LIST outcome {other:?}"))),
+        }
+    }
+}
+
+fn state_info(r: StateRecord) -> StateInfo {
+    StateInfo {
+        name: r.name,
+        max_alloc: r.max_alloc,
+        cur_alloc: r.cur_alloc,
+        max_runs: r.max_runs,
+        flags: r.flags.unwrap_or_default(),
+    }
+}

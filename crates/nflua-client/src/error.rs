@@ -1,0 +1,98 @@
+//! What can go wrong talking to the daemon, each with the errno the Lua
+//! module reports (`nil, message, errno`).
+
+use std::io;
+
+use nflua_proto::{errno, FragmentError, NameError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("nfluad is not running on port {port}")]
+    NotRunning { port: u32 },
+    /// The daemon answered with an error; `message` is its text, or the
+    /// errno's description when it sent none.
+    #[error("{message}")]
+    Daemon { errno: i32, message: String },
+    /// A command was sent while another is outstanding, or `receive` was
+    /// called with nothing outstanding (the seed's EPERM).
+    #[error("Operation not permitted")]
+    NotReady,
+    /// The socket saw a protocol violation and must be closed.
+    #[error("socket has failed: {0}")]
+    Failed(String),
+    #[error("socket is closed")]
+    Closed,
+    #[error("invalid state name: {0}")]
+    StateName(NameError),
+    #[error("invalid script name: {0}")]
+    ScriptName(NameError),
+    #[error("script of {0} bytes exceeds the maximum of 59968")]
+    ScriptTooLarge(usize),
+    #[error("data of {0} bytes exceeds the maximum of 4012")]
+    DataTooLarge(usize),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("receive buffer overflow: messages were lost")]
+    Overflow,
+    #[error("timed out")]
+    TimedOut,
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+impl ClientError {
+    /// Positive errno for `nil, message, errno`.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ClientError::NotRunning { .. } => errno::ECONNREFUSED,
+            ClientError::Daemon { errno, .. } => *errno,
+            ClientError::NotReady => errno::EPERM,
+            ClientError::Failed(_) => errno::EPROTO,
+            ClientError::Closed => libc::EBADF,
+            ClientError::StateName(_) | ClientError::ScriptName(_) | ClientError::InvalidArgument(_) => errno::EINVAL,
+            ClientError::ScriptTooLarge(_) | ClientError::DataTooLarge(_) => errno::EMSGSIZE,
+            ClientError::Overflow => errno::ENOBUFS,
+            ClientError::TimedOut => libc::ETIMEDOUT,
+            ClientError::Io(e) => e.raw_os_error().unwrap_or(errno::EIO),
+        }
+    }
+
+    /// An io error from the socket, with the two cases that have a better name.
+    pub(crate) fn from_io(err: io::Error, daemon_port: u32) -> ClientError {
+        match err.raw_os_error() {
+            Some(libc::ECONNREFUSED) => ClientError::NotRunning { port: daemon_port },
+            Some(libc::ENOBUFS) => ClientError::Overflow,
+            _ => ClientError::Io(err),
+        }
+    }
+}
+
+impl From<FragmentError> for ClientError {
+    fn from(e: FragmentError) -> Self {
+        match e {
+            FragmentError::StateName(n) => ClientError::StateName(n),
+            FragmentError::ScriptName(n) => ClientError::ScriptName(n),
+            FragmentError::TooLarge(n) => ClientError::ScriptTooLarge(n),
+        }
+    }
+}
+
+/// The C library's text for `errno`, without Rust's "(os error N)" suffix.
+pub fn strerror(errno: i32) -> String {
+    let text = io::Error::from_raw_os_error(errno).to_string();
+    match text.rfind(" (os error") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strerror_has_no_suffix() {
+        assert_eq!(strerror(1), "Operation not permitted");
+        assert_eq!(strerror(2), "No such file or directory");
+    }
+}

@@ -1,0 +1,31 @@
+//! Rust client for `nfluad`: control sockets (create, destroy, list,
+//! execute) and data sockets (send to `__receive_callback`, receive what
+//! states send with `nf.netlink`), over real `NETLINK_USERSOCK` sockets.
+//!
+//! Used by `nfluactl`, the Lua module and the daemon itself (which serves on
+//! the same [`socket::NetlinkSocket`]). Sockets follow the seed's model
+//! literally: `fd()` works in poll loops, `port()` is the Netlink port id,
+//! and a control socket walks ready → waiting → receiving → ready.
+//!
+//! Never trusts a datagram that does not come from the daemon's port with the
+//! credentials of a trusted uid, and never blocks in a call documented as
+//! non-blocking. All `unsafe` lives in `sys`.
+//!
+//! Dependencies: `nflua-proto` (the wire format), `libc` (the socket calls,
+//! `SCM_CREDENTIALS`; `netlink-sys` does not expose ancillary data), and
+//! `thiserror`.
+
+mod config;
+mod control;
+mod data;
+mod error;
+mod link;
+pub mod socket;
+mod sys;
+
+pub use config::{parse_port, ClientConfig, DAEMON_UID_ENV};
+pub use control::{ControlSocket, CreateRequest, Response, SocketState, StateInfo};
+pub use data::{DataMessage, DataSocket};
+pub use error::{strerror, ClientError};
+pub use nflua_proto::{consts, RecordFormat, StateFlags, StateRecord};
+pub use socket::Port;

@@ -1,0 +1,27 @@
+//! The LuaData byte buffer: a `data` object shared by Lua and Rust, with segments (views over the
+//! same memory) and bit-field layouts, plus the `data` Lua module table.
+//!
+//! Used by the engine (buffers handed to packet and netlink callbacks, invalidated when the
+//! callback returns) and by the client Lua module loaded by the stock `lua5.4` interpreter.
+//!
+//! Never: touches memory outside a view, panics on any Lua input, runs Lua code while a buffer
+//! lock is held, or keeps working after its memory is invalidated.
+//!
+//! Modules: [`buffer`] (shared memory, views, invalidation), [`layout`] (pure bit-field
+//! read/write), `lua` (the userdata and the module table), [`error`].
+//!
+//! Dependencies: `mlua` with only `lua54`, because the final artifact picks the linkage (the
+//! daemon vendors Lua, the cdylib links against the interpreter); everything here is `Send +
+//! Sync`, so it also works under the engine's `send` feature. `thiserror` for [`DataError`].
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod buffer;
+pub mod error;
+pub mod layout;
+mod lua;
+
+pub use buffer::Data;
+pub use error::{DataError, FieldError};
+pub use layout::{Endian, Field, FieldKind, Layout};
+pub use lua::{open, MAX_NEW_LEN};

@@ -1,0 +1,416 @@
+//! The `data` module as a Lua script sees it: each test runs a snippet in a fresh state with the
+//! module registered as the global `data`.
+
+use mlua::{Lua, Value};
+use nflua_data::{open, Data, DataError, MAX_NEW_LEN};
+
+/// Lua helpers available to every snippet.
+const PRELUDE: &str = r#"
+function expect_error(msg, f, ...)
+    local ok, err = pcall(f, ...)
+    assert(not ok, "expected an error containing: " .. msg)
+    local text = tostring(err)
+    assert(text:find(msg, 1, true), "error '" .. text .. "' does not contain '" .. msg .. "'")
+end
+"#;
+
+fn state() -> Lua {
+    let lua = Lua::new();
+    lua.globals()
+        .set("data", open(&lua).expect("open data module"))
+        .expect("set global");
+    lua.load(PRELUDE).exec().expect("prelude");
+    lua
+}
+
+fn run(lua: &Lua, code: &str) {
+    if let Err(err) = lua.load(code).exec() {
+        panic!("Lua snippet failed: {err}\n--- snippet ---\n{code}");
+    }
+}
+
+fn check(code: &str) {
+    run(&state(), code);
+}
+
+#[test]
+fn new_from_size_string_and_table() {
+    check(
+        r#"
+        local d = data.new(4)
+        assert(#d == 4)
+        for i = 1, 4 do assert(d[i] == 0) end
+        local s = data.new("ab\0c")
+        assert(#s == 4 and s[1] == 97 and s[3] == 0 and s[4] == 99)
+        assert(tostring(s) == "ab\0c")
+        assert(#data.new(0) == 0 and tostring(data.new("")) == "")
+        local t = data.new{0xFF, 0xFE, 0}
+        assert(#t == 3 and t[1] == 255 and t[2] == 254)
+        assert(#data.new(3.0) == 3)
+        "#,
+    );
+}
+
+#[test]
+fn new_rejects_bad_arguments() {
+    check(
+        r#"
+        expect_error("bad argument #1 to 'new' (size must not be negative, got -1)", data.new, -1)
+        expect_error("size must be an integer, got 1.5", data.new, 1.5)
+        expect_error("number, string or table expected, got boolean", data.new, true)
+        expect_error("number, string or table expected, got nil", data.new)
+        expect_error("byte #2 must be an integer from 0 to 255, got 256", data.new, {1, 256})
+        expect_error("exceeds the limit", data.new, math.maxinteger)
+        "#,
+    );
+    let lua = state();
+    lua.globals().set("limit", MAX_NEW_LEN + 1).expect("set");
+    run(
+        &lua,
+        r#"expect_error("exceeds the limit", data.new, limit)"#,
+    );
+}
+
+#[test]
+fn bytes_read_and_write() {
+    check(
+        r#"
+        local d = data.new(3)
+        d[1] = 255; d[2] = 0x7f; d[3] = 1.0
+        assert(d[1] == 255 and d[2] == 127 and d[3] == 1)
+        assert(math.type(d[1]) == "integer")
+        assert(d[2.0] == 127 and d[2^63] == nil and d[-2^63] == nil and d[0/0] == nil)
+        d[2.0] = 5
+        assert(d[2] == 5)
+        d[2] = 0x7f
+        assert(tostring(d) == "\xff\x7f\x01")
+        -- out-of-range reads are nil
+        assert(d[0] == nil and d[4] == nil and d[-1] == nil and d[math.maxinteger] == nil)
+        assert(d[math.mininteger] == nil and d[1.5] == nil and d[true] == nil and d.nosuch == nil)
+        -- out-of-range writes raise
+        expect_error("index 4 is outside a data buffer of 3 bytes", function() d[4] = 1 end)
+        expect_error("index 0 is outside a data buffer of 3 bytes", function() d[0] = 1 end)
+        expect_error("outside", function() d[math.mininteger] = 1 end)
+        -- bad values raise
+        expect_error("byte value must be an integer from 0 to 255, got 256", function() d[1] = 256 end)
+        expect_error("got -1", function() d[1] = -1 end)
+        expect_error("got 1.5", function() d[1] = 1.5 end)
+        expect_error("got string", function() d[1] = "x" end)
+        expect_error("got nil", function() d[1] = nil end)
+        expect_error("indexed by integers or field names, got boolean", function() d[true] = 1 end)
+        expect_error("indexed by integers or field names, got number", function() d[1.5] = 1 end)
+        assert(tostring(d) == "\xff\x7f\x01", "failed writes change nothing")
+        "#,
+    );
+}
+
+#[test]
+fn segments_share_memory() {
+    check(
+        r#"
+        local d = data.new("0123456789")
+        local s = d:segment(2, 3)
+        assert(data.isdata(s) and #s == 3 and tostring(s) == "234")
+        s[1] = string.byte("x")
+        assert(tostring(d) == "01x3456789", "segment writes reach the parent")
+        d[4] = string.byte("y")
+        assert(s[2] == string.byte("y"), "parent writes reach the segment")
+        assert(s[4] == nil and s[0] == nil, "no reads outside the segment")
+        expect_error("index 4 is outside a data buffer of 3 bytes", function() s[4] = 0 end)
+        assert(tostring(d:segment(7)) == "789", "default length is to the end")
+        assert(tostring(d:segment()) == tostring(d), "default offset is 0")
+        assert(#d:segment(10) == 0, "empty segment at the end")
+        assert(#d:segment(0, 0) == 0)
+        local ss = s:segment(1, 1)
+        assert(tostring(ss) == "y", "segment of a segment is relative to it")
+        -- out of range: nil
+        assert(d:segment(11) == nil)
+        assert(d:segment(5, 6) == nil)
+        assert(d:segment(-1) == nil and d:segment(0, -1) == nil)
+        assert(s:segment(0, 4) == nil)
+        assert(d:segment(math.maxinteger, math.maxinteger) == nil)
+        expect_error("bad argument #2 to 'segment' (integer expected, got string)", d.segment, d, "a")
+        expect_error("bad argument #3 to 'segment' (integer expected, got 1.5)", d.segment, d, 0, 1.5)
+        "#,
+    );
+}
+
+#[test]
+fn layout_reads_and_writes_bit_fields() {
+    check(
+        r#"
+        -- an IPv4 header start: 45 00 00 54 | 12 34 40 00 | 40 01 ...
+        local d = data.new("\x45\x00\x00\x54\x12\x34\x40\x00\x40\x01\xAA\xBB")
+        assert(d:layout{
+            version = {0, 4}, ihl = {4, 4}, tot_len = {16, 16}, id = {32, 16, "net"},
+            df = {49, 1}, ttl = {64, 8}, proto = {72, 8},
+            le16 = {16, 16, "little"}, word = {0, 32, "big"},
+            all = {0, 64}, named = {offset = 80, length = 16, endian = "little"},
+        } == d, "layout returns the object")
+        assert(d.version == 4 and d.ihl == 5 and d.tot_len == 0x54 and d.id == 0x1234)
+        assert(d.df == 1 and d.ttl == 64 and d.proto == 1)
+        assert(d.le16 == 0x5400 and d.word == 0x45000054 and d.named == 0xBBAA)
+        assert(d.all == 0x4500005412344000)
+        d.ttl = 63; d.version = 6; d.df = 0
+        assert(d[9] == 63 and d[1] == 0x65 and d[7] == 0x00)
+        d.le16 = 0x1234
+        assert(d[3] == 0x34 and d[4] == 0x12)
+        assert(d.nosuch == nil)
+        "#,
+    );
+}
+
+#[test]
+fn layout_write_truncates_to_width() {
+    check(
+        r#"
+        local d = data.new(2):layout{hi = {0, 4}, lo = {4, 4}, b = {8, 8}}
+        d.lo = 0x1F
+        assert(d.lo == 0xF and d.hi == 0, "only the low 4 bits are stored")
+        d.b = -1
+        assert(d.b == 255, "negative values are two's complement")
+        d.b = 0x1FF
+        assert(d.b == 0xFF)
+        d.hi = 2.0
+        assert(d.hi == 2)
+        expect_error("field 'b' expects an integer, got string", function() d.b = "x" end)
+        expect_error("field 'b' expects an integer, got 1.5", function() d.b = 1.5 end)
+        "#,
+    );
+}
+
+#[test]
+fn layout_64_bit_fields_wrap_to_lua_integers() {
+    check(
+        r#"
+        local d = data.new(9):layout{q = {0, 64}, odd = {4, 64}, le = {8, 64, "little"}}
+        d.q = -1
+        assert(d.q == -1 and d[1] == 255 and d[8] == 255 and d[9] == 0)
+        d.q = 0
+        d.odd = 0x0123456789ABCDEF
+        assert(d.odd == 0x0123456789ABCDEF and d[1] == 0x00 and d[2] == 0x12 and d[9] == 0xF0)
+        d.le = math.mininteger
+        assert(d.le == math.mininteger and d[9] == 0x80)
+        "#,
+    );
+}
+
+#[test]
+fn layout_fields_outside_the_view() {
+    check(
+        r#"
+        local d = data.new(2):layout{inside = {8, 8}, past = {9, 8}, far = {64, 1}}
+        assert(d.inside == 0 and d.past == nil and d.far == nil)
+        expect_error("field 'past' lies outside a data buffer of 2 bytes", function() d.past = 1 end)
+        expect_error("field 'far' lies outside", function() d.far = 1 end)
+        assert(tostring(d) == "\0\0")
+        "#,
+    );
+}
+
+#[test]
+fn layout_string_fields() {
+    check(
+        r#"
+        local d = data.new("abcdef"):layout{mid = {16, 16, "string"}, tail = {32, 32, "string"}}
+        assert(d.mid == "cd" and d.tail == nil)
+        d.mid = "XY"
+        assert(tostring(d) == "abXYef")
+        expect_error("field 'mid' expects a string of 2 bytes, got a string of 3 bytes",
+            function() d.mid = "XYZ" end)
+        expect_error("field 'mid' expects a string, got 5", function() d.mid = 5 end)
+        expect_error("field 'tail' lies outside", function() d.tail = "1234" end)
+        "#,
+    );
+}
+
+#[test]
+fn layout_errors() {
+    check(
+        r#"
+        local d = data.new(4)
+        expect_error("bad argument #2 to 'layout' (table expected, got number)", d.layout, d, 5)
+        expect_error("bad argument #1 to 'layout' (data expected)", d.layout, data.layout{}, {})
+        expect_error("invalid layout field 'x': length must be at least 1 bit", d.layout, d, {x = {0, 0}})
+        expect_error("invalid layout field 'x': integer fields are at most 64 bits wide, got 65",
+            d.layout, d, {x = {0, 65}})
+        expect_error("invalid layout field 'x': offset must be a non-negative integer",
+            d.layout, d, {x = {-1, 8}})
+        expect_error("invalid layout field 'x': length must be a positive integer",
+            d.layout, d, {x = {0}})
+        expect_error("unknown endian or type 'middle'", d.layout, d, {x = {0, 8, "middle"}})
+        expect_error("little-endian fields wider than 8 bits must be whole bytes, got 12 bits",
+            d.layout, d, {x = {0, 12, "little"}})
+        expect_error("string fields must have offset and length in multiples of 8 bits",
+            d.layout, d, {x = {4, 8, "string"}})
+        expect_error("expected a table {offset, length [, endian]}, got number", d.layout, d, {x = 5})
+        expect_error("invalid layout field '1': layout field names must be strings",
+            d.layout, d, {{0, 8}})
+        expect_error("invalid layout field 'segment': the name is reserved for a data method",
+            d.layout, d, {segment = {0, 8}})
+        "#,
+    );
+}
+
+#[test]
+fn methods_take_precedence_and_cannot_be_assigned() {
+    check(
+        r#"
+        local d = data.new(4):layout{a = {0, 8}}
+        assert(type(d.segment) == "function" and type(d.layout) == "function")
+        expect_error("cannot assign to method 'segment' of a data object", function() d.segment = 1 end)
+        expect_error("cannot assign to method 'layout'", function() d.layout = 1 end)
+        expect_error("data object has no field 'b'", function() d.b = 1 end)
+        d.a = 7
+        assert(d[1] == 7)
+        "#,
+    );
+}
+
+#[test]
+fn layout_objects_replacement_and_segments() {
+    check(
+        r#"
+        local l = data.layout{first = {0, 8}, second = {8, 8}}
+        local d = data.new("\1\2\3")
+        d:layout(l)
+        assert(d.first == 1 and d.second == 2)
+        local e = data.new("\9\8"):layout(l)
+        assert(e.first == 9 and e.second == 8)
+        d:layout{third = {16, 8}}
+        assert(d.first == nil and d.third == 3, "a new layout replaces the old one")
+        local s = d:segment(1)
+        assert(s.third == nil, "segments start without a layout")
+        s:layout{b = {0, 8}}
+        assert(s.b == 2 and d.third == 3, "the segment's layout is its own")
+        expect_error("bad argument #1 to 'layout' (table expected, got string)", data.layout, "x")
+        assert(tostring(l):find("data.layout", 1, true))
+        "#,
+    );
+}
+
+#[test]
+fn isdata_and_type_name() {
+    check(
+        r#"
+        assert(data.isdata(data.new(1)) == true)
+        assert(data.isdata(data.new(1):segment(0)) == true)
+        for _, x in ipairs{1, "s", {}, true, data.layout{}, io and io.stdout or 0} do
+            assert(data.isdata(x) == false)
+        end
+        assert(data.isdata() == false and data.isdata(nil) == false)
+        local ok, err = pcall(function() return data.new(1) + 1 end)
+        assert(not ok and tostring(err):find("data", 1, true), tostring(err))
+        "#,
+    );
+}
+
+#[test]
+fn invalidation_from_rust_reaches_every_view() {
+    let lua = state();
+    let d = Data::from_bytes(b"packet");
+    lua.globals().set("pkt", d.clone()).expect("set");
+    run(
+        &lua,
+        r#"
+        seg = pkt:segment(1, 3)
+        pkt:layout{b = {0, 8}}
+        kept = pkt
+        assert(tostring(seg) == "ack" and pkt.b == string.byte("p"))
+        "#,
+    );
+    d.invalidate();
+    run(
+        &lua,
+        r#"
+        local msg = "data buffer is no longer valid"
+        for _, v in ipairs{kept, seg} do
+            expect_error(msg, function() return v[1] end)
+            expect_error(msg, function() return v[100] end)
+            expect_error(msg, function() return v[0] end)
+            expect_error(msg, function() return v.b end)
+            expect_error(msg, function() return v.nosuch end)
+            expect_error(msg, function() v[1] = 1 end)
+            expect_error(msg, function() v.b = 1 end)
+            expect_error(msg, function() v[true] = 1 end)
+            expect_error(msg, function() return #v end)
+            expect_error(msg, function() return tostring(v) end)
+            expect_error(msg, function() return v:segment(0) end)
+            expect_error(msg, function() return v:segment(100) end)
+            expect_error(msg, function() return v:layout{} end)
+            assert(data.isdata(v) == true)
+        end
+        "#,
+    );
+}
+
+#[test]
+fn invalidating_a_segment_invalidates_the_parent() {
+    let lua = state();
+    run(
+        &lua,
+        r#"parent = data.new("abc"); child = parent:segment(1)"#,
+    );
+    let child: Data = lua.globals().get("child").expect("child");
+    child.invalidate();
+    run(
+        &lua,
+        r#"expect_error("data buffer is no longer valid", function() return #parent end)"#,
+    );
+}
+
+#[test]
+fn rust_sees_lua_writes_and_vice_versa() {
+    let lua = state();
+    let d = Data::with_size(4);
+    lua.globals().set("d", d.clone()).expect("set");
+    run(&lua, "d[2] = 0xAB");
+    assert_eq!(d.to_vec(), Ok(vec![0, 0xAB, 0, 0]));
+    d.write_at(3, &[0xCD]).expect("write");
+    run(&lua, "assert(d[4] == 0xCD)");
+    // Lua-made buffers come back to Rust with their layout and shared memory.
+    run(&lua, r#"made = data.new("xyz"):layout{f = {0, 8}}"#);
+    let made: Value = lua.globals().get("made").expect("get");
+    let from_lua = Data::from_lua_value(&made).expect("a data object");
+    assert_eq!(from_lua.to_vec(), Ok(b"xyz".to_vec()));
+    assert!(from_lua.layout().is_some_and(|l| l.get(b"f").is_some()));
+    from_lua.write_at(0, b"X").expect("write");
+    run(&lua, r#"assert(tostring(made) == "Xyz")"#);
+    assert!(Data::from_lua_value(&Value::Integer(1)).is_none());
+    let not_data: mlua::Result<Data> = lua.load("{}").eval();
+    assert!(not_data.is_err());
+    from_lua.invalidate();
+    assert_eq!(from_lua.to_vec(), Err(DataError::Invalidated));
+}
+
+#[test]
+fn error_message_reaches_rust_callers() {
+    let lua = state();
+    let d = Data::with_size(1);
+    lua.globals().set("d", d.clone()).expect("set");
+    d.invalidate();
+    let err = lua.load("return d[1]").exec().expect_err("must fail");
+    assert!(
+        err.to_string().contains("data buffer is no longer valid"),
+        "{err}"
+    );
+}
+
+#[test]
+fn lua_finalizer_during_tostring_does_not_deadlock() {
+    // tostring allocates a Lua string; a finalizer run by that allocation may write the buffer.
+    check(
+        r#"
+        local d = data.new(4096)
+        for i = 1, 200 do
+            setmetatable({}, {__gc = function() d[1] = (d[1] + 1) % 256 end})
+        end
+        collectgarbage("step", 0)
+        for i = 1, 200 do
+            setmetatable({}, {__gc = function() d[1] = (d[1] + 1) % 256 end})
+            local _ = tostring(d)
+        end
+        collectgarbage()
+        "#,
+    );
+}

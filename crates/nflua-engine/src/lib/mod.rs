@@ -1,0 +1,76 @@
+//! The built-in modules `require` can load, one file per module. Each `open` builds the module
+//! table; nothing is built before a script asks for it, which keeps an idle state small.
+
+use std::sync::Arc;
+
+use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, MaybeSend, MultiValue, Table, Value};
+
+use crate::state::Context;
+use crate::traceback;
+
+mod base64;
+mod json;
+mod nf;
+mod timer;
+
+/// Names `require` resolves, in the order the SPEC lists them.
+pub const MODULES: [&str; 5] = ["nf", "timer", "data", "json", "base64"];
+
+/// What a module needs to build its functions: the Lua, the sandbox's `wrap`, and the state.
+pub(crate) struct Lib<'a> {
+    pub(crate) lua: &'a Lua,
+    wrap: Function,
+    pub(crate) ctx: &'a Arc<Context>,
+}
+
+impl<'a> Lib<'a> {
+    pub(crate) fn new(lua: &'a Lua, wrap: Function, ctx: &'a Arc<Context>) -> Lib<'a> {
+        Lib { lua, wrap, ctx }
+    }
+
+    /// A library function as scripts see it: an error `f` returns (including a bad argument)
+    /// reaches Lua as a plain string at the caller's position, as from a C library function,
+    /// instead of as mlua's error userdata.
+    pub(crate) fn function<A, R, F>(&self, f: F) -> mlua::Result<Function>
+    where
+        A: FromLuaMulti,
+        R: IntoLuaMulti,
+        F: Fn(&Lua, A) -> mlua::Result<R> + MaybeSend + 'static,
+    {
+        let raw = self.lua.create_function(move |lua, args: MultiValue| {
+            let outcome = A::from_lua_multi(args, lua).and_then(|args| f(lua, args));
+            let mut answer = match outcome {
+                Ok(results) => results.into_lua_multi(lua)?,
+                Err(e) => {
+                    let message = lua.create_string(traceback::error_message(&e))?;
+                    return Ok(MultiValue::from_vec(vec![
+                        Value::Boolean(false),
+                        Value::String(message),
+                    ]));
+                }
+            };
+            answer.push_front(Value::Boolean(true));
+            Ok(answer)
+        })?;
+        self.wrap.call(raw)
+    }
+}
+
+/// Builds module `name`, or `None` when it is not a built-in.
+pub(crate) fn open(lib: &Lib, name: &str) -> mlua::Result<Option<Table>> {
+    let module = match name {
+        "nf" => nf::open(lib)?,
+        "timer" => timer::open(lib)?,
+        // Its functions are nflua-data's own; their errors are that crate's business.
+        "data" => nflua_data::open(lib.lua)?,
+        "json" => json::open(lib)?,
+        "base64" => base64::open(lib)?,
+        _ => return Ok(None),
+    };
+    Ok(Some(module))
+}
+
+/// Shorthand for a library error with `message`.
+pub(crate) fn error(message: impl Into<String>) -> mlua::Error {
+    mlua::Error::RuntimeError(message.into())
+}

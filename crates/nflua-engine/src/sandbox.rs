@@ -1,0 +1,262 @@
+//! The Lua a state sees: which standard libraries, which base functions are removed or replaced,
+//! how `require` finds the built-in modules, and the memory and GC settings.
+//!
+//! - Opened: base, string, table, math, utf8, coroutine; `debug` only with the `d` flag (a debug
+//!   state is trusted: `debug.sethook` can lift the instruction limit for a call, as in the
+//!   original).
+//! - Not there: `io`, `os`, `package` (so no `package.loadlib`), `dofile`, `loadfile`.
+//! - `load` compiles text only (bytecode can break the VM's invariants).
+//! - `print` writes to the daemon log (`tracing`, target `nflua::lua`, field `state`).
+//! - `setmetatable` refuses a metatable with a `__gc` field: Lua 5.4 runs finalizers with hooks
+//!   disabled, so a looping finalizer could never be stopped.
+//! - `require(name)` knows only `nf`, `timer`, `data`, `json`, `base64`, each built on first use.
+//! - Warnings (`warn`, and errors raised in `__gc` of debug states) go to the log; an error
+//!   warning counts as an error of the state.
+//!
+//! `load` and `require` are defined by [`PRELUDE`], a few lines of Lua run once per state; it also
+//! returns `wrap`, which makes every Rust function given to scripts (`print`, `setmetatable`, the
+//! built-in modules) raise plain strings at the caller's position, as a C library function does,
+//! instead of mlua's error userdata (see `lualib::Lib`).
+
+use std::sync::Arc;
+
+use mlua::state::{GcIncParams, GcMode};
+use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
+
+use crate::limits::{self, Budget};
+use crate::lualib::{self, Lib};
+use crate::state::Context;
+use crate::traceback;
+use crate::StateConfig;
+
+/// GC pause in percent, as the original module: start a new cycle as soon as the heap outgrows
+/// what the last one left alive (Lua's default, 200, waits for it to double). Besides keeping
+/// small heaps small, this is what lets finalizers keep up: buffers handed to callbacks are
+/// userdata with finalizers, which Lua's emergency collection (on a failed allocation) does not
+/// run; with pause 200 a flood of DATA messages ran a 64 KiB state out of memory.
+pub const GC_PAUSE: i32 = 100;
+
+/// Defines the replaced globals; receives the original functions and returns `wrap`. Runs once,
+/// before any script, so the locals it captures cannot be touched by scripts.
+const PRELUDE: &str = r##"
+local raw_load, open_builtin, error, select, type = ...
+
+-- Rust library functions answer (true, results...) or (false, message).
+local function check(ok, ...)
+  if ok then return ... end
+  error((...), 2)
+end
+
+local function wrap(f)
+  return function(...) return check(f(...)) end
+end
+
+function load(chunk, chunkname, mode, ...)
+  local kind = type(chunk)
+  if kind ~= "string" and kind ~= "function" then
+    error("bad argument #1 to 'load' (string expected, got " .. kind .. ")", 2)
+  end
+  if select("#", ...) > 0 then return raw_load(chunk, chunkname, "t", ...) end
+  return raw_load(chunk, chunkname, "t")
+end
+
+local loaded = {}
+function require(name)
+  local module = loaded[name]
+  if module == nil then
+    local ok, result = open_builtin(name, wrap)
+    if not ok then error(result, 2) end
+    module = result
+    loaded[name] = module
+  end
+  return module
+end
+
+-- The original loaded its libraries as globals: `nf.netlink(...)` works without
+-- `require`. Keep that, still loading each module only on first use.
+local builtin = { nf = true, timer = true, data = true, json = true, base64 = true }
+setmetatable(_G, { __index = function(globals, name)
+  if builtin[name] then
+    local module = require(name)
+    rawset(globals, name, module)
+    return module
+  end
+end })
+
+return wrap
+"##;
+
+pub(crate) struct Sandbox {
+    pub(crate) lua: Lua,
+    pub(crate) xpcall: Function,
+    pub(crate) on_error: Function,
+}
+
+pub(crate) fn build(
+    config: &StateConfig,
+    ctx: &Arc<Context>,
+    budget: &Arc<Budget>,
+) -> mlua::Result<Sandbox> {
+    let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
+    let lua = if config.debug {
+        // SAFETY: "unsafe" here means the debug library, which the operator asked for with the
+        // `d` flag; `package` is not opened, so no C module can be loaded either way.
+        unsafe { Lua::unsafe_new_with(libs | StdLib::DEBUG, LuaOptions::new()) }
+    } else {
+        Lua::new_with(libs, LuaOptions::new())?
+    };
+    // The limit applies from here on (usage so far counts too), so a limit too small for the
+    // sandbox fails creation instead of leaving a state that cannot run anything.
+    lua.set_memory_limit(config.max_alloc_bytes)?;
+    lua.gc_set_mode(GcMode::Incremental(GcIncParams::default().pause(GC_PAUSE)));
+
+    let globals = lua.globals();
+    let xpcall: Function = globals.raw_get("xpcall")?;
+    globals.raw_set("dofile", Value::Nil)?;
+    globals.raw_set("loadfile", Value::Nil)?;
+    let wrap: Function = lua
+        .load(PRELUDE)
+        .set_name(format!("={}", traceback::PRELUDE_NAME))
+        .call((
+            globals.raw_get::<Function>("load")?,
+            builtin_opener(&lua, ctx)?,
+            globals.raw_get::<Function>("error")?,
+            globals.raw_get::<Function>("select")?,
+            globals.raw_get::<Function>("type")?,
+        ))?;
+    let lib = Lib::new(&lua, wrap, ctx);
+    let tostring: Function = globals.raw_get("tostring")?;
+    let state_name = ctx.name.clone();
+    globals.raw_set(
+        "print",
+        lib.function(move |_, args: MultiValue| print(&state_name, &tostring, args))?,
+    )?;
+    globals.raw_set(
+        "setmetatable",
+        lib.function(|_, args: MultiValue| setmetatable(args))?,
+    )?;
+    install_warnings(&lua, ctx);
+    // Last: the prelude is ours and must not eat into (or fail on) a tiny `maxruns`.
+    limits::install(&lua, budget);
+
+    let errors = Arc::clone(ctx);
+    let on_error = lua.create_function(move |lua, err: Value| {
+        traceback::on_error(lua, err, &errors.error_text);
+        Ok(())
+    })?;
+    Ok(Sandbox {
+        lua,
+        xpcall,
+        on_error,
+    })
+}
+
+/// `print(...)`: one log line, values separated by tabs as the stand-alone interpreter prints.
+fn print(state: &str, tostring: &Function, args: MultiValue) -> mlua::Result<()> {
+    let mut line = String::new();
+    for (i, value) in args.into_iter().enumerate() {
+        if i > 0 {
+            line.push('\t');
+        }
+        match value {
+            Value::String(s) => line.push_str(&s.to_string_lossy()),
+            Value::Integer(n) => line.push_str(&n.to_string()),
+            other => {
+                // The original `tostring` keeps Lua's number format and `__tostring`/`__name`.
+                let text: mlua::LuaString = tostring.call(other)?;
+                line.push_str(&text.to_string_lossy());
+            }
+        }
+    }
+    tracing::info!(target: "nflua::lua", state = %state, "{line}");
+    Ok(())
+}
+
+/// `setmetatable(t, mt)` with the base library's checks and messages, refusing `__gc`.
+fn setmetatable(args: MultiValue) -> mlua::Result<Table> {
+    let table = match args.front() {
+        Some(Value::Table(t)) => t.clone(),
+        other => {
+            let got = other.map_or("no value", Value::type_name);
+            return Err(lualib::error(format!(
+                "bad argument #1 to 'setmetatable' (table expected, got {got})"
+            )));
+        }
+    };
+    let metatable = match args.get(1) {
+        Some(Value::Nil) => None,
+        Some(Value::Table(mt)) => Some(mt.clone()),
+        _ => {
+            return Err(lualib::error(
+                "bad argument #2 to 'setmetatable' (nil or table expected)",
+            ))
+        }
+    };
+    if let Some(mt) = &metatable {
+        if !mt.raw_get::<Value>("__gc")?.is_nil() {
+            return Err(lualib::error(
+                "setmetatable: __gc metamethods are not allowed (finalizers cannot be interrupted)",
+            ));
+        }
+    }
+    if let Some(old) = table.metatable() {
+        if !old.raw_get::<Value>("__metatable")?.is_nil() {
+            return Err(lualib::error("cannot change a protected metatable"));
+        }
+    }
+    table.set_metatable(metatable)?;
+    Ok(table)
+}
+
+/// `open_builtin(name, wrap)` → `true, module` or `false, message`; the prelude's `require`
+/// caches what it returns.
+fn builtin_opener(lua: &Lua, ctx: &Arc<Context>) -> mlua::Result<Function> {
+    let ctx = Arc::clone(ctx);
+    lua.create_function(move |lua, (name, wrap): (Value, Function)| {
+        let name = match &name {
+            Value::String(s) => s.to_string_lossy(),
+            Value::Integer(_) | Value::Number(_) => name.to_string()?,
+            other => {
+                let message = format!(
+                    "bad argument #1 to 'require' (string expected, got {})",
+                    other.type_name()
+                );
+                return Ok((false, Value::String(lua.create_string(message)?)));
+            }
+        };
+        let lib = Lib::new(lua, wrap, &ctx);
+        match lualib::open(&lib, &name) {
+            Ok(Some(module)) => Ok((true, Value::Table(module))),
+            Ok(None) => Ok((
+                false,
+                Value::String(lua.create_string(format!("module '{name}' not found"))?),
+            )),
+            Err(e) => Ok((
+                false,
+                Value::String(lua.create_string(traceback::error_message(&e))?),
+            )),
+        }
+    })
+}
+
+fn install_warnings(lua: &Lua, ctx: &Arc<Context>) {
+    let ctx = Arc::clone(ctx);
+    lua.set_warning_function(move |_, piece, incomplete| {
+        let mut pending = ctx.warning.lock().unwrap_or_else(|e| e.into_inner());
+        pending.push_str(piece);
+        if incomplete {
+            return Ok(());
+        }
+        let message = std::mem::take(&mut *pending);
+        if message.starts_with('@') {
+            // Control messages ("@on", "@off") of the stand-alone interpreter; the log is
+            // always on.
+        } else if message.starts_with("error in ") {
+            ctx.count_error();
+            tracing::warn!(state = %ctx.name, "{message}");
+        } else {
+            tracing::info!(target: "nflua::lua", state = %ctx.name, warning = true, "{message}");
+        }
+        Ok(())
+    });
+}

@@ -1,0 +1,90 @@
+//! One function per subcommand.
+
+use std::io::{Read, Write};
+
+use anyhow::Context;
+use clap::CommandFactory;
+use nflua_client::consts::DATA_MAX;
+use nflua_client::{parse_port, ClientConfig, ClientError, ControlSocket, CreateRequest, DataSocket, Port, StateFlags};
+
+use crate::cli::{Cli, Command};
+use crate::output;
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = ClientConfig::from_env();
+    if let Some(p) = &cli.port {
+        config.daemon_port = parse_port(p).with_context(|| format!("invalid --port {p:?}"))?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cli.command {
+        Command::Create { name, instructions, memory, debug } => {
+            let flags = if debug { StateFlags::DEBUG } else { StateFlags::empty() };
+            let req = CreateRequest { name: &name, max_runs: instructions, max_alloc: memory, flags };
+            control(config)?.create(&req)?;
+        }
+        Command::Destroy { name } => control(config)?.destroy(&name)?,
+        Command::List { json } => {
+            let states = control(config)?.list()?;
+            output::states(&mut out, &states, json)?;
+        }
+        Command::Execute { name, file, code, chunk_name } => {
+            let (chunk, default_name) = match (code, file) {
+                (Some(code), _) => (code.into_bytes(), "=chunk".to_owned()),
+                (None, Some(path)) if path.as_os_str() == "-" => (read_stdin()?, "=stdin".to_owned()),
+                (None, Some(path)) => {
+                    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                    (bytes, format!("@{}", path.display()))
+                }
+                (None, None) => anyhow::bail!("give a FILE or -e CODE"),
+            };
+            let chunk_name = chunk_name.unwrap_or(default_name);
+            control(config)?.execute(&name, &chunk, &chunk_name)?;
+        }
+        Command::Send { name, data, wait } => {
+            let payload = match data.as_deref() {
+                None | Some("-") => read_stdin()?,
+                Some(text) => text.as_bytes().to_vec(),
+            };
+            let mut sock = DataSocket::open(config, Port::Auto)?;
+            sock.send(&name, &payload)?;
+            let mut buf = vec![0u8; DATA_MAX];
+            loop {
+                match sock.receive_timeout(&mut buf, wait as i32) {
+                    Ok(m) => output::message(&mut out, &m.state, &buf[..m.len], false)?,
+                    Err(ClientError::TimedOut) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Command::Receive { pid, timeout, count, json } => {
+            let port = match pid {
+                Some(p) => Port::explicit(p as i64).context("--pid must be in range [1, 2^31)")?,
+                None => Port::Auto,
+            };
+            let mut sock = DataSocket::open(config, port)?;
+            eprintln!("nfluactl: listening on port {}", sock.port()?);
+            let mut buf = vec![0u8; DATA_MAX];
+            let timeout_ms = timeout.map_or(-1, |t| t.min(i32::MAX as u32) as i32);
+            for _ in 0..count {
+                let m = sock.receive_timeout(&mut buf, timeout_ms)?;
+                output::message(&mut out, &m.state, &buf[..m.len], json)?;
+                out.flush()?;
+            }
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "nfluactl", &mut out);
+        }
+    }
+    Ok(())
+}
+
+fn control(config: ClientConfig) -> Result<ControlSocket, ClientError> {
+    ControlSocket::open(config, Port::Auto)
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
+    Ok(buf)
+}

@@ -1,0 +1,65 @@
+//! Command line of `nfluad`, validated into [`Config`] before any work.
+
+use clap::Parser;
+use nflua_proto::consts::{DEFAULT_MAX_RUNS, DEFAULT_PORT};
+
+/// The nflua engine daemon: named Lua states, served over Netlink
+/// (NETLINK_USERSOCK). One daemon per network namespace.
+#[derive(Debug, Parser)]
+#[command(name = "nfluad", version, about)]
+pub struct Args {
+    /// Netlink port id to serve on (decimal or 0x hex).
+    #[arg(long, env = "NFLUA_PORT", default_value_t = format!("{DEFAULT_PORT:#x}"))]
+    pub port: String,
+
+    /// Also accept requests from this uid (root is always accepted). Repeatable.
+    #[arg(long = "allow-uid", value_name = "UID")]
+    pub allow_uid: Vec<u32>,
+
+    /// Also accept requests from senders with this gid. Repeatable.
+    #[arg(long = "allow-gid", value_name = "GID")]
+    pub allow_gid: Vec<u32>,
+
+    /// Instruction limit (maxruns) of states created with a legacy 72-byte CREATE.
+    #[arg(long, default_value_t = DEFAULT_MAX_RUNS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub default_maxruns: u32,
+
+    /// Receive buffer of the Netlink socket in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub recv_buffer: usize,
+
+    /// Seconds a half-sent EXECUTE may wait for its next fragment before it is dropped.
+    #[arg(long, default_value_t = 30)]
+    pub fragment_timeout: u64,
+
+    /// Log filter (tracing's env-filter syntax), e.g. "info" or "nflua=debug".
+    #[arg(long, env = "NFLUA_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u32,
+    pub allow_uids: Vec<u32>,
+    pub allow_gids: Vec<u32>,
+    pub default_max_runs: u32,
+    pub recv_buffer: usize,
+    pub fragment_timeout: std::time::Duration,
+}
+
+impl Args {
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let port = nflua_client::parse_port(&self.port)
+            .filter(|&p| p != 0)
+            .ok_or_else(|| anyhow::anyhow!("invalid --port {:?}: expected a non-zero port id", self.port))?;
+        Ok(Config {
+            port,
+            allow_uids: self.allow_uid,
+            allow_gids: self.allow_gid,
+            default_max_runs: self.default_maxruns,
+            recv_buffer: self.recv_buffer,
+            fragment_timeout: std::time::Duration::from_secs(self.fragment_timeout.max(1)),
+        })
+    }
+}

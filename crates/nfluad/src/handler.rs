@@ -1,0 +1,235 @@
+//! Turns one datagram from a client into engine calls and reply datagrams.
+//! No sockets here: the server feeds bytes in and sends what comes out, so
+//! this is also what a fuzzer of the daemon's request handling drives.
+
+use std::time::Instant;
+
+use nflua_client::socket::Credentials;
+use nflua_engine::{Engine, EngineError, StateConfig};
+use nflua_proto::consts::{DEFAULT_CHUNK_NAME, NLMSG_HDRLEN};
+use nflua_proto::{
+    encode_ack, encode_error, encode_list_reply, errno, messages, DecodeError, Header, Message, MsgFlags, MsgType,
+    RecordFormat, Request, StateFlags, StateRecord,
+};
+
+use crate::clients::Clients;
+
+/// Who sent a datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender {
+    pub port: u32,
+    pub creds: Option<Credentials>,
+}
+
+/// Who may talk to the daemon (SPEC §2: root, or listed uids/gids).
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub allow_uids: Vec<u32>,
+    pub allow_gids: Vec<u32>,
+    pub default_max_runs: u32,
+}
+
+impl Policy {
+    fn allows(&self, creds: Option<Credentials>) -> bool {
+        creds.is_some_and(|c| c.uid == 0 || self.allow_uids.contains(&c.uid) || self.allow_gids.contains(&c.gid))
+    }
+}
+
+/// An error to answer with: errno and text.
+#[derive(Debug)]
+struct Failure {
+    errno: i32,
+    text: String,
+}
+
+impl Failure {
+    fn new(errno: i32, text: impl Into<String>) -> Self {
+        Failure { errno, text: text.into() }
+    }
+}
+
+impl From<DecodeError> for Failure {
+    fn from(e: DecodeError) -> Self {
+        Failure::new(e.errno(), e.to_string())
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        Failure::new(e.errno(), e.to_string())
+    }
+}
+
+/// Request handling state: the engine, per-client reassembly, and policy.
+pub struct Handler {
+    pub engine: Engine,
+    pub clients: Clients,
+    pub policy: Policy,
+    /// Our own port id, the sender field of every reply header.
+    pub port: u32,
+}
+
+impl Handler {
+    /// Handles every message of `datagram` and returns the datagrams to send
+    /// back to the sender, in order.
+    pub fn handle_datagram(&mut self, datagram: &[u8], from: Sender, now: Instant) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if !self.policy.allows(from.creds) {
+            let uid = from.creds.map_or_else(|| "unknown".to_owned(), |c| c.uid.to_string());
+            tracing::warn!(port = from.port, uid, "request from a sender without permission");
+            let header = Header::parse(datagram).unwrap_or_else(|_| synthetic_header(datagram));
+            let text = format!("permission denied: uid {uid} may not use nfluad (see nfluad --allow-uid/--allow-gid)");
+            out.push(error_datagram(errno::EPERM, &header, &text, self.port));
+            return out;
+        }
+        for msg in messages(datagram) {
+            match msg {
+                Ok(msg) => self.handle_message(&msg, from, now, &mut out),
+                Err(e) => {
+                    tracing::warn!(port = from.port, error = %e, "malformed datagram");
+                    out.push(error_datagram(e.errno(), &synthetic_header(datagram), &e.to_string(), self.port));
+                }
+            }
+        }
+        self.clients.release(from.port);
+        out
+    }
+
+    fn handle_message(&mut self, msg: &Message<'_>, from: Sender, now: Instant, out: &mut Vec<Vec<u8>>) {
+        let request = match Request::decode(msg) {
+            Ok(r) => r,
+            // Never answer Netlink's own control messages: two peers must not
+            // bounce errors at each other.
+            Err(DecodeError::NotARequest { .. }) => return,
+            Err(e) => {
+                if msg.header.ty == MsgType::Execute.as_u16() {
+                    self.abandon_execute(from.port, &msg.header, now);
+                }
+                tracing::debug!(port = from.port, error = %e, "bad request");
+                out.push(error_datagram(e.errno(), &msg.header, &e.to_string(), self.port));
+                return;
+            }
+        };
+        let seq = msg.header.seq;
+        let result = match request {
+            Request::Create(record) => self.create(record).map(|()| ack(MsgType::Create, seq, self.port)),
+            Request::Destroy { name } => {
+                self.engine.destroy(name).map_err(Failure::from).map(|()| ack(MsgType::Destroy, seq, self.port))
+            }
+            Request::List { ext } => {
+                out.extend(self.list(ext, seq));
+                return;
+            }
+            Request::Execute(frag) => match self.execute(&msg.header, &frag, from.port, now) {
+                Ok(Some(reply)) => Ok(reply),
+                Ok(None) => return,
+                Err(f) => Err(f),
+            },
+            Request::Data { name, payload } => match self.engine.deliver(name, from.port, payload) {
+                // DATA is not acknowledged on success (as the original).
+                Ok(()) => return,
+                Err(e) => Err(Failure::from(e)),
+            },
+        };
+        match result {
+            Ok(reply) => out.push(reply),
+            Err(f) => {
+                tracing::debug!(port = from.port, errno = f.errno, error = %f.text, "request failed");
+                out.push(error_datagram(f.errno, &msg.header, &f.text, self.port));
+            }
+        }
+    }
+
+    fn create(&mut self, record: StateRecord) -> Result<(), Failure> {
+        let flags = record.flags.unwrap_or_default();
+        let config = StateConfig {
+            name: record.name,
+            max_alloc_bytes: record.max_alloc as usize,
+            max_runs: record.max_runs.unwrap_or(self.policy.default_max_runs),
+            debug: flags.contains(StateFlags::DEBUG),
+        };
+        self.engine.create(config)?;
+        Ok(())
+    }
+
+    fn list(&self, ext: bool, seq: u32) -> Vec<Vec<u8>> {
+        let records: Vec<StateRecord> = self
+            .engine
+            .list()
+            .into_iter()
+            .map(|s| StateRecord {
+                name: s.name,
+                max_alloc: clamp_u32(s.max_alloc_bytes),
+                cur_alloc: clamp_u32(s.cur_alloc_bytes),
+                max_runs: Some(s.max_runs),
+                flags: Some(if s.debug { StateFlags::DEBUG } else { StateFlags::empty() }),
+            })
+            .collect();
+        let format = if ext { RecordFormat::Extended } else { RecordFormat::Legacy };
+        encode_list_reply(&records, format, seq, self.port)
+    }
+
+    /// Feeds one EXECUTE fragment; runs the script when complete. `Ok(None)`:
+    /// nothing to answer yet (or a fragment of an already failed request).
+    fn execute(
+        &mut self,
+        header: &Header,
+        frag: &nflua_proto::ExecuteFragment<'_>,
+        port: u32,
+        now: Instant,
+    ) -> Result<Option<Vec<u8>>, Failure> {
+        let client = self.clients.get(port, now);
+        if frag.script.is_some() {
+            client.discard_seq = None;
+        } else if client.discard_seq == Some(header.seq) {
+            if frag.is_last() {
+                client.discard_seq = None;
+            }
+            return Ok(None);
+        }
+        let script = match client.reassembler.push(header.seq, frag) {
+            Ok(Some(script)) => script,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                if !frag.is_last() {
+                    client.discard_seq = Some(header.seq);
+                }
+                return Err(Failure::new(e.errno(), e.to_string()));
+            }
+        };
+        let chunk_name = if script.name.is_empty() { DEFAULT_CHUNK_NAME } else { script.name.as_str() };
+        self.engine.execute(&script.state, &script.body, chunk_name)?;
+        Ok(Some(ack(MsgType::Execute, header.seq, self.port)))
+    }
+
+    /// A malformed EXECUTE message ends the pending request of its sender.
+    fn abandon_execute(&mut self, port: u32, header: &Header, now: Instant) {
+        let client = self.clients.get(port, now);
+        client.reassembler.clear();
+        let flags = MsgFlags::from_bits_truncate(header.flags);
+        client.discard_seq = (!flags.contains(MsgFlags::DONE)).then_some(header.seq);
+    }
+}
+
+fn clamp_u32(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+fn ack(ty: MsgType, seq: u32, port: u32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(NLMSG_HDRLEN);
+    encode_ack(&mut b, ty, seq, port);
+    b
+}
+
+fn error_datagram(errno: i32, request: &Header, text: &str, port: u32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64 + text.len());
+    encode_error(&mut b, errno, request, text, port);
+    b
+}
+
+/// A header to echo when the datagram did not hold a readable one.
+fn synthetic_header(datagram: &[u8]) -> Header {
+    let mut h = Header::parse(datagram).unwrap_or_default();
+    h.len = h.len.max(datagram.len() as u32);
+    h
+}

@@ -1,0 +1,188 @@
+//! The serving loop: read a datagram, hand it to the [`Handler`], send the
+//! replies; stop cleanly on SIGTERM/SIGINT.
+
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nflua_client::socket::{NetlinkSocket, Port};
+use nflua_engine::{Engine, EngineConfig};
+use nflua_proto::consts::{MAX_STATES, MIN_ALLOC_BYTES, PAYLOAD_MAX};
+
+use crate::clients::Clients;
+use crate::config::Config;
+use crate::handler::{Handler, Policy, Sender};
+use crate::sink::SocketSink;
+
+/// A datagram larger than this is cut and answered with an error; requests
+/// are at most a page, so anything bigger is malformed anyway.
+const RECV_BUFFER: usize = 2 * PAYLOAD_MAX;
+
+/// How often pending requests are checked for expiry.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+pub struct Server {
+    sock: Arc<NetlinkSocket>,
+    handler: Handler,
+    config: Config,
+    signals: UnixStream,
+}
+
+impl Server {
+    /// Binds the daemon's port and sets up the engine and signal handling.
+    pub fn bind(config: Config) -> anyhow::Result<Server> {
+        let sock = NetlinkSocket::bind(Port::Explicit(config.port), 0).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                anyhow::anyhow!(
+                    "port {:#x} is taken: another nfluad (or another program) serves this network namespace",
+                    config.port
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("binding NETLINK_USERSOCK port {:#x}", config.port))
+            }
+        })?;
+        sock.set_nonblocking(true).context("making the socket non-blocking")?;
+        if let Err(e) = sock.set_recv_buffer(config.recv_buffer) {
+            tracing::warn!(error = %e, "could not set the receive buffer");
+        }
+        let sock = Arc::new(sock);
+        let engine = Engine::new(
+            EngineConfig { max_states: MAX_STATES, min_alloc_bytes: MIN_ALLOC_BYTES },
+            Arc::new(SocketSink { sock: Arc::clone(&sock) }),
+        );
+        let (signals, signal_writer) = UnixStream::pair().context("creating the signal pipe")?;
+        signals.set_nonblocking(true)?;
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::low_level::pipe::register(sig, signal_writer.try_clone()?)
+                .context("installing signal handlers")?;
+        }
+        let handler = Handler {
+            engine,
+            clients: Clients::default(),
+            policy: Policy {
+                allow_uids: config.allow_uids.clone(),
+                allow_gids: config.allow_gids.clone(),
+                default_max_runs: config.default_max_runs,
+            },
+            port: config.port,
+        };
+        Ok(Server { sock, handler, config, signals })
+    }
+
+    /// Serves until a termination signal arrives.
+    pub fn run(mut self) -> anyhow::Result<()> {
+        tracing::info!(port = format_args!("{:#x}", self.config.port), "nfluad serving");
+        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut last_housekeeping = Instant::now();
+        loop {
+            let timeout = if self.handler.clients.is_empty() { -1 } else { HOUSEKEEPING.as_millis() as i32 };
+            let (net_ready, sig_ready) = poll2(self.sock.as_raw_fd(), self.signals.as_raw_fd(), timeout)?;
+            if sig_ready {
+                let mut drain = [0u8; 16];
+                let _ = self.signals.read(&mut drain);
+                tracing::info!("termination signal received, shutting down");
+                break;
+            }
+            if net_ready {
+                self.drain_socket(&mut buf);
+            }
+            let now = Instant::now();
+            if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
+                last_housekeeping = now;
+                let expired = self.handler.clients.expire(now, self.config.fragment_timeout);
+                if expired > 0 {
+                    tracing::info!(
+                        expired,
+                        in_flight = self.handler.clients.len(),
+                        pending_bytes = self.handler.clients.pending_bytes(),
+                        "dropped half-sent requests of clients that went quiet"
+                    );
+                }
+            }
+        }
+        let states = self.handler.engine.list().len();
+        drop(self.handler);
+        tracing::info!(states, "nfluad stopped");
+        Ok(())
+    }
+
+    /// Reads and handles datagrams until the socket is empty, so one wake-up
+    /// serves a burst.
+    fn drain_socket(&mut self, buf: &mut [u8]) {
+        loop {
+            let info = match self.sock.recv(buf, true) {
+                Ok(info) => info,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    // Our receive buffer overflowed: requests were lost, and
+                    // their senders cannot be told which. Say it loudly.
+                    tracing::error!("receive buffer overflow: requests were dropped by the kernel");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "receive failed");
+                    return;
+                }
+            };
+            if info.src_port == 0 {
+                continue; // the kernel has nothing to say on this protocol
+            }
+            let datagram = &buf[..info.len];
+            let from = Sender { port: info.src_port, creds: info.creds };
+            let replies = if info.truncated {
+                vec![oversized_reply(datagram, self.config.port)]
+            } else {
+                self.handler.handle_datagram(datagram, from, Instant::now())
+            };
+            self.send_replies(from.port, &replies);
+        }
+    }
+
+    fn send_replies(&mut self, port: u32, replies: &[Vec<u8>]) {
+        for reply in replies {
+            if let Err(e) = self.sock.send_to(reply, port, 0) {
+                match e.raw_os_error() {
+                    // The client is gone: stop talking to it and forget it.
+                    Some(libc::ECONNREFUSED) => {
+                        tracing::debug!(port, "client vanished before its reply");
+                        self.handler.clients.forget(port);
+                    }
+                    _ => tracing::warn!(port, error = %e, "could not send reply"),
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn oversized_reply(datagram: &[u8], port: u32) -> Vec<u8> {
+    let mut header = nflua_proto::Header::parse(datagram).unwrap_or_default();
+    header.len = header.len.max(datagram.len() as u32);
+    let mut out = Vec::new();
+    let text = format!("datagram exceeds {RECV_BUFFER} bytes");
+    nflua_proto::encode_error(&mut out, nflua_proto::errno::EMSGSIZE, &header, &text, port);
+    out
+}
+
+/// Polls two descriptors for input.
+fn poll2(a: i32, b: i32, timeout_ms: i32) -> anyhow::Result<(bool, bool)> {
+    let mut fds = [
+        libc::pollfd { fd: a, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: b, events: libc::POLLIN, revents: 0 },
+    ];
+    // SAFETY: two pollfds owned by this frame, alive for the call.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok((false, false));
+        }
+        return Err(err).context("poll");
+    }
+    let ready = |f: &libc::pollfd| f.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
+    Ok((ready(&fds[0]), ready(&fds[1])))
+}

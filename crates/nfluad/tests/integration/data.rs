@@ -1,0 +1,105 @@
+//! DATA both ways: send → __receive_callback → nf.netlink → receive.
+
+use nflua_client::consts::DATA_MAX;
+use nflua_client::ClientError;
+
+use crate::util::Daemon;
+
+const ECHO: &str = r#"
+function __receive_callback(pid, buf)
+  nf.netlink(pid, 0, "echo:" .. tostring(buf))
+end
+"#;
+
+#[test]
+fn round_trip_through_a_state() {
+    let d = Daemon::start();
+    d.create("echo");
+    d.execute("echo", ECHO).unwrap();
+    let mut s = d.data();
+    s.send("echo", b"hello").unwrap();
+    let mut buf = vec![0u8; DATA_MAX];
+    let m = s.receive_timeout(&mut buf, 5000).unwrap();
+    assert_eq!(m.state, "echo");
+    assert_eq!(&buf[..m.len], b"echo:hello");
+}
+
+#[test]
+fn callback_sees_pid_and_bytes_and_the_largest_payload() {
+    let d = Daemon::start();
+    d.create("st");
+    d.execute(
+        "st",
+        r#"function __receive_callback(pid, buf)
+             nf.netlink(pid, 0, string.format("%d %d %d", pid, #buf, buf[#buf]))
+           end"#,
+    )
+    .unwrap();
+    let mut s = d.data();
+    let port = s.port().unwrap();
+    let mut payload = vec![7u8; DATA_MAX];
+    payload[DATA_MAX - 1] = 200;
+    s.send("st", &payload).unwrap();
+    let mut buf = vec![0u8; DATA_MAX];
+    let m = s.receive_timeout(&mut buf, 5000).unwrap();
+    // Lua sees the port as an integer: automatic ports have bit 31 set.
+    assert_eq!(String::from_utf8_lossy(&buf[..m.len]), format!("{port} {DATA_MAX} 200"));
+    assert!(matches!(s.send("st", &vec![0; DATA_MAX + 1]), Err(ClientError::DataTooLarge(_))));
+}
+
+#[test]
+fn nf_netlink_to_another_socket() {
+    let d = Daemon::start();
+    d.create("pub");
+    let mut listener = d.data();
+    let port = listener.port().unwrap();
+    // Old C bindings report automatic ports as negative numbers: both work.
+    let negative = port as i32;
+    d.execute("pub", &format!("assert(nf.netlink({port}, 0, 'one') == 3) nf.netlink({negative}, 0, 'two')")).unwrap();
+    let mut buf = vec![0u8; DATA_MAX];
+    for want in ["one", "two"] {
+        let m = listener.receive_timeout(&mut buf, 5000).unwrap();
+        assert_eq!((&buf[..m.len], m.state.as_str()), (want.as_bytes(), "pub"));
+    }
+}
+
+#[test]
+fn delivery_errors_come_back_to_the_sender() {
+    let d = Daemon::start();
+    d.create("nocb");
+    d.create("failing");
+    d.execute("failing", "function __receive_callback() error('cb failed') end").unwrap();
+    let mut s = d.data();
+    let mut buf = vec![0u8; DATA_MAX];
+    let cases = [
+        ("ghost", libc::ENOENT, "state 'ghost' not found"),
+        ("nocb", libc::ENOENT, "state 'nocb' has no __receive_callback"),
+        ("failing", libc::EIO, "cb failed"),
+    ];
+    for (state, errno, text) in cases {
+        s.send(state, b"x").unwrap();
+        match s.receive_timeout(&mut buf, 5000) {
+            Err(ClientError::Daemon { errno: e, message }) => {
+                assert_eq!(e, errno, "{state}: {message}");
+                assert!(message.contains(text), "{state}: {message}");
+            }
+            other => panic!("{state}: {other:?}"),
+        }
+    }
+    d.assert_serving(Some("nocb"));
+}
+
+#[test]
+fn stashed_buffers_are_invalid_after_the_callback() {
+    let d = Daemon::start();
+    d.create("st");
+    d.execute("st", "function __receive_callback(pid, b) kept = b end").unwrap();
+    d.data().send("st", b"abc").unwrap();
+    crate::util::wait_for("the callback", std::time::Duration::from_secs(5), || {
+        d.execute("st", "assert(kept)").is_ok()
+    });
+    match d.execute("st", "return kept[1]") {
+        Err(ClientError::Daemon { message, .. }) => assert!(message.contains("no longer valid"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: a real nfluad on a private port, driven through the Rust
+//! client, nfluactl and raw Netlink sockets.
+
+mod util;
+
+mod bad_input;
+mod cli;
+mod control;
+mod data;
+mod legacy;
+mod lifecycle;

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test of the project: lints, Rust unit/property/integration tests
+# (real nfluad processes on private Netlink ports), and the Lua suite.
+# Tests that need root skip loudly without it, unless NFLUA_REQUIRE_PRIV=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --workspace --all-targets
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
+cargo clippy --release --manifest-path crates/nflua-lua/Cargo.toml -- -D warnings
+bash tests/lua/run.sh
