@@ -4,6 +4,7 @@
 # Tests that need root skip loudly without it, unless NFLUA_REQUIRE_PRIV=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cargo fmt --all --check
 cargo build --workspace --all-targets
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace

@@ -11,8 +11,8 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use nflua_proto::consts::{DEFAULT_MAX_ALLOC_BYTES, STATE_NAME_MAX};
 use nflua_proto::{
-    encode_create, encode_destroy, encode_list, execute_messages, messages, name, ListReassembler, MsgType,
-    RecordFormat, Reply, StateFlags, StateRecord,
+    encode_create, encode_destroy, encode_list, execute_messages, messages, name, ListReassembler,
+    MsgType, RecordFormat, Reply, StateFlags, StateRecord,
 };
 
 use crate::config::ClientConfig;
@@ -75,7 +75,12 @@ pub struct CreateRequest<'a> {
 impl<'a> CreateRequest<'a> {
     /// A state with the default memory limit and no flags.
     pub fn new(name: &'a str, max_runs: u32) -> Self {
-        CreateRequest { name, max_runs, max_alloc: DEFAULT_MAX_ALLOC_BYTES as u32, flags: StateFlags::empty() }
+        CreateRequest {
+            name,
+            max_runs,
+            max_alloc: DEFAULT_MAX_ALLOC_BYTES as u32,
+            flags: StateFlags::empty(),
+        }
     }
 }
 
@@ -127,7 +132,10 @@ impl ControlSocket {
     }
 
     pub fn set_nonblocking(&self, on: bool) -> Result<(), ClientError> {
-        self.link.socket()?.set_nonblocking(on).map_err(ClientError::Io)
+        self.link
+            .socket()?
+            .set_nonblocking(on)
+            .map_err(ClientError::Io)
     }
 
     /// Ask for legacy (72-byte) records, as a 2019-era client does.
@@ -139,7 +147,9 @@ impl ControlSocket {
         self.link.socket()?;
         match self.state {
             SocketState::Ready => {}
-            SocketState::Failed => return Err(ClientError::Failed("earlier protocol error".into())),
+            SocketState::Failed => {
+                return Err(ClientError::Failed("earlier protocol error".into()))
+            }
             SocketState::Waiting | SocketState::Receiving => return Err(ClientError::NotReady),
         }
         self.seq = self.seq.wrapping_add(1).max(1);
@@ -166,7 +176,11 @@ impl ControlSocket {
 
     /// Sends CREATE with a record in the given layout; `Legacy` reproduces an
     /// old client's 72-byte request.
-    pub fn send_create_record(&mut self, record: &StateRecord, format: RecordFormat) -> Result<(), ClientError> {
+    pub fn send_create_record(
+        &mut self,
+        record: &StateRecord,
+        format: RecordFormat,
+    ) -> Result<(), ClientError> {
         name::check_state_name(&record.name).map_err(ClientError::StateName)?;
         let seq = self.begin()?;
         let mut buf = Vec::new();
@@ -187,7 +201,12 @@ impl ControlSocket {
     }
 
     /// Sends all fragments of `script`; `script_name` "" means `=chunk`.
-    pub fn send_execute(&mut self, state: &str, script: &[u8], script_name: &str) -> Result<(), ClientError> {
+    pub fn send_execute(
+        &mut self,
+        state: &str,
+        script: &[u8],
+        script_name: &str,
+    ) -> Result<(), ClientError> {
         let port = self.port()?;
         // Validate before taking a seq so a bad argument leaves the socket ready.
         execute_messages(0, port, state, script_name, script)?;
@@ -206,7 +225,11 @@ impl ControlSocket {
         let mut buf = Vec::with_capacity(16);
         encode_list(&mut buf, seq, self.port()?, self.extended_list);
         self.link.send(&buf)?;
-        let format = if self.extended_list { RecordFormat::Extended } else { RecordFormat::Legacy };
+        let format = if self.extended_list {
+            RecordFormat::Extended
+        } else {
+            RecordFormat::Legacy
+        };
         self.list = Some(ListReassembler::new(format));
         self.sent(MsgType::List);
         Ok(())
@@ -227,13 +250,19 @@ impl ControlSocket {
 
     /// Reads one datagram of the reply to the outstanding command.
     pub fn receive(&mut self) -> Result<Response, ClientError> {
+        self.receive_one(false)
+    }
+
+    fn receive_one(&mut self, dontwait: bool) -> Result<Response, ClientError> {
         self.link.socket()?;
         let expect = match (self.state, self.expect) {
-            (SocketState::Failed, _) => return Err(ClientError::Failed("earlier protocol error".into())),
+            (SocketState::Failed, _) => {
+                return Err(ClientError::Failed("earlier protocol error".into()))
+            }
             (SocketState::Ready, _) | (_, None) => return Err(ClientError::NotReady),
             (_, Some(expect)) => expect,
         };
-        let len = match self.link.recv_from_daemon() {
+        let len = match self.link.recv_from_daemon(dontwait) {
             Ok(Some(len)) => len,
             Ok(None) => return Ok(Response::Pending),
             Err(ClientError::Failed(why)) => return Err(self.fail(why)),
@@ -245,15 +274,23 @@ impl ControlSocket {
         result
     }
 
-    fn handle_datagram(&mut self, datagram: &[u8], expect: MsgType) -> Result<Response, ClientError> {
+    fn handle_datagram(
+        &mut self,
+        datagram: &[u8],
+        expect: MsgType,
+    ) -> Result<Response, ClientError> {
         let mut response = Response::Pending;
         for msg in messages(datagram) {
             let msg = msg.map_err(|e| self.fail(format!("malformed reply: {e}")))?;
             if msg.header.seq != self.seq {
-                let why = format!("reply seq {} does not match request seq {}", msg.header.seq, self.seq);
+                let why = format!(
+                    "reply seq {} does not match request seq {}",
+                    msg.header.seq, self.seq
+                );
                 return Err(self.fail(why));
             }
-            let reply = Reply::decode(&msg).map_err(|e| self.fail(format!("malformed reply: {e}")))?;
+            let reply =
+                Reply::decode(&msg).map_err(|e| self.fail(format!("malformed reply: {e}")))?;
             response = match reply {
                 Reply::Ack { ty } if ty == expect => {
                     self.finish();
@@ -261,11 +298,19 @@ impl ControlSocket {
                 }
                 Reply::Error(e) => {
                     self.finish();
-                    let message = e.message.map(str::to_owned).unwrap_or_else(|| strerror(e.errno));
-                    return Err(ClientError::Daemon { errno: e.errno, message });
+                    let message = e
+                        .message
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| strerror(e.errno));
+                    return Err(ClientError::Daemon {
+                        errno: e.errno,
+                        message,
+                    });
                 }
                 Reply::List(frag) if expect == MsgType::List => {
-                    let Some(list) = self.list.as_mut() else { return Err(self.fail("no LIST pending".into())) };
+                    let Some(list) = self.list.as_mut() else {
+                        return Err(self.fail("no LIST pending".into()));
+                    };
                     match list.push(&frag) {
                         Ok(None) => {
                             self.state = SocketState::Receiving;
@@ -278,7 +323,11 @@ impl ControlSocket {
                         Err(e) => return Err(self.fail(e.to_string())),
                     }
                 }
-                other => return Err(self.fail(format!("unexpected reply {other:?} to {}", expect.name()))),
+                other => {
+                    return Err(
+                        self.fail(format!("unexpected reply {other:?} to {}", expect.name()))
+                    )
+                }
             };
         }
         Ok(response)
@@ -297,7 +346,7 @@ impl ControlSocket {
             if !self.link.wait(timeout_ms)? {
                 return Err(ClientError::TimedOut);
             }
-            match self.receive()? {
+            match self.receive_one(true)? {
                 Response::Pending => continue,
                 done => return Ok(done),
             }
@@ -317,7 +366,12 @@ impl ControlSocket {
     }
 
     /// EXECUTE and wait for the answer.
-    pub fn execute(&mut self, state: &str, script: &[u8], script_name: &str) -> Result<(), ClientError> {
+    pub fn execute(
+        &mut self,
+        state: &str,
+        script: &[u8],
+        script_name: &str,
+    ) -> Result<(), ClientError> {
         self.send_execute(state, script, script_name)?;
         self.wait(-1).map(drop)
     }
@@ -339,5 +393,72 @@ fn state_info(r: StateRecord) -> StateInfo {
         cur_alloc: r.cur_alloc,
         max_runs: r.max_runs,
         flags: r.flags.unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::socket::NetlinkSocket;
+    use nflua_proto::{encode_ack, Header};
+
+    /// A "daemon" whose uid the client does not trust is ignored: its reply
+    /// never completes the command.
+    #[test]
+    fn replies_from_untrusted_uids_are_ignored() {
+        let fake = NetlinkSocket::bind(Port::Auto, 0).unwrap();
+        let uid = crate::socket::effective_uid();
+        let config = ClientConfig {
+            daemon_port: fake.port(),
+            trusted_uids: vec![uid.wrapping_add(1)],
+        };
+        let mut c = ControlSocket::open(config, Port::Auto).unwrap();
+        c.send_destroy("x").unwrap();
+        let mut buf = [0u8; 256];
+        let info = fake.recv(&mut buf, false).unwrap();
+        let request = Header::parse(&buf[..info.len]).unwrap();
+        let mut ack = Vec::new();
+        encode_ack(&mut ack, MsgType::Destroy, request.seq, fake.port());
+        fake.send_to(&ack, c.port().unwrap(), 0).unwrap();
+        assert!(matches!(c.wait(300), Err(ClientError::TimedOut)));
+        assert_eq!(c.state(), SocketState::Waiting);
+
+        // The same reply from a trusted uid completes it.
+        let mut trusting = ControlSocket::open(
+            ClientConfig {
+                daemon_port: fake.port(),
+                trusted_uids: vec![uid],
+            },
+            Port::Auto,
+        )
+        .unwrap();
+        trusting.send_destroy("x").unwrap();
+        let info = fake.recv(&mut buf, false).unwrap();
+        let request = Header::parse(&buf[..info.len]).unwrap();
+        let mut ack = Vec::new();
+        encode_ack(&mut ack, MsgType::Destroy, request.seq, fake.port());
+        fake.send_to(&ack, trusting.port().unwrap(), 0).unwrap();
+        assert_eq!(trusting.wait(2000).unwrap(), Response::Done);
+    }
+
+    #[test]
+    fn reply_with_another_seq_fails_the_socket() {
+        let fake = NetlinkSocket::bind(Port::Auto, 0).unwrap();
+        let uid = crate::socket::effective_uid();
+        let mut c = ControlSocket::open(
+            ClientConfig {
+                daemon_port: fake.port(),
+                trusted_uids: vec![uid],
+            },
+            Port::Auto,
+        )
+        .unwrap();
+        c.send_list().unwrap();
+        let mut ack = Vec::new();
+        encode_ack(&mut ack, MsgType::List, 999, fake.port());
+        fake.send_to(&ack, c.port().unwrap(), 0).unwrap();
+        assert!(matches!(c.wait(2000), Err(ClientError::Failed(_))));
+        assert_eq!(c.state(), SocketState::Failed);
+        assert!(matches!(c.send_list(), Err(ClientError::Failed(_))));
     }
 }

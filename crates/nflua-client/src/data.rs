@@ -27,7 +27,10 @@ pub struct DataSocket {
 
 impl DataSocket {
     pub fn open(config: ClientConfig, port: Port) -> Result<DataSocket, ClientError> {
-        Ok(DataSocket { link: DaemonLink::open(config, port)?, seq: 0 })
+        Ok(DataSocket {
+            link: DaemonLink::open(config, port)?,
+            seq: 0,
+        })
     }
 
     pub fn port(&self) -> Result<u32, ClientError> {
@@ -47,12 +50,18 @@ impl DataSocket {
     }
 
     pub fn set_nonblocking(&self, on: bool) -> Result<(), ClientError> {
-        self.link.socket()?.set_nonblocking(on).map_err(ClientError::Io)
+        self.link
+            .socket()?
+            .set_nonblocking(on)
+            .map_err(ClientError::Io)
     }
 
     /// Sets the kernel receive buffer of this socket.
     pub fn set_recv_buffer(&self, bytes: usize) -> Result<(), ClientError> {
-        self.link.socket()?.set_recv_buffer(bytes).map_err(ClientError::Io)
+        self.link
+            .socket()?
+            .set_recv_buffer(bytes)
+            .map_err(ClientError::Io)
     }
 
     /// Sends `payload` to the `__receive_callback` of `state`. Not
@@ -71,13 +80,25 @@ impl DataSocket {
     /// Receives one message into `out` (which must hold `DATA_MAX` bytes to be
     /// sure to fit any message). `Ok(None)`: non-blocking and nothing there.
     pub fn receive(&mut self, out: &mut [u8]) -> Result<Option<DataMessage>, ClientError> {
-        let Some(len) = self.link.recv_from_daemon()? else { return Ok(None) };
+        self.receive_one(out, false)
+    }
+
+    fn receive_one(
+        &mut self,
+        out: &mut [u8],
+        dontwait: bool,
+    ) -> Result<Option<DataMessage>, ClientError> {
+        let Some(len) = self.link.recv_from_daemon(dontwait)? else {
+            return Ok(None);
+        };
         let datagram = &self.link.buf[..len];
         let Some(msg) = messages(datagram).next() else {
             return Err(ClientError::Failed("empty datagram".into()));
         };
         let msg = msg.map_err(|e| ClientError::Failed(format!("malformed message: {e}")))?;
-        match Reply::decode(&msg).map_err(|e| ClientError::Failed(format!("malformed message: {e}")))? {
+        match Reply::decode(&msg)
+            .map_err(|e| ClientError::Failed(format!("malformed message: {e}")))?
+        {
             Reply::Data { state, payload } => {
                 if payload.len() > out.len() {
                     return Err(ClientError::InvalidArgument(format!(
@@ -87,13 +108,24 @@ impl DataSocket {
                     )));
                 }
                 out[..payload.len()].copy_from_slice(payload);
-                Ok(Some(DataMessage { len: payload.len(), state: state.to_owned() }))
+                Ok(Some(DataMessage {
+                    len: payload.len(),
+                    state: state.to_owned(),
+                }))
             }
             Reply::Error(e) => {
-                let message = e.message.map(str::to_owned).unwrap_or_else(|| strerror(e.errno));
-                Err(ClientError::Daemon { errno: e.errno, message })
+                let message = e
+                    .message
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| strerror(e.errno));
+                Err(ClientError::Daemon {
+                    errno: e.errno,
+                    message,
+                })
             }
-            other => Err(ClientError::Failed(format!("unexpected message on a data socket: {other:?}"))),
+            other => Err(ClientError::Failed(format!(
+                "unexpected message on a data socket: {other:?}"
+            ))),
         }
     }
 
@@ -104,12 +136,16 @@ impl DataSocket {
     }
 
     /// Blocks for at most `timeout_ms` (negative: forever) for one message.
-    pub fn receive_timeout(&mut self, out: &mut [u8], timeout_ms: i32) -> Result<DataMessage, ClientError> {
+    pub fn receive_timeout(
+        &mut self,
+        out: &mut [u8],
+        timeout_ms: i32,
+    ) -> Result<DataMessage, ClientError> {
         loop {
             if !self.link.wait(timeout_ms)? {
                 return Err(ClientError::TimedOut);
             }
-            if let Some(m) = self.receive(out)? {
+            if let Some(m) = self.receive_one(out, true)? {
                 return Ok(m);
             }
         }

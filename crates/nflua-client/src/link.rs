@@ -23,7 +23,11 @@ pub(crate) struct DaemonLink {
 impl DaemonLink {
     pub(crate) fn open(config: ClientConfig, port: Port) -> Result<DaemonLink, ClientError> {
         let sock = NetlinkSocket::bind(port, 0).map_err(ClientError::Io)?;
-        Ok(DaemonLink { sock: Some(sock), config, buf: vec![0; RECV_BUFFER] })
+        Ok(DaemonLink {
+            sock: Some(sock),
+            config,
+            buf: vec![0; RECV_BUFFER],
+        })
     }
 
     pub(crate) fn socket(&self) -> Result<&NetlinkSocket, ClientError> {
@@ -40,18 +44,25 @@ impl DaemonLink {
 
     pub(crate) fn send(&self, datagram: &[u8]) -> Result<(), ClientError> {
         let port = self.config.daemon_port;
-        self.socket()?.send_to(datagram, port, 0).map_err(|e| ClientError::from_io(e, port))?;
+        self.socket()?
+            .send_to(datagram, port, 0)
+            .map_err(|e| ClientError::from_io(e, port))?;
         Ok(())
     }
 
     /// Reads datagrams until one comes from the daemon's port with trusted
     /// credentials; others are dropped. Returns its length in `self.buf`, or
-    /// `None` when the socket is non-blocking and nothing is there.
-    pub(crate) fn recv_from_daemon(&mut self) -> Result<Option<usize>, ClientError> {
+    /// `None` when nothing is there and either the socket is non-blocking or
+    /// `dontwait` is set (callers that poll with a timeout set it, so a
+    /// dropped datagram never turns their wait into an endless block).
+    pub(crate) fn recv_from_daemon(
+        &mut self,
+        dontwait: bool,
+    ) -> Result<Option<usize>, ClientError> {
         let port = self.config.daemon_port;
         loop {
             let sock = self.sock.as_ref().ok_or(ClientError::Closed)?;
-            let info = match sock.recv(&mut self.buf, false) {
+            let info = match sock.recv(&mut self.buf, dontwait) {
                 Ok(info) => info,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -62,7 +73,10 @@ impl DaemonLink {
                 continue;
             }
             if info.truncated {
-                return Err(ClientError::Failed(format!("datagram larger than {} bytes", self.buf.len())));
+                return Err(ClientError::Failed(format!(
+                    "datagram larger than {} bytes",
+                    self.buf.len()
+                )));
             }
             return Ok(Some(info.len));
         }
@@ -70,6 +84,8 @@ impl DaemonLink {
 
     /// Waits until the socket is readable; false on timeout.
     pub(crate) fn wait(&self, timeout_ms: i32) -> Result<bool, ClientError> {
-        self.socket()?.wait_readable(timeout_ms).map_err(ClientError::Io)
+        self.socket()?
+            .wait_readable(timeout_ms)
+            .map_err(ClientError::Io)
     }
 }

@@ -1077,8 +1077,18 @@ mod receive {
 #[test]
 fn builtin_modules_are_lazy_globals_too() {
     let (mut engine, sink) = with_state();
-    run(&mut engine, "s", "assert(rawget(_G, 'json') == nil); assert(json.decode('[1]')[1] == 1)").unwrap();
-    run(&mut engine, "s", "assert(rawget(_G, 'json') == require 'json'); nf.netlink(5, 0, 'x')").unwrap();
+    run(
+        &mut engine,
+        "s",
+        "assert(rawget(_G, 'json') == nil); assert(json.decode('[1]')[1] == 1)",
+    )
+    .unwrap();
+    run(
+        &mut engine,
+        "s",
+        "assert(rawget(_G, 'json') == require 'json'); nf.netlink(5, 0, 'x')",
+    )
+    .unwrap();
     assert_eq!(sink.sent().len(), 1);
     run(&mut engine, "s", "assert(undefined_thing == nil)").unwrap();
 }

@@ -49,7 +49,11 @@ pub enum DecodeError {
     #[error("unknown message type {0}")]
     UnknownType(u16),
     #[error("{ty} payload must be {expected}, got {got} bytes")]
-    BadPayloadSize { ty: &'static str, expected: &'static str, got: usize },
+    BadPayloadSize {
+        ty: &'static str,
+        expected: &'static str,
+        got: usize,
+    },
     #[error("invalid flags 0x{flags:x} for {ty}")]
     BadFlags { ty: &'static str, flags: u16 },
     #[error("invalid state name: {0}")]
@@ -71,18 +75,18 @@ pub enum DecodeError {
 impl DecodeError {
     pub fn errno(&self) -> i32 {
         match self {
-            DecodeError::Truncated { .. } | DecodeError::BadLength { .. } | DecodeError::BadError => {
-                errno::EBADMSG
-            }
+            DecodeError::Truncated { .. }
+            | DecodeError::BadLength { .. }
+            | DecodeError::BadError => errno::EBADMSG,
             DecodeError::UnknownType(_) => errno::EOPNOTSUPP,
             DecodeError::BadPayloadSize { .. }
             | DecodeError::TooLong { .. }
             | DecodeError::DataTotalMismatch { .. }
             | DecodeError::DataTooLarge(_) => errno::EMSGSIZE,
             DecodeError::BadFlags { .. } | DecodeError::NotARequest { .. } => errno::EPROTO,
-            DecodeError::StateName(_) | DecodeError::ScriptName(_) | DecodeError::UnknownStateFlags(_) => {
-                errno::EINVAL
-            }
+            DecodeError::StateName(_)
+            | DecodeError::ScriptName(_)
+            | DecodeError::UnknownStateFlags(_) => errno::EINVAL,
         }
     }
 }

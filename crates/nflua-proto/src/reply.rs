@@ -10,7 +10,8 @@
 //! ```
 
 use crate::consts::{
-    nlmsg_align, FRAGMENT_LEN, LIST_FRAG_SIZE, LIST_HEADER_LEN, LIST_NEXT_FRAG_SIZE, NLMSG_HDRLEN, PAYLOAD_MAX,
+    nlmsg_align, FRAGMENT_LEN, LIST_FRAG_SIZE, LIST_HEADER_LEN, LIST_NEXT_FRAG_SIZE, NLMSG_HDRLEN,
+    PAYLOAD_MAX,
 };
 use crate::error::DecodeError;
 use crate::header::{emit_message, Header, Message, MsgFlags, MsgType};
@@ -53,10 +54,15 @@ pub struct ListFragment<'a> {
 pub enum Reply<'a> {
     /// Empty CREATE / DESTROY / EXECUTE with DONE; NLMSG_ERROR with error 0
     /// also decodes to this.
-    Ack { ty: MsgType },
+    Ack {
+        ty: MsgType,
+    },
     Error(ErrorReply<'a>),
     List(ListFragment<'a>),
-    Data { state: &'a str, payload: &'a [u8] },
+    Data {
+        state: &'a str,
+        payload: &'a [u8],
+    },
 }
 
 impl<'a> Reply<'a> {
@@ -85,10 +91,16 @@ fn decode_error(p: &[u8], flags: MsgFlags) -> Result<Reply<'_>, DecodeError> {
     let code = get_i32(p, 0);
     let request = Header::parse(&p[4..])?;
     if code == 0 {
-        return Ok(Reply::Ack { ty: MsgType::from_u16(request.ty).unwrap_or(MsgType::Error) });
+        return Ok(Reply::Ack {
+            ty: MsgType::from_u16(request.ty).unwrap_or(MsgType::Error),
+        });
     }
     // Uncapped errors echo the whole request; attributes follow it.
-    let echoed = if flags.contains(MsgFlags::CAPPED) { NLMSG_HDRLEN } else { request.len as usize };
+    let echoed = if flags.contains(MsgFlags::CAPPED) {
+        NLMSG_HDRLEN
+    } else {
+        request.len as usize
+    };
     let mut message = None;
     if flags.contains(MsgFlags::ACK_TLVS) {
         let mut at = 4usize.saturating_add(nlmsg_align(echoed));
@@ -106,18 +118,30 @@ fn decode_error(p: &[u8], flags: MsgFlags) -> Result<Reply<'_>, DecodeError> {
             at += nlmsg_align(nla_len);
         }
     }
-    Ok(Reply::Error(ErrorReply { errno: code.saturating_neg(), message, request }))
+    Ok(Reply::Error(ErrorReply {
+        errno: code.saturating_neg(),
+        message,
+        request,
+    }))
 }
 
 fn decode_list(p: &[u8], flags: MsgFlags) -> Result<ListFragment<'_>, DecodeError> {
     let (total, at) = if flags.contains(MsgFlags::INIT) {
         if p.len() < LIST_HEADER_LEN {
-            return Err(DecodeError::BadPayloadSize { ty: "LIST", expected: "at least 12 bytes", got: p.len() });
+            return Err(DecodeError::BadPayloadSize {
+                ty: "LIST",
+                expected: "at least 12 bytes",
+                got: p.len(),
+            });
         }
         (Some(get_u32(p, 0)), 4)
     } else {
         if p.len() < FRAGMENT_LEN {
-            return Err(DecodeError::BadPayloadSize { ty: "LIST", expected: "at least 8 bytes", got: p.len() });
+            return Err(DecodeError::BadPayloadSize {
+                ty: "LIST",
+                expected: "at least 8 bytes",
+                got: p.len(),
+            });
         }
         (None, 0)
     };
@@ -156,7 +180,14 @@ pub fn encode_error(out: &mut Vec<u8>, errno: i32, request: &Header, text: &str,
     body.extend_from_slice(text.as_bytes());
     body.push(0);
     body.resize(body.len() + nlmsg_align(nla_len) - nla_len, 0);
-    emit_message(out, MsgType::Error.as_u16(), MsgFlags::CAPPED | MsgFlags::ACK_TLVS, request.seq, 0, &[&body]);
+    emit_message(
+        out,
+        MsgType::Error.as_u16(),
+        MsgFlags::CAPPED | MsgFlags::ACK_TLVS,
+        request.seq,
+        0,
+        &[&body],
+    );
     // The header's pid is the sender's port; patch it in after the fact so
     // emit_message stays the one place that lays out headers.
     let at = out.len() - nlmsg_align(NLMSG_HDRLEN + body.len());
@@ -167,12 +198,21 @@ pub fn encode_error(out: &mut Vec<u8>, errno: i32, request: &Header, text: &str,
 /// list header (first message) or fragment header (the rest) holds, as the
 /// original kernel module did.
 pub fn records_per_fragment(format: RecordFormat, first: bool) -> usize {
-    let room = if first { LIST_FRAG_SIZE } else { LIST_NEXT_FRAG_SIZE };
+    let room = if first {
+        LIST_FRAG_SIZE
+    } else {
+        LIST_NEXT_FRAG_SIZE
+    };
     room / format.record_len()
 }
 
 /// Encodes a LIST answer as one datagram per fragment.
-pub fn encode_list_reply(records: &[StateRecord], format: RecordFormat, seq: u32, pid: u32) -> Vec<Vec<u8>> {
+pub fn encode_list_reply(
+    records: &[StateRecord],
+    format: RecordFormat,
+    seq: u32,
+    pid: u32,
+) -> Vec<Vec<u8>> {
     let first_n = records_per_fragment(format, true);
     let next_n = records_per_fragment(format, false);
     let mut out = Vec::new();
@@ -183,7 +223,11 @@ pub fn encode_list_reply(records: &[StateRecord], format: RecordFormat, seq: u32
         let n = (records.len() - at).min(if first { first_n } else { next_n });
         let last = at + n >= records.len();
         let mut body = Vec::with_capacity(LIST_HEADER_LEN + n * format.record_len());
-        let mut flags = if first { MsgFlags::INIT } else { MsgFlags::MULTI };
+        let mut flags = if first {
+            MsgFlags::INIT
+        } else {
+            MsgFlags::MULTI
+        };
         if first {
             put_u32(&mut body, records.len() as u32);
             if !last {
@@ -220,33 +264,54 @@ mod tests {
 
     #[test]
     fn error_with_text_round_trips() {
-        let req = Header { len: 80, ty: 16, flags: 1, seq: 42, pid: 7 };
+        let req = Header {
+            len: 80,
+            ty: 16,
+            flags: 1,
+            seq: 42,
+            pid: 7,
+        };
         let mut b = Vec::new();
         encode_error(&mut b, 17, &req, "state 'x' already exists", 99);
         let h = Header::parse(&b).unwrap();
         assert_eq!((h.ty, h.seq, h.pid), (2, 42, 99));
         assert_eq!(h.flags, 0x300); // CAPPED | ACK_TLVS
         assert_eq!(&b[16..20], &(-17i32).to_ne_bytes()); // nlmsgerr.error
-        assert_eq!(&b[20..36], &{
-            let mut v = Vec::new();
-            req.emit(&mut v);
-            v
-        }[..]); // echoed request header
+        assert_eq!(
+            &b[20..36],
+            &{
+                let mut v = Vec::new();
+                req.emit(&mut v);
+                v
+            }[..]
+        ); // echoed request header
         assert_eq!(&b[38..40], &1u16.to_ne_bytes()); // NLMSGERR_ATTR_MSG
         assert_eq!(b.len() % 4, 0);
         assert_eq!(
             decode(&b),
-            Reply::Error(ErrorReply { errno: 17, message: Some("state 'x' already exists"), request: req })
+            Reply::Error(ErrorReply {
+                errno: 17,
+                message: Some("state 'x' already exists"),
+                request: req
+            })
         );
     }
 
     #[test]
     fn long_error_text_is_cut_to_a_page() {
-        let req = Header { len: 16, ty: 19, flags: 1, seq: 1, pid: 1 };
+        let req = Header {
+            len: 16,
+            ty: 19,
+            flags: 1,
+            seq: 1,
+            pid: 1,
+        };
         let mut b = Vec::new();
         encode_error(&mut b, 5, &req, &"é".repeat(5000), 1);
         assert!(b.len() <= PAYLOAD_MAX);
-        let Reply::Error(e) = decode(&b) else { panic!() };
+        let Reply::Error(e) = decode(&b) else {
+            panic!()
+        };
         assert!(e.message.unwrap().len() <= ERROR_TEXT_MAX);
     }
 
@@ -255,7 +320,12 @@ mod tests {
         let mut b = Vec::new();
         encode_ack(&mut b, MsgType::Create, 5, 0);
         assert_eq!(b.len(), 16);
-        assert_eq!(decode(&b), Reply::Ack { ty: MsgType::Create });
+        assert_eq!(
+            decode(&b),
+            Reply::Ack {
+                ty: MsgType::Create
+            }
+        );
     }
 
     fn recs(n: usize) -> Vec<StateRecord> {
@@ -276,10 +346,22 @@ mod tests {
         assert_eq!(records_per_fragment(RecordFormat::Legacy, false), 56);
         assert_eq!(records_per_fragment(RecordFormat::Extended, true), 50);
         assert_eq!(encode_list_reply(&[], RecordFormat::Legacy, 1, 0).len(), 1);
-        assert_eq!(encode_list_reply(&recs(56), RecordFormat::Legacy, 1, 0).len(), 1);
-        assert_eq!(encode_list_reply(&recs(57), RecordFormat::Legacy, 1, 0).len(), 2);
-        assert_eq!(encode_list_reply(&recs(904), RecordFormat::Legacy, 1, 0).len(), 17);
-        assert_eq!(encode_list_reply(&recs(904), RecordFormat::Extended, 1, 0).len(), 19);
+        assert_eq!(
+            encode_list_reply(&recs(56), RecordFormat::Legacy, 1, 0).len(),
+            1
+        );
+        assert_eq!(
+            encode_list_reply(&recs(57), RecordFormat::Legacy, 1, 0).len(),
+            2
+        );
+        assert_eq!(
+            encode_list_reply(&recs(904), RecordFormat::Legacy, 1, 0).len(),
+            17
+        );
+        assert_eq!(
+            encode_list_reply(&recs(904), RecordFormat::Extended, 1, 0).len(),
+            19
+        );
         for m in encode_list_reply(&recs(904), RecordFormat::Extended, 1, 0) {
             assert!(m.len() <= PAYLOAD_MAX);
         }
@@ -288,7 +370,9 @@ mod tests {
     #[test]
     fn empty_list_is_one_done_message() {
         let msgs = encode_list_reply(&[], RecordFormat::Legacy, 3, 0);
-        let Reply::List(f) = decode(&msgs[0]) else { panic!() };
+        let Reply::List(f) = decode(&msgs[0]) else {
+            panic!()
+        };
         assert_eq!(f.total, Some(0));
         assert_eq!(f.flags, MsgFlags::INIT | MsgFlags::DONE);
         assert!(f.records.is_empty());
@@ -301,12 +385,24 @@ mod tests {
         let frags: Vec<_> = msgs
             .iter()
             .map(|m| match decode(m) {
-                Reply::List(f) => (f.total, f.frag_seq, f.frag_offset, f.records.len() / 80, f.flags),
+                Reply::List(f) => (
+                    f.total,
+                    f.frag_seq,
+                    f.frag_offset,
+                    f.records.len() / 80,
+                    f.flags,
+                ),
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(frags[0], (Some(120), 0, 0, 50, MsgFlags::INIT | MsgFlags::MULTI));
+        assert_eq!(
+            frags[0],
+            (Some(120), 0, 0, 50, MsgFlags::INIT | MsgFlags::MULTI)
+        );
         assert_eq!(frags[1], (None, 1, 50, 50, MsgFlags::MULTI));
-        assert_eq!(frags[2], (None, 2, 100, 20, MsgFlags::MULTI | MsgFlags::DONE));
+        assert_eq!(
+            frags[2],
+            (None, 2, 100, 20, MsgFlags::MULTI | MsgFlags::DONE)
+        );
     }
 }

@@ -29,8 +29,17 @@ pub fn states(out: &mut impl Write, states: &[StateInfo], json: bool) -> std::io
         serde_json::to_writer_pretty(&mut *out, &list)?;
         return writeln!(out);
     }
-    let width = states.iter().map(|s| s.name.len()).max().unwrap_or(0).max(4);
-    writeln!(out, "{:<width$}  {:>10}  {:>10}  {:>10}  FLAGS", "NAME", "MAXALLOC", "CURRALLOC", "MAXRUNS")?;
+    let width = states
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    writeln!(
+        out,
+        "{:<width$}  {:>10}  {:>10}  {:>10}  FLAGS",
+        "NAME", "MAXALLOC", "CURRALLOC", "MAXRUNS"
+    )?;
     for s in states {
         let runs = s.max_runs.map_or_else(|| "-".to_owned(), |r| r.to_string());
         writeln!(
@@ -64,6 +73,10 @@ pub fn message(out: &mut impl Write, state: &str, bytes: &[u8], json: bool) -> s
     }
     match text {
         Some(t) => writeln!(out, "{state}: {t}"),
-        None => writeln!(out, "{state}: 0x{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        None => writeln!(
+            out,
+            "{state}: 0x{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
     }
 }

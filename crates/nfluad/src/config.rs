@@ -52,7 +52,12 @@ impl Args {
     pub fn into_config(self) -> anyhow::Result<Config> {
         let port = nflua_client::parse_port(&self.port)
             .filter(|&p| p != 0)
-            .ok_or_else(|| anyhow::anyhow!("invalid --port {:?}: expected a non-zero port id", self.port))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "invalid --port {:?}: expected a non-zero port id",
+                    self.port
+                )
+            })?;
         Ok(Config {
             port,
             allow_uids: self.allow_uid,

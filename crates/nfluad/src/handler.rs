@@ -8,8 +8,8 @@ use nflua_client::socket::Credentials;
 use nflua_engine::{Engine, EngineError, StateConfig};
 use nflua_proto::consts::{DEFAULT_CHUNK_NAME, NLMSG_HDRLEN};
 use nflua_proto::{
-    encode_ack, encode_error, encode_list_reply, errno, messages, DecodeError, Header, Message, MsgFlags, MsgType,
-    RecordFormat, Request, StateFlags, StateRecord,
+    encode_ack, encode_error, encode_list_reply, errno, messages, DecodeError, Header, Message,
+    MsgFlags, MsgType, RecordFormat, Request, StateFlags, StateRecord,
 };
 
 use crate::clients::Clients;
@@ -31,7 +31,9 @@ pub struct Policy {
 
 impl Policy {
     fn allows(&self, creds: Option<Credentials>) -> bool {
-        creds.is_some_and(|c| c.uid == 0 || self.allow_uids.contains(&c.uid) || self.allow_gids.contains(&c.gid))
+        creds.is_some_and(|c| {
+            c.uid == 0 || self.allow_uids.contains(&c.uid) || self.allow_gids.contains(&c.gid)
+        })
     }
 }
 
@@ -44,7 +46,10 @@ struct Failure {
 
 impl Failure {
     fn new(errno: i32, text: impl Into<String>) -> Self {
-        Failure { errno, text: text.into() }
+        Failure {
+            errno,
+            text: text.into(),
+        }
     }
 }
 
@@ -75,8 +80,14 @@ impl Handler {
     pub fn handle_datagram(&mut self, datagram: &[u8], from: Sender, now: Instant) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         if !self.policy.allows(from.creds) {
-            let uid = from.creds.map_or_else(|| "unknown".to_owned(), |c| c.uid.to_string());
-            tracing::warn!(port = from.port, uid, "request from a sender without permission");
+            let uid = from
+                .creds
+                .map_or_else(|| "unknown".to_owned(), |c| c.uid.to_string());
+            tracing::warn!(
+                port = from.port,
+                uid,
+                "request from a sender without permission"
+            );
             let header = Header::parse(datagram).unwrap_or_else(|_| synthetic_header(datagram));
             let text = format!("permission denied: uid {uid} may not use nfluad (see nfluad --allow-uid/--allow-gid)");
             out.push(error_datagram(errno::EPERM, &header, &text, self.port));
@@ -87,7 +98,12 @@ impl Handler {
                 Ok(msg) => self.handle_message(&msg, from, now, &mut out),
                 Err(e) => {
                     tracing::warn!(port = from.port, error = %e, "malformed datagram");
-                    out.push(error_datagram(e.errno(), &synthetic_header(datagram), &e.to_string(), self.port));
+                    out.push(error_datagram(
+                        e.errno(),
+                        &synthetic_header(datagram),
+                        &e.to_string(),
+                        self.port,
+                    ));
                 }
             }
         }
@@ -95,7 +111,13 @@ impl Handler {
         out
     }
 
-    fn handle_message(&mut self, msg: &Message<'_>, from: Sender, now: Instant, out: &mut Vec<Vec<u8>>) {
+    fn handle_message(
+        &mut self,
+        msg: &Message<'_>,
+        from: Sender,
+        now: Instant,
+        out: &mut Vec<Vec<u8>>,
+    ) {
         let request = match Request::decode(msg) {
             Ok(r) => r,
             // Never answer Netlink's own control messages: two peers must not
@@ -106,16 +128,25 @@ impl Handler {
                     self.abandon_execute(from.port, &msg.header, now);
                 }
                 tracing::debug!(port = from.port, error = %e, "bad request");
-                out.push(error_datagram(e.errno(), &msg.header, &e.to_string(), self.port));
+                out.push(error_datagram(
+                    e.errno(),
+                    &msg.header,
+                    &e.to_string(),
+                    self.port,
+                ));
                 return;
             }
         };
         let seq = msg.header.seq;
         let result = match request {
-            Request::Create(record) => self.create(record).map(|()| ack(MsgType::Create, seq, self.port)),
-            Request::Destroy { name } => {
-                self.engine.destroy(name).map_err(Failure::from).map(|()| ack(MsgType::Destroy, seq, self.port))
-            }
+            Request::Create(record) => self
+                .create(record)
+                .map(|()| ack(MsgType::Create, seq, self.port)),
+            Request::Destroy { name } => self
+                .engine
+                .destroy(name)
+                .map_err(Failure::from)
+                .map(|()| ack(MsgType::Destroy, seq, self.port)),
             Request::List { ext } => {
                 out.extend(self.list(ext, seq));
                 return;
@@ -125,11 +156,13 @@ impl Handler {
                 Ok(None) => return,
                 Err(f) => Err(f),
             },
-            Request::Data { name, payload } => match self.engine.deliver(name, from.port, payload) {
-                // DATA is not acknowledged on success (as the original).
-                Ok(()) => return,
-                Err(e) => Err(Failure::from(e)),
-            },
+            Request::Data { name, payload } => {
+                match self.engine.deliver(name, from.port, payload) {
+                    // DATA is not acknowledged on success (as the original).
+                    Ok(()) => return,
+                    Err(e) => Err(Failure::from(e)),
+                }
+            }
         };
         match result {
             Ok(reply) => out.push(reply),
@@ -162,10 +195,18 @@ impl Handler {
                 max_alloc: clamp_u32(s.max_alloc_bytes),
                 cur_alloc: clamp_u32(s.cur_alloc_bytes),
                 max_runs: Some(s.max_runs),
-                flags: Some(if s.debug { StateFlags::DEBUG } else { StateFlags::empty() }),
+                flags: Some(if s.debug {
+                    StateFlags::DEBUG
+                } else {
+                    StateFlags::empty()
+                }),
             })
             .collect();
-        let format = if ext { RecordFormat::Extended } else { RecordFormat::Legacy };
+        let format = if ext {
+            RecordFormat::Extended
+        } else {
+            RecordFormat::Legacy
+        };
         encode_list_reply(&records, format, seq, self.port)
     }
 
@@ -197,8 +238,13 @@ impl Handler {
                 return Err(Failure::new(e.errno(), e.to_string()));
             }
         };
-        let chunk_name = if script.name.is_empty() { DEFAULT_CHUNK_NAME } else { script.name.as_str() };
-        self.engine.execute(&script.state, &script.body, chunk_name)?;
+        let chunk_name = if script.name.is_empty() {
+            DEFAULT_CHUNK_NAME
+        } else {
+            script.name.as_str()
+        };
+        self.engine
+            .execute(&script.state, &script.body, chunk_name)?;
         Ok(Some(ack(MsgType::Execute, header.seq, self.port)))
     }
 

@@ -13,7 +13,14 @@ pub struct SocketSink {
 }
 
 impl NetlinkSink for SocketSink {
-    fn send_data(&self, state: &str, seq: u32, port: u32, groups: u32, payload: &[u8]) -> io::Result<usize> {
+    fn send_data(
+        &self,
+        state: &str,
+        seq: u32,
+        port: u32,
+        groups: u32,
+        payload: &[u8],
+    ) -> io::Result<usize> {
         let mut buf = Vec::with_capacity(16 + 68 + payload.len() + 3);
         encode_data(&mut buf, seq, self.sock.port(), state, payload);
         // The socket is non-blocking: a receiver that stopped reading gives

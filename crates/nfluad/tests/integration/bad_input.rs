@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use nflua_client::consts::{MAX_STATES, SCRIPT_FRAG_SIZE};
 use nflua_client::{ClientError, CreateRequest};
-use nflua_proto::{emit_message, encode_create, encode_data, execute_messages, MsgFlags, RecordFormat, StateRecord};
+use nflua_proto::{
+    emit_message, encode_create, encode_data, execute_messages, MsgFlags, RecordFormat, StateRecord,
+};
 
 use crate::util::{Answer, Daemon, Raw};
 
@@ -22,7 +24,13 @@ fn with_keeper() -> Daemon {
 }
 
 fn record(name: &str) -> StateRecord {
-    StateRecord { name: name.into(), max_alloc: 65536, cur_alloc: 0, max_runs: Some(1000), flags: Some(Default::default()) }
+    StateRecord {
+        name: name.into(),
+        max_alloc: 65536,
+        cur_alloc: 0,
+        max_runs: Some(1000),
+        flags: Some(Default::default()),
+    }
 }
 
 fn create_msg(raw: &Raw, rec: &StateRecord) -> Vec<u8> {
@@ -49,7 +57,14 @@ fn truncated_oversized_and_lying_lengths() {
     raw.expect_error(EBADMSG, "invalid message length 8");
     // one message bigger than a page
     let mut big = Vec::new();
-    emit_message(&mut big, 20, MsgFlags::REQUEST | MsgFlags::DONE, 1, raw.port(), &[&vec![0u8; 5000]]);
+    emit_message(
+        &mut big,
+        20,
+        MsgFlags::REQUEST | MsgFlags::DONE,
+        1,
+        raw.port(),
+        &[&vec![0u8; 5000]],
+    );
     raw.send(&big);
     raw.expect_error(EMSGSIZE, "exceeds");
     d.assert_serving(Some("keeper"));
@@ -77,8 +92,15 @@ fn unknown_type() {
     emit_message(&mut b, 99, MsgFlags::REQUEST, 5, raw.port(), &[]);
     raw.send(&b);
     match raw.recv() {
-        Answer::Error { errno, message, seq } => {
-            assert_eq!((errno, message.as_str(), seq), (libc::EOPNOTSUPP, "unknown message type 99", 5));
+        Answer::Error {
+            errno,
+            message,
+            seq,
+        } => {
+            assert_eq!(
+                (errno, message.as_str(), seq),
+                (libc::EOPNOTSUPP, "unknown message type 99", 5)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -116,7 +138,10 @@ fn fragments_out_of_order_duplicated_and_wrong_seq() {
     let g = exec_frags(&raw, 10, 2 * SCRIPT_FRAG_SIZE);
     raw.send(&f[0]);
     raw.send(&g[1]);
-    raw.expect_error(EPROTO, "fragment belongs to request seq 10, pending request has seq 9");
+    raw.expect_error(
+        EPROTO,
+        "fragment belongs to request seq 10, pending request has seq 9",
+    );
 
     // A follow-up fragment with nothing pending.
     raw.send(&g[1]);
@@ -132,7 +157,10 @@ fn fragments_with_wrong_offsets_or_totals() {
     f[1][20..24].copy_from_slice(&5u32.to_ne_bytes()); // fragment offset
     raw.send(&f[0]);
     raw.send(&f[1]);
-    raw.expect_error(EPROTO, &format!("fragment offset 5 is wrong, expected {SCRIPT_FRAG_SIZE}"));
+    raw.expect_error(
+        EPROTO,
+        &format!("fragment offset 5 is wrong, expected {SCRIPT_FRAG_SIZE}"),
+    );
 
     // total larger than what arrives
     let mut f = exec_frags(&raw, 4, 100);
@@ -142,7 +170,10 @@ fn fragments_with_wrong_offsets_or_totals() {
     // total over the maximum
     f[0][16..20].copy_from_slice(&60_000u32.to_ne_bytes());
     raw.send(&f[0]);
-    raw.expect_error(EMSGSIZE, "script of 60000 bytes exceeds the maximum of 59968");
+    raw.expect_error(
+        EMSGSIZE,
+        "script of 60000 bytes exceeds the maximum of 59968",
+    );
     // first fragment with a non-zero fragment seq
     let mut f = exec_frags(&raw, 5, 10);
     f[0][16 + 324..16 + 328].copy_from_slice(&1u32.to_ne_bytes());
@@ -162,14 +193,25 @@ fn more_than_sixteen_fragments() {
     first.truncate(16 + 332);
     first.extend_from_slice(&body);
     first[0..4].copy_from_slice(&((16 + 332 + 10) as u32).to_ne_bytes());
-    first[6..8].copy_from_slice(&(MsgFlags::REQUEST | MsgFlags::INIT | MsgFlags::MULTI).bits().to_ne_bytes());
+    first[6..8].copy_from_slice(
+        &(MsgFlags::REQUEST | MsgFlags::INIT | MsgFlags::MULTI)
+            .bits()
+            .to_ne_bytes(),
+    );
     raw.send(&first);
     for i in 1..=16u32 {
         let mut head = Vec::new();
         head.extend_from_slice(&i.to_ne_bytes());
         head.extend_from_slice(&(i * 10).to_ne_bytes());
         let mut b = Vec::new();
-        emit_message(&mut b, 19, MsgFlags::REQUEST | MsgFlags::MULTI, 11, raw.port(), &[&head, &body]);
+        emit_message(
+            &mut b,
+            19,
+            MsgFlags::REQUEST | MsgFlags::MULTI,
+            11,
+            raw.port(),
+            &[&head, &body],
+        );
         raw.send(&b);
     }
     raw.expect_error(EMSGSIZE, "script needs more than 16 fragments");
@@ -183,7 +225,10 @@ fn bad_names() {
     let raw = Raw::new(&d);
     let cases: [(&[u8], &str); 3] = [
         (&[0u8; 64], "invalid state name: name is empty"),
-        (&[b'a'; 64], "invalid state name: name has no terminating NUL in its 64 bytes"),
+        (
+            &[b'a'; 64],
+            "invalid state name: name has no terminating NUL in its 64 bytes",
+        ),
         (b"\xff\xfe\0", "invalid state name: name is not valid UTF-8"),
     ];
     for (name, text) in cases {
@@ -212,12 +257,18 @@ fn duplicate_names_memory_and_flags() {
     let d = with_keeper();
     let mut c = d.control();
     let err = c.create(&CreateRequest::new("keeper", 10)).unwrap_err();
-    assert_eq!((err.errno(), err.to_string()), (libc::EEXIST, "state 'keeper' already exists".into()));
+    assert_eq!(
+        (err.errno(), err.to_string()),
+        (libc::EEXIST, "state 'keeper' already exists".into())
+    );
     let mut req = CreateRequest::new("tiny", 10);
     req.max_alloc = 32767;
     let err = c.create(&req).unwrap_err();
     assert_eq!(err.errno(), libc::EINVAL);
-    assert_eq!(err.to_string(), "memory limit 32767 is below the minimum of 32768 bytes");
+    assert_eq!(
+        err.to_string(),
+        "memory limit 32767 is below the minimum of 32768 bytes"
+    );
     req.max_alloc = 32768;
     c.create(&req).expect("the minimum itself is fine");
 
@@ -248,9 +299,14 @@ fn more_than_maxstates() {
         req.max_alloc = 32768;
         c.create(&req).unwrap_or_else(|e| panic!("state {i}: {e}"));
     }
-    let err = c.create(&CreateRequest::new("one-too-many", 10)).unwrap_err();
+    let err = c
+        .create(&CreateRequest::new("one-too-many", 10))
+        .unwrap_err();
     assert_eq!(err.errno(), libc::ENOSPC);
-    assert_eq!(err.to_string(), format!("too many states (max {MAX_STATES})"));
+    assert_eq!(
+        err.to_string(),
+        format!("too many states (max {MAX_STATES})")
+    );
     assert_eq!(c.list().unwrap().len(), MAX_STATES);
     // a legacy listing of all 904 fits what an old client can hold
     c.set_extended_list(false);
@@ -272,17 +328,33 @@ fn lua_error(d: &Daemon, code: &str) -> String {
 fn hostile_scripts() {
     let d = with_keeper();
     d.control()
-        .create(&CreateRequest { name: "victim", max_runs: 100_000, max_alloc: 65536, flags: Default::default() })
+        .create(&CreateRequest {
+            name: "victim",
+            max_runs: 100_000,
+            max_alloc: 65536,
+            flags: Default::default(),
+        })
         .unwrap();
     assert!(lua_error(&d, "x = = 1").contains("unexpected symbol"));
     assert!(lua_error(&d, "while true do end").contains("instruction limit"));
-    assert!(lua_error(&d, "local t = {} for i = 1, 1e9 do t[i] = i end").contains("not enough memory"));
+    assert!(
+        lua_error(&d, "local t = {} for i = 1, 1e9 do t[i] = i end").contains("not enough memory")
+    );
     assert!(lua_error(&d, "local s = string.rep('x', 1 << 30)").contains("not enough memory"));
     // Whichever limit a runaway recursion meets first (stack, memory) must stop it.
     let deep = lua_error(&d, "local function f() return 1 + f() end f()");
-    assert!(deep.contains("stack overflow") || deep.contains("not enough memory"), "{deep}");
+    assert!(
+        deep.contains("stack overflow") || deep.contains("not enough memory"),
+        "{deep}"
+    );
     assert!(lua_error(&d, "coroutine.yield(1)").contains("yield"));
-    let victim = d.control().list().unwrap().into_iter().find(|s| s.name == "victim").unwrap();
+    let victim = d
+        .control()
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == "victim")
+        .unwrap();
     assert!(victim.cur_alloc <= victim.max_alloc, "{victim:?}");
     d.execute("victim", "ok = true").expect("victim recovers");
     d.assert_serving(Some("keeper"));
@@ -304,7 +376,11 @@ fn errors_and_yields_inside_callbacks() {
     .unwrap();
     let mut s = d.data();
     let mut buf = vec![0u8; 4096];
-    for (what, needle) in [("yield", "yield"), ("loop", "instruction limit"), ("thing", "bad thing")] {
+    for (what, needle) in [
+        ("yield", "yield"),
+        ("loop", "instruction limit"),
+        ("thing", "bad thing"),
+    ] {
         s.send("victim", what.as_bytes()).unwrap();
         match s.receive_timeout(&mut buf, 5000) {
             Err(ClientError::Daemon { errno, message }) => {
@@ -353,12 +429,16 @@ fn client_vanishing_mid_request_and_mid_reply() {
         nflua_proto::encode_list(&mut b, 2, raw.port(), true);
         raw.send(&b);
     }
-    crate::util::wait_for("the vanished LIST client to be noticed", Duration::from_secs(10), || {
-        d.log_text().contains("client vanished before its reply")
-    });
-    crate::util::wait_for("the half-sent request to expire", Duration::from_secs(10), || {
-        d.log_text().contains("dropped half-sent requests")
-    });
+    crate::util::wait_for(
+        "the vanished LIST client to be noticed",
+        Duration::from_secs(10),
+        || d.log_text().contains("client vanished before its reply"),
+    );
+    crate::util::wait_for(
+        "the half-sent request to expire",
+        Duration::from_secs(10),
+        || d.log_text().contains("dropped half-sent requests"),
+    );
     d.assert_serving(Some("keeper"));
     assert_eq!(d.state_names().len(), 201);
 }
@@ -367,7 +447,10 @@ fn client_vanishing_mid_request_and_mid_reply() {
 fn destroy_of_unknown_state() {
     let d = with_keeper();
     let err = d.control().destroy("ghost").unwrap_err();
-    assert_eq!((err.errno(), err.to_string()), (libc::ENOENT, "state 'ghost' not found".into()));
+    assert_eq!(
+        (err.errno(), err.to_string()),
+        (libc::ENOENT, "state 'ghost' not found".into())
+    );
     d.assert_serving(Some("keeper"));
 }
 
@@ -386,7 +469,12 @@ fn sender_without_permission() {
         crate::util::run_with_stdin(&mut cmd, None)
     };
     let out = run_as_nobody(&["list"]);
-    assert_eq!(out.status.code(), Some(1), "{}", crate::util::text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::util::text(&out.stderr)
+    );
     assert_eq!(
         crate::util::text(&out.stderr).trim(),
         "nfluactl: permission denied: uid 65534 may not use nfluad (see nfluad --allow-uid/--allow-gid)"
@@ -411,8 +499,11 @@ fn data_flood_is_reported_not_lost() {
     let listener = d.data();
     listener.set_recv_buffer(4096).unwrap();
     let port = listener.port().unwrap();
-    d.execute("relay", &format!("function __receive_callback(pid, b) nf.netlink({port}, 0, tostring(b)) end"))
-        .unwrap();
+    d.execute(
+        "relay",
+        &format!("function __receive_callback(pid, b) nf.netlink({port}, 0, tostring(b)) end"),
+    )
+    .unwrap();
     let mut s = d.data();
     let payload = vec![b'x'; 2000];
     let mut buf = vec![0u8; 4096];
@@ -427,7 +518,10 @@ fn data_flood_is_reported_not_lost() {
     match reported {
         Some(Err(ClientError::Daemon { errno, message })) => {
             assert_eq!(errno, libc::EIO);
-            assert!(message.contains("Resource temporarily unavailable"), "{message}");
+            assert!(
+                message.contains("Resource temporarily unavailable"),
+                "{message}"
+            );
         }
         other => panic!("a full receiver must be reported to the sender, got {other:?}"),
     }
