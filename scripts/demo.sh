@@ -1,28 +1,57 @@
 #!/usr/bin/env bash
-# The main job, end to end: build, start nfluad on a private port, create a
-# state, load a real Lua program into it, talk to it over the data channel,
-# list the states, and stop the daemon.
+# The main job, end to end (needs root): two network namespaces joined by a
+# veth pair, nfluad in the receiving one, the HTTP blocklist example loaded
+# and hooked to NFQUEUE, real curl requests, and what Lua decided. Everything
+# it creates is deleted by name at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (network namespaces, iptables)" >&2; exit 1; }
 cargo build --release -q -p nfluad -p nfluactl
-bin=target/release
-export NFLUA_PORT=$((0x30000000 + $$))
-log=$(mktemp /tmp/nfluad-demo.XXXXXX.log)
-"$bin/nfluad" --port "$NFLUA_PORT" 2>"$log" &
-daemon=$!
-trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -f "$log"' EXIT
-for _ in $(seq 100); do "$bin/nfluactl" list >/dev/null 2>&1 && break; sleep 0.05; done
+bin=$PWD/target/release
+a=nflua-demo-a b=nflua-demo-b
+www=$(mktemp -d /tmp/nflua-demo.XXXXXX)
+log=$www/nfluad.log
+cleanup() {
+	[ -n "${server:-}" ] && kill "$server" 2>/dev/null
+	[ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+	ip netns del "$a" 2>/dev/null; ip netns del "$b" 2>/dev/null
+	rm -rf "$www"
+}
+trap cleanup EXIT
+inb() { ip netns exec "$b" "$@"; }
+ctl() { inb "$bin/nfluactl" "$@"; }
 
-echo "== create state 'counter' and load examples/demo/counter.lua"
-"$bin/nfluactl" create counter --instructions 100000 --memory 131072
-"$bin/nfluactl" execute counter examples/demo/counter.lua
-echo "== send words to it over the data channel; it answers with running counts"
-for word in apple pear apple fig apple; do "$bin/nfluactl" send counter "$word"; done
-echo "== a message that makes the Lua code fail is reported, not lost"
-"$bin/nfluactl" send counter "" || true
-echo "== states"
-"$bin/nfluactl" list
-"$bin/nfluactl" destroy counter
-kill -TERM $daemon; wait $daemon || true
+echo "== two namespaces: $a (192.0.2.1) -> $b (192.0.2.2)"
+ip netns add "$a"; ip netns add "$b"
+ip link add nflua-demo0 netns "$a" type veth peer name nflua-demo1 netns "$b"
+ip -n "$a" addr add 192.0.2.1/24 dev nflua-demo0; ip -n "$a" link set nflua-demo0 up
+ip -n "$b" addr add 192.0.2.2/24 dev nflua-demo1; ip -n "$b" link set nflua-demo1 up
+echo "hello from the real server" > "$www/index.html"
+ip netns exec "$b" python3 -m http.server 8080 --bind 192.0.2.2 --directory "$www" >/dev/null 2>&1 &
+server=$!
+
+echo "== nfluad in $b, the HTTP blocklist example loaded"
+ip netns exec "$b" "$bin/nfluad" 2>"$log" &
+daemon=$!
+for _ in $(seq 100); do ctl list >/dev/null 2>&1 && break; sleep 0.05; done
+ctl create blocklist --instructions 100000 --memory 262144
+ctl execute blocklist examples/http-blocklist/filter.lua
+ctl send blocklist "add blocked.example" --wait 200
+rules=$(ctl hook add --queue 0 --state blocklist --function filter --mode target --tcp-payload \
+	--rule "-p tcp --dport 8080")
+echo "$rules"
+echo "== adding the printed iptables rule in $b"
+inb iptables $(grep '^iptables ' <<<"$rules" | head -n 1 | cut -d' ' -f2-)
+for _ in $(seq 50); do ip netns exec "$a" curl -s -m 1 -o /dev/null http://192.0.2.2:8080/ && break; sleep 0.1; done
+
+echo "== curl -H 'Host: allowed.example' http://192.0.2.2:8080/"
+ip netns exec "$a" curl -s -m 5 -H "Host: allowed.example" http://192.0.2.2:8080/
+echo "== curl -H 'Host: blocked.example' http://192.0.2.2:8080/"
+ip netns exec "$a" curl -s -m 5 -H "Host: blocked.example" http://192.0.2.2:8080/
+echo "== hooks and states"
+ctl hook list
+ctl list
+ctl hook del 0
+kill -TERM "$daemon"; wait "$daemon" || true; daemon=
 echo "== daemon log"
-sed -e 's/^/   /' "$log"
+sed -e 's/^/   /' -e 's/\x1b\[[0-9;]*m//g' "$log"

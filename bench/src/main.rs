@@ -33,24 +33,12 @@ fn main() -> anyhow::Result<()> {
 
     let raw = repeat(|| raw_echo_rate(20_000))?;
     let ours = repeat(|| data_round_trip_rate(&config, 20_000))?;
-    rows.push(Row::rate(
-        "raw NETLINK_USERSOCK echo (msg/s)",
-        raw.clone(),
-        None,
-    ));
-    rows.push(Row::rate(
-        "data round trip via Lua (msg/s)",
-        ours,
-        Some(("vs raw echo", raw)),
-    ));
+    rows.push(Row::rate("raw NETLINK_USERSOCK echo (msg/s)", raw.clone(), None));
+    rows.push(Row::rate("data round trip via Lua (msg/s)", ours, Some(("vs raw echo", raw))));
 
     let direct = repeat(|| direct_lua_call_rate(300_000))?;
     let engine = repeat(|| engine_callback_rate(300_000))?;
-    rows.push(Row::rate(
-        "plain mlua call, 64-byte string (calls/s)",
-        direct.clone(),
-        None,
-    ));
+    rows.push(Row::rate("plain mlua call, 64-byte string (calls/s)", direct.clone(), None));
     rows.push(Row::rate(
         "engine __receive_callback, 64 bytes (calls/s)",
         engine,
@@ -87,10 +75,7 @@ impl Daemon {
         let d = Daemon { child, port };
         let config = ClientConfig::default().with_port(port);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while ControlSocket::open(config.clone(), Port::Auto)?
-            .list()
-            .is_err()
-        {
+        while ControlSocket::open(config.clone(), Port::Auto)?.list().is_err() {
             anyhow::ensure!(Instant::now() < deadline, "nfluad did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -145,11 +130,7 @@ fn data_round_trip_rate(config: &ClientConfig, n: usize) -> anyhow::Result<f64> 
     let mut c = ControlSocket::open(config.clone(), Port::Auto)?;
     let _ = c.destroy("echo");
     c.create(&CreateRequest::new("echo", 100_000))?;
-    c.execute(
-        "echo",
-        b"function __receive_callback(pid, b) nf.netlink(pid, 0, b) end",
-        "echo",
-    )?;
+    c.execute("echo", b"function __receive_callback(pid, b) nf.netlink(pid, 0, b) end", "echo")?;
     let mut s = DataSocket::open(config.clone(), Port::Auto)?;
     let payload = [0x5Au8; 64];
     let mut buf = vec![0u8; DATA_MAX];
@@ -186,8 +167,7 @@ fn raw_echo_rate(n: usize) -> anyhow::Result<f64> {
         a.recv(&mut buf, false)?;
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    echo.join()
-        .map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
+    echo.join().map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
     Ok(rate)
 }
 
@@ -202,24 +182,14 @@ impl NetlinkSink for NullSink {
 /// Calls/s of a trivial `__receive_callback` through the engine (limits,
 /// data buffer, error handling included), no sockets.
 fn engine_callback_rate(n: usize) -> anyhow::Result<f64> {
-    let mut engine = Engine::new(
-        EngineConfig {
-            max_states: 1,
-            min_alloc_bytes: 32768,
-        },
-        Arc::new(NullSink),
-    );
+    let engine = Engine::new(EngineConfig { max_states: 1, min_alloc_bytes: 32768 }, Arc::new(NullSink));
     engine.create(StateConfig {
         name: "b".into(),
         max_alloc_bytes: 1 << 20,
         max_runs: 1000,
         debug: false,
     })?;
-    engine.execute(
-        "b",
-        b"function __receive_callback(pid, b) return #b end",
-        "=bench",
-    )?;
+    engine.execute("b", b"function __receive_callback(pid, b) return #b end", "=bench")?;
     let payload = [0u8; 64];
     let start = Instant::now();
     for _ in 0..n {

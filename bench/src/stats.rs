@@ -24,44 +24,21 @@ pub struct Row {
 
 impl Row {
     pub fn latency(name: &'static str, samples: Samples) -> Row {
-        Row {
-            name,
-            samples,
-            ratio: None,
-        }
+        Row { name, samples, ratio: None }
     }
 
     /// A rate, optionally compared with a baseline (ratio = ours / baseline).
-    pub fn rate(
-        name: &'static str,
-        samples: Samples,
-        baseline: Option<(&'static str, Samples)>,
-    ) -> Row {
+    pub fn rate(name: &'static str, samples: Samples, baseline: Option<(&'static str, Samples)>) -> Row {
         let ratio = baseline.map(|(label, b)| (label, samples.median() / b.median()));
-        Row {
-            name,
-            samples,
-            ratio,
-        }
+        Row { name, samples, ratio }
     }
 }
 
 pub fn print_table(rows: &[Row]) {
-    println!(
-        "{:<48} {:>14} {:>30}   ratio",
-        "benchmark", "median", "runs"
-    );
+    println!("{:<48} {:>14} {:>30}   ratio", "benchmark", "median", "runs");
     for r in rows {
         let runs: Vec<String> = r.samples.0.iter().map(|v| format!("{v:.0}")).collect();
-        let ratio = r
-            .ratio
-            .map_or_else(String::new, |(label, x)| format!("{x:.2} {label}"));
-        println!(
-            "{:<48} {:>14.1} {:>30}   {}",
-            r.name,
-            r.samples.median(),
-            runs.join(" "),
-            ratio
-        );
+        let ratio = r.ratio.map_or_else(String::new, |(label, x)| format!("{x:.2} {label}"));
+        println!("{:<48} {:>14.1} {:>30}   {}", r.name, r.samples.median(), runs.join(" "), ratio);
     }
 }

@@ -18,10 +18,7 @@ pub const DAEMON_UID_ENV: &str = "NFLUA_DAEMON_UID";
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig {
-            daemon_port: DEFAULT_PORT,
-            trusted_uids: vec![0],
-        }
+        ClientConfig { daemon_port: DEFAULT_PORT, trusted_uids: vec![0] }
     }
 }
 
@@ -33,10 +30,7 @@ impl ClientConfig {
         if let Some(port) = std::env::var(PORT_ENV).ok().and_then(|v| parse_port(&v)) {
             config.daemon_port = port;
         }
-        if let Some(uid) = std::env::var(DAEMON_UID_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-        {
+        if let Some(uid) = std::env::var(DAEMON_UID_ENV).ok().and_then(|v| v.trim().parse().ok()) {
             config.trusted_uids.push(uid);
         }
         config

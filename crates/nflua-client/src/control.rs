@@ -10,9 +10,10 @@
 use std::os::fd::{AsRawFd, RawFd};
 
 use nflua_proto::consts::{DEFAULT_MAX_ALLOC_BYTES, STATE_NAME_MAX};
+use nflua_proto::hook::{encode_hook_add, encode_hook_del, encode_hook_list, HookSpec};
 use nflua_proto::{
-    encode_create, encode_destroy, encode_list, execute_messages, messages, name, ListReassembler,
-    MsgType, RecordFormat, Reply, StateFlags, StateRecord,
+    encode_create, encode_destroy, encode_list, execute_messages, messages, name, ListReassembler, MsgType,
+    RecordFormat, Reply, StateFlags, StateRecord,
 };
 
 use crate::config::ClientConfig;
@@ -58,6 +59,8 @@ pub enum Response {
     Done,
     /// LIST finished.
     States(Vec<StateInfo>),
+    /// HOOK_LIST finished.
+    Hooks(Vec<HookSpec>),
     /// More datagrams are needed (a LIST in progress, or a non-blocking
     /// socket with nothing to read yet).
     Pending,
@@ -132,10 +135,7 @@ impl ControlSocket {
     }
 
     pub fn set_nonblocking(&self, on: bool) -> Result<(), ClientError> {
-        self.link
-            .socket()?
-            .set_nonblocking(on)
-            .map_err(ClientError::Io)
+        self.link.socket()?.set_nonblocking(on).map_err(ClientError::Io)
     }
 
     /// Ask for legacy (72-byte) records, as a 2019-era client does.
@@ -147,9 +147,7 @@ impl ControlSocket {
         self.link.socket()?;
         match self.state {
             SocketState::Ready => {}
-            SocketState::Failed => {
-                return Err(ClientError::Failed("earlier protocol error".into()))
-            }
+            SocketState::Failed => return Err(ClientError::Failed("earlier protocol error".into())),
             SocketState::Waiting | SocketState::Receiving => return Err(ClientError::NotReady),
         }
         self.seq = self.seq.wrapping_add(1).max(1);
@@ -201,12 +199,7 @@ impl ControlSocket {
     }
 
     /// Sends all fragments of `script`; `script_name` "" means `=chunk`.
-    pub fn send_execute(
-        &mut self,
-        state: &str,
-        script: &[u8],
-        script_name: &str,
-    ) -> Result<(), ClientError> {
+    pub fn send_execute(&mut self, state: &str, script: &[u8], script_name: &str) -> Result<(), ClientError> {
         let port = self.port()?;
         // Validate before taking a seq so a bad argument leaves the socket ready.
         execute_messages(0, port, state, script_name, script)?;
@@ -225,13 +218,42 @@ impl ControlSocket {
         let mut buf = Vec::with_capacity(16);
         encode_list(&mut buf, seq, self.port()?, self.extended_list);
         self.link.send(&buf)?;
-        let format = if self.extended_list {
-            RecordFormat::Extended
-        } else {
-            RecordFormat::Legacy
-        };
+        let format = if self.extended_list { RecordFormat::Extended } else { RecordFormat::Legacy };
         self.list = Some(ListReassembler::new(format));
         self.sent(MsgType::List);
+        Ok(())
+    }
+
+    /// Sends HOOK_ADD: bind the spec's queues to its state's function.
+    pub fn send_hook_add(&mut self, spec: &HookSpec) -> Result<(), ClientError> {
+        name::check_state_name(&spec.state).map_err(ClientError::StateName)?;
+        name::check_state_name(&spec.function)
+            .map_err(|e| ClientError::InvalidArgument(format!("function name: {e}")))?;
+        spec.validate().map_err(ClientError::InvalidArgument)?;
+        let seq = self.begin()?;
+        let mut buf = Vec::new();
+        encode_hook_add(&mut buf, seq, self.port()?, spec);
+        self.link.send(&buf)?;
+        self.sent(MsgType::HookAdd);
+        Ok(())
+    }
+
+    /// Sends HOOK_DEL for the hook holding `queue`.
+    pub fn send_hook_del(&mut self, queue: u16) -> Result<(), ClientError> {
+        let seq = self.begin()?;
+        let mut buf = Vec::new();
+        encode_hook_del(&mut buf, seq, self.port()?, queue);
+        self.link.send(&buf)?;
+        self.sent(MsgType::HookDel);
+        Ok(())
+    }
+
+    pub fn send_hook_list(&mut self) -> Result<(), ClientError> {
+        let seq = self.begin()?;
+        let mut buf = Vec::new();
+        encode_hook_list(&mut buf, seq, self.port()?);
+        self.link.send(&buf)?;
+        self.sent(MsgType::HookList);
         Ok(())
     }
 
@@ -256,9 +278,7 @@ impl ControlSocket {
     fn receive_one(&mut self, dontwait: bool) -> Result<Response, ClientError> {
         self.link.socket()?;
         let expect = match (self.state, self.expect) {
-            (SocketState::Failed, _) => {
-                return Err(ClientError::Failed("earlier protocol error".into()))
-            }
+            (SocketState::Failed, _) => return Err(ClientError::Failed("earlier protocol error".into())),
             (SocketState::Ready, _) | (_, None) => return Err(ClientError::NotReady),
             (_, Some(expect)) => expect,
         };
@@ -274,23 +294,15 @@ impl ControlSocket {
         result
     }
 
-    fn handle_datagram(
-        &mut self,
-        datagram: &[u8],
-        expect: MsgType,
-    ) -> Result<Response, ClientError> {
+    fn handle_datagram(&mut self, datagram: &[u8], expect: MsgType) -> Result<Response, ClientError> {
         let mut response = Response::Pending;
         for msg in messages(datagram) {
             let msg = msg.map_err(|e| self.fail(format!("malformed reply: {e}")))?;
             if msg.header.seq != self.seq {
-                let why = format!(
-                    "reply seq {} does not match request seq {}",
-                    msg.header.seq, self.seq
-                );
+                let why = format!("reply seq {} does not match request seq {}", msg.header.seq, self.seq);
                 return Err(self.fail(why));
             }
-            let reply =
-                Reply::decode(&msg).map_err(|e| self.fail(format!("malformed reply: {e}")))?;
+            let reply = Reply::decode(&msg).map_err(|e| self.fail(format!("malformed reply: {e}")))?;
             response = match reply {
                 Reply::Ack { ty } if ty == expect => {
                     self.finish();
@@ -298,14 +310,12 @@ impl ControlSocket {
                 }
                 Reply::Error(e) => {
                     self.finish();
-                    let message = e
-                        .message
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| strerror(e.errno));
-                    return Err(ClientError::Daemon {
-                        errno: e.errno,
-                        message,
-                    });
+                    let message = e.message.map(str::to_owned).unwrap_or_else(|| strerror(e.errno));
+                    return Err(ClientError::Daemon { errno: e.errno, message });
+                }
+                Reply::Hooks(hooks) if expect == MsgType::HookList => {
+                    self.finish();
+                    Response::Hooks(hooks)
                 }
                 Reply::List(frag) if expect == MsgType::List => {
                     let Some(list) = self.list.as_mut() else {
@@ -323,11 +333,7 @@ impl ControlSocket {
                         Err(e) => return Err(self.fail(e.to_string())),
                     }
                 }
-                other => {
-                    return Err(
-                        self.fail(format!("unexpected reply {other:?} to {}", expect.name()))
-                    )
-                }
+                other => return Err(self.fail(format!("unexpected reply {other:?} to {}", expect.name()))),
             };
         }
         Ok(response)
@@ -366,14 +372,30 @@ impl ControlSocket {
     }
 
     /// EXECUTE and wait for the answer.
-    pub fn execute(
-        &mut self,
-        state: &str,
-        script: &[u8],
-        script_name: &str,
-    ) -> Result<(), ClientError> {
+    pub fn execute(&mut self, state: &str, script: &[u8], script_name: &str) -> Result<(), ClientError> {
         self.send_execute(state, script, script_name)?;
         self.wait(-1).map(drop)
+    }
+
+    /// HOOK_ADD and wait for the answer.
+    pub fn hook_add(&mut self, spec: &HookSpec) -> Result<(), ClientError> {
+        self.send_hook_add(spec)?;
+        self.wait(-1).map(drop)
+    }
+
+    /// HOOK_DEL and wait for the answer.
+    pub fn hook_del(&mut self, queue: u16) -> Result<(), ClientError> {
+        self.send_hook_del(queue)?;
+        self.wait(-1).map(drop)
+    }
+
+    /// HOOK_LIST and wait for the answer.
+    pub fn hook_list(&mut self) -> Result<Vec<HookSpec>, ClientError> {
+        self.send_hook_list()?;
+        match self.wait(-1)? {
+            Response::Hooks(hooks) => Ok(hooks),
+            other => Err(self.fail(format!("unexpected HOOK_LIST outcome {other:?}"))),
+        }
     }
 
     /// LIST and wait for all of it.
@@ -408,10 +430,7 @@ mod tests {
     fn replies_from_untrusted_uids_are_ignored() {
         let fake = NetlinkSocket::bind(Port::Auto, 0).unwrap();
         let uid = crate::socket::effective_uid();
-        let config = ClientConfig {
-            daemon_port: fake.port(),
-            trusted_uids: vec![uid.wrapping_add(1)],
-        };
+        let config = ClientConfig { daemon_port: fake.port(), trusted_uids: vec![uid.wrapping_add(1)] };
         let mut c = ControlSocket::open(config, Port::Auto).unwrap();
         c.send_destroy("x").unwrap();
         let mut buf = [0u8; 256];
@@ -425,10 +444,7 @@ mod tests {
 
         // The same reply from a trusted uid completes it.
         let mut trusting = ControlSocket::open(
-            ClientConfig {
-                daemon_port: fake.port(),
-                trusted_uids: vec![uid],
-            },
+            ClientConfig { daemon_port: fake.port(), trusted_uids: vec![uid] },
             Port::Auto,
         )
         .unwrap();
@@ -446,10 +462,7 @@ mod tests {
         let fake = NetlinkSocket::bind(Port::Auto, 0).unwrap();
         let uid = crate::socket::effective_uid();
         let mut c = ControlSocket::open(
-            ClientConfig {
-                daemon_port: fake.port(),
-                trusted_uids: vec![uid],
-            },
+            ClientConfig { daemon_port: fake.port(), trusted_uids: vec![uid] },
             Port::Auto,
         )
         .unwrap();

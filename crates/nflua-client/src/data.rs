@@ -27,10 +27,7 @@ pub struct DataSocket {
 
 impl DataSocket {
     pub fn open(config: ClientConfig, port: Port) -> Result<DataSocket, ClientError> {
-        Ok(DataSocket {
-            link: DaemonLink::open(config, port)?,
-            seq: 0,
-        })
+        Ok(DataSocket { link: DaemonLink::open(config, port)?, seq: 0 })
     }
 
     pub fn port(&self) -> Result<u32, ClientError> {
@@ -50,18 +47,12 @@ impl DataSocket {
     }
 
     pub fn set_nonblocking(&self, on: bool) -> Result<(), ClientError> {
-        self.link
-            .socket()?
-            .set_nonblocking(on)
-            .map_err(ClientError::Io)
+        self.link.socket()?.set_nonblocking(on).map_err(ClientError::Io)
     }
 
     /// Sets the kernel receive buffer of this socket.
     pub fn set_recv_buffer(&self, bytes: usize) -> Result<(), ClientError> {
-        self.link
-            .socket()?
-            .set_recv_buffer(bytes)
-            .map_err(ClientError::Io)
+        self.link.socket()?.set_recv_buffer(bytes).map_err(ClientError::Io)
     }
 
     /// Sends `payload` to the `__receive_callback` of `state`. Not
@@ -83,11 +74,7 @@ impl DataSocket {
         self.receive_one(out, false)
     }
 
-    fn receive_one(
-        &mut self,
-        out: &mut [u8],
-        dontwait: bool,
-    ) -> Result<Option<DataMessage>, ClientError> {
+    fn receive_one(&mut self, out: &mut [u8], dontwait: bool) -> Result<Option<DataMessage>, ClientError> {
         let Some(len) = self.link.recv_from_daemon(dontwait)? else {
             return Ok(None);
         };
@@ -96,9 +83,7 @@ impl DataSocket {
             return Err(ClientError::Failed("empty datagram".into()));
         };
         let msg = msg.map_err(|e| ClientError::Failed(format!("malformed message: {e}")))?;
-        match Reply::decode(&msg)
-            .map_err(|e| ClientError::Failed(format!("malformed message: {e}")))?
-        {
+        match Reply::decode(&msg).map_err(|e| ClientError::Failed(format!("malformed message: {e}")))? {
             Reply::Data { state, payload } => {
                 if payload.len() > out.len() {
                     return Err(ClientError::InvalidArgument(format!(
@@ -108,24 +93,13 @@ impl DataSocket {
                     )));
                 }
                 out[..payload.len()].copy_from_slice(payload);
-                Ok(Some(DataMessage {
-                    len: payload.len(),
-                    state: state.to_owned(),
-                }))
+                Ok(Some(DataMessage { len: payload.len(), state: state.to_owned() }))
             }
             Reply::Error(e) => {
-                let message = e
-                    .message
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| strerror(e.errno));
-                Err(ClientError::Daemon {
-                    errno: e.errno,
-                    message,
-                })
+                let message = e.message.map(str::to_owned).unwrap_or_else(|| strerror(e.errno));
+                Err(ClientError::Daemon { errno: e.errno, message })
             }
-            other => Err(ClientError::Failed(format!(
-                "unexpected message on a data socket: {other:?}"
-            ))),
+            other => Err(ClientError::Failed(format!("unexpected message on a data socket: {other:?}"))),
         }
     }
 
@@ -136,11 +110,7 @@ impl DataSocket {
     }
 
     /// Blocks for at most `timeout_ms` (negative: forever) for one message.
-    pub fn receive_timeout(
-        &mut self,
-        out: &mut [u8],
-        timeout_ms: i32,
-    ) -> Result<DataMessage, ClientError> {
+    pub fn receive_timeout(&mut self, out: &mut [u8], timeout_ms: i32) -> Result<DataMessage, ClientError> {
         loop {
             if !self.link.wait(timeout_ms)? {
                 return Err(ClientError::TimedOut);

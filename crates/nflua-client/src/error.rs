@@ -49,9 +49,9 @@ impl ClientError {
             ClientError::NotReady => errno::EPERM,
             ClientError::Failed(_) => errno::EPROTO,
             ClientError::Closed => libc::EBADF,
-            ClientError::StateName(_)
-            | ClientError::ScriptName(_)
-            | ClientError::InvalidArgument(_) => errno::EINVAL,
+            ClientError::StateName(_) | ClientError::ScriptName(_) | ClientError::InvalidArgument(_) => {
+                errno::EINVAL
+            }
             ClientError::ScriptTooLarge(_) | ClientError::DataTooLarge(_) => errno::EMSGSIZE,
             ClientError::Overflow => errno::ENOBUFS,
             ClientError::TimedOut => libc::ETIMEDOUT,

@@ -27,5 +27,6 @@ pub use config::{parse_port, ClientConfig, DAEMON_UID_ENV};
 pub use control::{ControlSocket, CreateRequest, Response, SocketState, StateInfo};
 pub use data::{DataMessage, DataSocket};
 pub use error::{strerror, ClientError};
-pub use nflua_proto::{consts, RecordFormat, StateFlags, StateRecord};
+pub use nflua_proto::hook::{DEFAULT_EVAL_MARK, DEFAULT_MATCH_MARK};
+pub use nflua_proto::{consts, HookMode, HookSpec, OnError, RecordFormat, StateFlags, StateRecord};
 pub use socket::Port;

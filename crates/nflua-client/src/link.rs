@@ -23,11 +23,7 @@ pub(crate) struct DaemonLink {
 impl DaemonLink {
     pub(crate) fn open(config: ClientConfig, port: Port) -> Result<DaemonLink, ClientError> {
         let sock = NetlinkSocket::bind(port, 0).map_err(ClientError::Io)?;
-        Ok(DaemonLink {
-            sock: Some(sock),
-            config,
-            buf: vec![0; RECV_BUFFER],
-        })
+        Ok(DaemonLink { sock: Some(sock), config, buf: vec![0; RECV_BUFFER] })
     }
 
     pub(crate) fn socket(&self) -> Result<&NetlinkSocket, ClientError> {
@@ -44,9 +40,7 @@ impl DaemonLink {
 
     pub(crate) fn send(&self, datagram: &[u8]) -> Result<(), ClientError> {
         let port = self.config.daemon_port;
-        self.socket()?
-            .send_to(datagram, port, 0)
-            .map_err(|e| ClientError::from_io(e, port))?;
+        self.socket()?.send_to(datagram, port, 0).map_err(|e| ClientError::from_io(e, port))?;
         Ok(())
     }
 
@@ -55,10 +49,7 @@ impl DaemonLink {
     /// `None` when nothing is there and either the socket is non-blocking or
     /// `dontwait` is set (callers that poll with a timeout set it, so a
     /// dropped datagram never turns their wait into an endless block).
-    pub(crate) fn recv_from_daemon(
-        &mut self,
-        dontwait: bool,
-    ) -> Result<Option<usize>, ClientError> {
+    pub(crate) fn recv_from_daemon(&mut self, dontwait: bool) -> Result<Option<usize>, ClientError> {
         let port = self.config.daemon_port;
         loop {
             let sock = self.sock.as_ref().ok_or(ClientError::Closed)?;
@@ -73,10 +64,7 @@ impl DaemonLink {
                 continue;
             }
             if info.truncated {
-                return Err(ClientError::Failed(format!(
-                    "datagram larger than {} bytes",
-                    self.buf.len()
-                )));
+                return Err(ClientError::Failed(format!("datagram larger than {} bytes", self.buf.len())));
             }
             return Ok(Some(info.len));
         }
@@ -84,8 +72,6 @@ impl DaemonLink {
 
     /// Waits until the socket is readable; false on timeout.
     pub(crate) fn wait(&self, timeout_ms: i32) -> Result<bool, ClientError> {
-        self.socket()?
-            .wait_readable(timeout_ms)
-            .map_err(ClientError::Io)
+        self.socket()?.wait_readable(timeout_ms).map_err(ClientError::Io)
     }
 }

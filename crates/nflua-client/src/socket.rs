@@ -29,9 +29,7 @@ pub enum Port {
 impl Port {
     /// Checks an explicit port the way SPEC §3 demands.
     pub fn explicit(port: i64) -> Option<Port> {
-        (1..(1i64 << 31))
-            .contains(&port)
-            .then_some(Port::Explicit(port as u32))
+        (1..(1i64 << 31)).contains(&port).then_some(Port::Explicit(port as u32))
     }
 }
 
@@ -147,10 +145,7 @@ mod tests {
     fn explicit_port_range() {
         assert_eq!(Port::explicit(0), None);
         assert_eq!(Port::explicit(1), Some(Port::Explicit(1)));
-        assert_eq!(
-            Port::explicit((1 << 31) - 1),
-            Some(Port::Explicit(0x7FFF_FFFF))
-        );
+        assert_eq!(Port::explicit((1 << 31) - 1), Some(Port::Explicit(0x7FFF_FFFF)));
         assert_eq!(Port::explicit(1 << 31), None);
         assert_eq!(Port::explicit(-5), None);
     }

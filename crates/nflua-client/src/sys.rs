@@ -51,13 +51,7 @@ fn sockaddr(port: u32, groups: u32) -> libc::sockaddr_nl {
 
 pub fn socket(protocol: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the descriptor is owned right away.
-    let fd = cvt(unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            protocol,
-        )
-    })?;
+    let fd = cvt(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) })?;
     // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -109,13 +103,7 @@ pub fn get_int_option(fd: &OwnedFd, level: i32, name: i32) -> io::Result<i32> {
     let mut len = size_of::<i32>() as libc::socklen_t;
     // SAFETY: value/len describe a writable c_int.
     cvt(unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            &mut value as *mut i32 as *mut libc::c_void,
-            &mut len,
-        )
+        libc::getsockopt(fd.as_raw_fd(), level, name, &mut value as *mut i32 as *mut libc::c_void, &mut len)
     })?;
     Ok(value)
 }
@@ -123,11 +111,7 @@ pub fn get_int_option(fd: &OwnedFd, level: i32, name: i32) -> io::Result<i32> {
 pub fn set_nonblocking(fd: &OwnedFd, on: bool) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own.
     let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
-    let flags = if on {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
+    let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
     // SAFETY: as above.
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) })?;
     Ok(())
@@ -157,10 +141,7 @@ pub fn send_to(fd: &OwnedFd, buf: &[u8], port: u32, groups: u32) -> io::Result<u
 /// the descriptor's mode.
 pub fn recv(fd: &OwnedFd, buf: &mut [u8], dontwait: bool) -> io::Result<RecvInfo> {
     let mut addr = sockaddr(0, 0);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
     // Room for one SCM_CREDENTIALS message, u64-aligned as cmsg requires.
     let mut control = [0u64; 8];
     // SAFETY: msghdr is plain old data.
@@ -184,14 +165,9 @@ pub fn recv(fd: &OwnedFd, buf: &mut [u8], dontwait: bool) -> io::Result<RecvInfo
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS
-            {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS {
                 let c = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::ucred);
-                creds = Some(Credentials {
-                    pid: c.pid,
-                    uid: c.uid,
-                    gid: c.gid,
-                });
+                creds = Some(Credentials { pid: c.pid, uid: c.uid, gid: c.gid });
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
@@ -208,11 +184,7 @@ pub fn recv(fd: &OwnedFd, buf: &mut [u8], dontwait: bool) -> io::Result<RecvInfo
 /// Waits until `fd` is readable or `timeout_ms` passes (negative: forever).
 /// Returns false on timeout.
 pub fn wait_readable(fd: &OwnedFd, timeout_ms: i32) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     loop {
         // SAFETY: one pollfd, alive for the call.
         let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };

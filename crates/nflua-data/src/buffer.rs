@@ -42,22 +42,14 @@ impl fmt::Debug for Data {
             .field("offset", &self.offset)
             .field("len", &self.len)
             .field("valid", &self.is_valid())
-            .field(
-                "layout_fields",
-                &self.layout.as_ref().map_or(0, |l| l.len()),
-            )
+            .field("layout_fields", &self.layout.as_ref().map_or(0, |l| l.len()))
             .finish()
     }
 }
 
 impl Data {
     fn from_box(bytes: Box<[u8]>) -> Data {
-        Data {
-            len: bytes.len(),
-            memory: Arc::new(RwLock::new(Some(bytes))),
-            offset: 0,
-            layout: None,
-        }
+        Data { len: bytes.len(), memory: Arc::new(RwLock::new(Some(bytes))), offset: 0, layout: None }
     }
 
     /// A new zero-filled buffer of `size` bytes.
@@ -68,9 +60,7 @@ impl Data {
     /// Like [`Data::with_size`], but reports allocation failure instead of aborting.
     pub fn try_with_size(size: usize) -> Result<Data, DataError> {
         let mut bytes = Vec::new();
-        bytes
-            .try_reserve_exact(size)
-            .map_err(|_| DataError::NoMemory { size })?;
+        bytes.try_reserve_exact(size).map_err(|_| DataError::NoMemory { size })?;
         bytes.resize(size, 0);
         Ok(Data::from_vec(bytes))
     }
@@ -113,9 +103,7 @@ impl Data {
     pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, DataError> {
         let guard = self.read();
         let bytes = guard.as_deref().ok_or(DataError::Invalidated)?;
-        let view = bytes
-            .get(self.offset..self.offset + self.len)
-            .ok_or(DataError::Invalidated)?;
+        let view = bytes.get(self.offset..self.offset + self.len).ok_or(DataError::Invalidated)?;
         Ok(f(view))
     }
 
@@ -124,9 +112,7 @@ impl Data {
     pub fn with_bytes_mut<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, DataError> {
         let mut guard = self.write();
         let bytes = guard.as_deref_mut().ok_or(DataError::Invalidated)?;
-        let view = bytes
-            .get_mut(self.offset..self.offset + self.len)
-            .ok_or(DataError::Invalidated)?;
+        let view = bytes.get_mut(self.offset..self.offset + self.len).ok_or(DataError::Invalidated)?;
         Ok(f(view))
     }
 
@@ -147,11 +133,7 @@ impl Data {
             let target = offset
                 .checked_add(bytes.len())
                 .and_then(|end| view.get_mut(offset..end))
-                .ok_or(DataError::OutOfRange {
-                    offset,
-                    len: bytes.len(),
-                    size,
-                })?;
+                .ok_or(DataError::OutOfRange { offset, len: bytes.len(), size })?;
             target.copy_from_slice(bytes);
             Ok(())
         })?
@@ -172,17 +154,10 @@ impl Data {
             })?,
         };
         match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(Data {
-                memory: Arc::clone(&self.memory),
-                offset: self.offset + offset,
-                len,
-                layout: None,
-            }),
-            _ => Err(DataError::OutOfRange {
-                offset,
-                len,
-                size: self.len,
-            }),
+            Some(end) if end <= self.len => {
+                Ok(Data { memory: Arc::clone(&self.memory), offset: self.offset + offset, len, layout: None })
+            }
+            _ => Err(DataError::OutOfRange { offset, len, size: self.len }),
         }
     }
 
@@ -239,14 +214,7 @@ mod tests {
     fn write_at_checks_range() {
         let d = Data::with_size(4);
         assert_eq!(d.write_at(4, &[]), Ok(()));
-        assert_eq!(
-            d.write_at(3, &[1, 2]),
-            Err(DataError::OutOfRange {
-                offset: 3,
-                len: 2,
-                size: 4
-            })
-        );
+        assert_eq!(d.write_at(3, &[1, 2]), Err(DataError::OutOfRange { offset: 3, len: 2, size: 4 }));
         assert!(d.write_at(usize::MAX, &[1]).is_err());
         assert_eq!(d.to_vec(), Ok(vec![0; 4]));
     }

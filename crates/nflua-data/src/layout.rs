@@ -39,11 +39,7 @@ pub enum Endian {
 
 impl Endian {
     /// The byte order of the machine we run on ("host").
-    pub const HOST: Endian = if cfg!(target_endian = "big") {
-        Endian::Big
-    } else {
-        Endian::Little
-    };
+    pub const HOST: Endian = if cfg!(target_endian = "big") { Endian::Big } else { Endian::Little };
 }
 
 /// What a field holds.
@@ -74,9 +70,7 @@ impl Field {
             return Err(FieldError::Overflow);
         }
         match kind {
-            FieldKind::Uint(_) if bit_len > 64 => {
-                return Err(FieldError::TooWide { bits: bit_len })
-            }
+            FieldKind::Uint(_) if bit_len > 64 => return Err(FieldError::TooWide { bits: bit_len }),
             FieldKind::Uint(Endian::Little) if bit_len > 8 && !bit_len.is_multiple_of(8) => {
                 return Err(FieldError::LittleEndianWidth { bits: bit_len })
             }
@@ -85,11 +79,7 @@ impl Field {
             }
             _ => {}
         }
-        Ok(Field {
-            bit_offset,
-            bit_len,
-            kind,
-        })
+        Ok(Field { bit_offset, bit_len, kind })
     }
 
     /// Offset of the first bit, MSB 0.
@@ -178,9 +168,7 @@ fn span(bit_offset: usize, bit_len: usize, size: usize) -> Option<(usize, usize,
 
 /// The bytes `first..=last` as one big-endian number (at most 9 bytes, so it fits in 72 bits).
 fn load(bytes: &[u8]) -> u128 {
-    bytes
-        .iter()
-        .fold(0u128, |acc, &b| (acc << 8) | u128::from(b))
+    bytes.iter().fold(0u128, |acc, &b| (acc << 8) | u128::from(b))
 }
 
 /// Reads an unsigned integer field. `None` if it does not fit in `bytes`, is not 1..=64 bits
@@ -263,9 +251,7 @@ mod tests {
     #[test]
     fn reads_single_bits_msb_first() {
         // 0xDE = 1101 1110
-        let bits: Vec<u64> = (0..8)
-            .map(|i| read_uint(&FIX, i, 1, Endian::Big).unwrap_or(99))
-            .collect();
+        let bits: Vec<u64> = (0..8).map(|i| read_uint(&FIX, i, 1, Endian::Big).unwrap_or(99)).collect();
         assert_eq!(bits, [1, 1, 0, 1, 1, 1, 1, 0]);
     }
 
@@ -283,24 +269,12 @@ mod tests {
 
     #[test]
     fn reads_64_bits_aligned_and_unaligned() {
-        assert_eq!(
-            read_uint(&FIX, 0, 64, Endian::Big),
-            Some(0xDEAD_BEEF_0123_4567)
-        );
+        assert_eq!(read_uint(&FIX, 0, 64, Endian::Big), Some(0xDEAD_BEEF_0123_4567));
         // shifted by 4 bits: spans 9 bytes
-        assert_eq!(
-            read_uint(&FIX, 4, 64, Endian::Big),
-            Some(0xEADB_EEF0_1234_5678)
-        );
-        assert_eq!(
-            read_uint(&FIX, 8, 64, Endian::Big),
-            Some(0xADBE_EF01_2345_6789)
-        );
+        assert_eq!(read_uint(&FIX, 4, 64, Endian::Big), Some(0xEADB_EEF0_1234_5678));
+        assert_eq!(read_uint(&FIX, 8, 64, Endian::Big), Some(0xADBE_EF01_2345_6789));
         assert_eq!(read_uint(&FIX, 9, 64, Endian::Big), None);
-        assert_eq!(
-            read_uint(&FIX, 0, 64, Endian::Little),
-            Some(0x6745_2301_EFBE_ADDE)
-        );
+        assert_eq!(read_uint(&FIX, 0, 64, Endian::Little), Some(0x6745_2301_EFBE_ADDE));
     }
 
     #[test]
@@ -360,10 +334,7 @@ mod tests {
         write_uint(&mut b, 4, 64, Endian::Big, 0xEADB_EEF0_1234_5678).unwrap();
         assert_eq!(b, [0x0E, 0xAD, 0xBE, 0xEF, 0x01, 0x23, 0x45, 0x67, 0x80]);
         write_uint(&mut b, 4, 64, Endian::Little, 0x0123_4567_89AB_CDEF).unwrap();
-        assert_eq!(
-            read_uint(&b, 4, 64, Endian::Little),
-            Some(0x0123_4567_89AB_CDEF)
-        );
+        assert_eq!(read_uint(&b, 4, 64, Endian::Little), Some(0x0123_4567_89AB_CDEF));
         assert_eq!(b[0] >> 4, 0, "bits before the field kept");
         assert_eq!(b[8] & 0x0F, 0, "bits after the field kept");
     }
@@ -391,20 +362,11 @@ mod tests {
         let little = FieldKind::Uint(Endian::Little);
         assert!(Field::new(3, 64, big).is_ok());
         assert_eq!(Field::new(0, 0, big), Err(FieldError::Empty));
-        assert_eq!(
-            Field::new(0, 65, big),
-            Err(FieldError::TooWide { bits: 65 })
-        );
-        assert_eq!(
-            Field::new(0, 12, little),
-            Err(FieldError::LittleEndianWidth { bits: 12 })
-        );
+        assert_eq!(Field::new(0, 65, big), Err(FieldError::TooWide { bits: 65 }));
+        assert_eq!(Field::new(0, 12, little), Err(FieldError::LittleEndianWidth { bits: 12 }));
         assert!(Field::new(3, 16, little).is_ok());
         assert!(Field::new(1, 7, little).is_ok());
-        assert_eq!(
-            Field::new(4, 16, FieldKind::Bytes),
-            Err(FieldError::UnalignedString)
-        );
+        assert_eq!(Field::new(4, 16, FieldKind::Bytes), Err(FieldError::UnalignedString));
         assert_eq!(Field::new(usize::MAX, 2, big), Err(FieldError::Overflow));
         let s = Field::new(16, 24, FieldKind::Bytes);
         assert_eq!(s.map(|f| f.byte_range()), Ok(2..5));

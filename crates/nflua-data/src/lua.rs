@@ -115,23 +115,16 @@ impl UserData for Data {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("segment", |_, this, (offset, len): (Value, Value)| {
-            segment(this, &offset, &len)
-        });
+        methods.add_method("segment", |_, this, (offset, len): (Value, Value)| segment(this, &offset, &len));
         methods.add_function("layout", |_, (ud, spec): (AnyUserData, Value)| {
             apply_layout(&ud, &spec)?;
             Ok(ud)
         });
-        methods.add_meta_method(MetaMethod::Index, |lua, this, key: Value| {
-            index(lua, this, &key)
+        methods.add_meta_method(MetaMethod::Index, |lua, this, key: Value| index(lua, this, &key));
+        methods.add_meta_method(MetaMethod::NewIndex, |_, this, (key, value): (Value, Value)| {
+            new_index(this, &key, &value)
         });
-        methods.add_meta_method(
-            MetaMethod::NewIndex,
-            |_, this, (key, value): (Value, Value)| new_index(this, &key, &value),
-        );
-        methods.add_meta_method(MetaMethod::Len, |_, this, ()| {
-            this.with_bytes(<[u8]>::len).map_err(lua_err)
-        });
+        methods.add_meta_method(MetaMethod::Len, |_, this, ()| this.with_bytes(<[u8]>::len).map_err(lua_err));
         methods.add_meta_method(MetaMethod::ToString, |lua, this, ()| {
             let bytes = this.to_vec().map_err(lua_err)?;
             lua.create_string(bytes)
@@ -168,9 +161,7 @@ fn index(lua: &Lua, this: &Data, key: &Value) -> LuaResult<Value> {
         };
     }
     let byte = match to_integer(key) {
-        Some(i) if i >= 1 => usize::try_from(i - 1)
-            .ok()
-            .map_or(Ok(None), |offset| this.byte_at(offset)),
+        Some(i) if i >= 1 => usize::try_from(i - 1).ok().map_or(Ok(None), |offset| this.byte_at(offset)),
         _ => this.with_bytes(|_| None),
     }
     .map_err(lua_err)?;
@@ -192,10 +183,7 @@ fn new_index(this: &Data, key: &Value, value: &Value) -> LuaResult<()> {
         .checked_sub(1)
         .and_then(|o| usize::try_from(o).ok())
         .filter(|&o| o < this.len())
-        .ok_or(DataError::IndexOutOfRange {
-            index,
-            len: this.len(),
-        })
+        .ok_or(DataError::IndexOutOfRange { index, len: this.len() })
         .map_err(lua_err)?;
     let byte = to_integer(value)
         .and_then(|v| u8::try_from(v).ok())
@@ -246,10 +234,7 @@ fn set_field(this: &Data, name: &[u8], value: &Value) -> Result<(), DataError> {
             })
         }
     };
-    written.ok_or_else(|| DataError::FieldOutOfRange {
-        field: field_name(),
-        len: this.len(),
-    })
+    written.ok_or_else(|| DataError::FieldOutOfRange { field: field_name(), len: this.len() })
 }
 
 /// `d:segment([offset [, length]])`: nil when the range is outside the view.
@@ -259,13 +244,9 @@ fn segment(this: &Data, offset: &Value, len: &Value) -> LuaResult<Option<Data>> 
     }
     let integer_arg = |v: &Value, pos| match v {
         Value::Nil => Ok(None),
-        v => to_integer(v).map(Some).ok_or_else(|| {
-            bad_argument(
-                "segment",
-                pos,
-                format!("integer expected, got {}", describe(v)),
-            )
-        }),
+        v => to_integer(v)
+            .map(Some)
+            .ok_or_else(|| bad_argument("segment", pos, format!("integer expected, got {}", describe(v)))),
     };
     let offset = integer_arg(offset, 2)?.unwrap_or(0);
     let len = integer_arg(len, 3)?;
@@ -295,13 +276,7 @@ fn apply_layout(ud: &AnyUserData, spec: &Value) -> LuaResult<()> {
     let layout = match spec {
         Value::Table(t) => Arc::new(parse_layout(t)?),
         Value::UserData(l) if l.is::<LayoutObject>() => Arc::clone(&l.borrow::<LayoutObject>()?.0),
-        other => {
-            return Err(bad_argument(
-                "layout",
-                2,
-                format!("table expected, got {}", type_name(other)),
-            ))
-        }
+        other => return Err(bad_argument("layout", 2, format!("table expected, got {}", type_name(other)))),
     };
     ud.borrow_mut::<Data>()?.set_layout(Some(layout));
     Ok(())
@@ -314,18 +289,10 @@ fn parse_layout(table: &Table) -> LuaResult<Layout> {
     for pair in table.pairs::<Value, Value>() {
         let (key, entry) = pair?;
         let Value::String(name) = &key else {
-            return Err(lua_err(DataError::BadLayout {
-                field: describe(&key),
-                cause: FieldError::BadName,
-            }));
+            return Err(lua_err(DataError::BadLayout { field: describe(&key), cause: FieldError::BadName }));
         };
         let name = name.as_bytes().to_vec();
-        let bad = |cause| {
-            lua_err(DataError::BadLayout {
-                field: name_of(&name),
-                cause,
-            })
-        };
+        let bad = |cause| lua_err(DataError::BadLayout { field: name_of(&name), cause });
         if METHODS.iter().any(|m| m.as_bytes() == name.as_slice()) {
             return Err(bad(FieldError::Reserved));
         }
@@ -384,10 +351,7 @@ impl UserData for LayoutObject {
 fn new(_: &Lua, arg: Value) -> LuaResult<Data> {
     let check_len = |size: usize| {
         if size > MAX_NEW_LEN {
-            Err(lua_err(DataError::TooLarge {
-                size,
-                limit: MAX_NEW_LEN,
-            }))
+            Err(lua_err(DataError::TooLarge { size, limit: MAX_NEW_LEN }))
         } else {
             Ok(size)
         }
@@ -403,40 +367,28 @@ fn new(_: &Lua, arg: Value) -> LuaResult<Data> {
             let mut bytes = Vec::with_capacity(len);
             for i in 1..=len {
                 let v: Value = t.raw_get(i)?;
-                let byte = to_integer(&v)
-                    .and_then(|b| u8::try_from(b).ok())
-                    .ok_or_else(|| {
-                        bad_argument(
-                            "new",
-                            1,
-                            format!(
-                                "byte #{i} must be an integer from 0 to 255, got {}",
-                                describe(&v)
-                            ),
-                        )
-                    })?;
+                let byte = to_integer(&v).and_then(|b| u8::try_from(b).ok()).ok_or_else(|| {
+                    bad_argument(
+                        "new",
+                        1,
+                        format!("byte #{i} must be an integer from 0 to 255, got {}", describe(&v)),
+                    )
+                })?;
                 bytes.push(byte);
             }
             Ok(Data::from_vec(bytes))
         }
         Value::Integer(_) | Value::Number(_) => {
             let size = to_integer(&arg).ok_or_else(|| {
-                bad_argument(
-                    "new",
-                    1,
-                    format!("size must be an integer, got {}", describe(&arg)),
-                )
+                bad_argument("new", 1, format!("size must be an integer, got {}", describe(&arg)))
             })?;
-            let size = usize::try_from(size).map_err(|_| {
-                bad_argument("new", 1, format!("size must not be negative, got {size}"))
-            })?;
+            let size = usize::try_from(size)
+                .map_err(|_| bad_argument("new", 1, format!("size must not be negative, got {size}")))?;
             Data::try_with_size(check_len(size)?).map_err(lua_err)
         }
-        other => Err(bad_argument(
-            "new",
-            1,
-            format!("number, string or table expected, got {}", type_name(other)),
-        )),
+        other => {
+            Err(bad_argument("new", 1, format!("number, string or table expected, got {}", type_name(other))))
+        }
     }
 }
 
@@ -448,18 +400,12 @@ pub fn open(lua: &Lua) -> LuaResult<Table> {
         "layout",
         lua.create_function(|_, spec: Value| match &spec {
             Value::Table(t) => Ok(LayoutObject(Arc::new(parse_layout(t)?))),
-            other => Err(bad_argument(
-                "layout",
-                1,
-                format!("table expected, got {}", type_name(other)),
-            )),
+            other => Err(bad_argument("layout", 1, format!("table expected, got {}", type_name(other)))),
         })?,
     )?;
     module.set(
         "isdata",
-        lua.create_function(|_, x: Value| {
-            Ok(matches!(&x, Value::UserData(ud) if ud.is::<Data>()))
-        })?,
+        lua.create_function(|_, x: Value| Ok(matches!(&x, Value::UserData(ud) if ud.is::<Data>())))?,
     )?;
     Ok(module)
 }

@@ -16,9 +16,7 @@ end
 
 fn state() -> Lua {
     let lua = Lua::new();
-    lua.globals()
-        .set("data", open(&lua).expect("open data module"))
-        .expect("set global");
+    lua.globals().set("data", open(&lua).expect("open data module")).expect("set global");
     lua.load(PRELUDE).exec().expect("prelude");
     lua
 }
@@ -65,10 +63,7 @@ fn new_rejects_bad_arguments() {
     );
     let lua = state();
     lua.globals().set("limit", MAX_NEW_LEN + 1).expect("set");
-    run(
-        &lua,
-        r#"expect_error("exceeds the limit", data.new, limit)"#,
-    );
+    run(&lua, r#"expect_error("exceeds the limit", data.new, limit)"#);
 }
 
 #[test]
@@ -347,16 +342,10 @@ fn invalidation_from_rust_reaches_every_view() {
 #[test]
 fn invalidating_a_segment_invalidates_the_parent() {
     let lua = state();
-    run(
-        &lua,
-        r#"parent = data.new("abc"); child = parent:segment(1)"#,
-    );
+    run(&lua, r#"parent = data.new("abc"); child = parent:segment(1)"#);
     let child: Data = lua.globals().get("child").expect("child");
     child.invalidate();
-    run(
-        &lua,
-        r#"expect_error("data buffer is no longer valid", function() return #parent end)"#,
-    );
+    run(&lua, r#"expect_error("data buffer is no longer valid", function() return #parent end)"#);
 }
 
 #[test]
@@ -390,10 +379,7 @@ fn error_message_reaches_rust_callers() {
     lua.globals().set("d", d.clone()).expect("set");
     d.invalidate();
     let err = lua.load("return d[1]").exec().expect_err("must fail");
-    assert!(
-        err.to_string().contains("data buffer is no longer valid"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("data buffer is no longer valid"), "{err}");
 }
 
 #[test]

@@ -1,9 +1,38 @@
-//! The map of named states and the checks made before one is created.
+//! The map of named states, the checks made before one is created, and the locks that let
+//! several threads use it.
+//!
+//! # Locking
+//!
+//! ```text
+//!   Engine.states: RwLock<BTreeMap<name, Arc<Slot>>>     create/destroy write; everything else reads
+//!        Slot.state: Mutex<Option<State>>                 held for a whole call into the state's Lua
+//!        Slot.pins, Slot.wants_conntrack: atomics
+//!   Engine.timers: TimerQueue (its own mutex, a leaf)     see `timers.rs`
+//! ```
+//!
+//! A call takes the map's read lock just long enough to clone the slot's `Arc`, then locks the
+//! slot: calls into one state serialize, calls into different states run in parallel, and no
+//! call holds the map lock while Lua runs (so CREATE/DESTROY never wait for a script, only for
+//! the state they destroy). Order: map, then a slot, then the timer queue; the map lock is never
+//! taken while a slot is held, and the timer queue's lock is never held while taking another.
+//!
+//! Destroying removes the slot from the map first (new calls get `NotFound`), then takes the
+//! state out of the slot, which waits for a call already inside it; a call that found the slot
+//! before the removal and locks it afterwards finds `None` and reports `NotFound` too. The
+//! state's Lua is closed by the destroying thread.
+//!
+//! Pins (`pin`/`unpin`) count the packet hooks bound to a state. `pin` runs under the map's
+//! read lock and `destroy` checks the count under its write lock, so a pin can never slip in
+//! between the check and the removal.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
-use crate::state::State;
+use crate::hook::{self, HookOutcome, PacketContext};
+use crate::state::{Shared, State};
+use crate::timers::TimerQueue;
 use crate::{EngineConfig, EngineError, NetlinkSink, StateConfig, StateInfo, StateStats};
 
 /// Longest state name in bytes (SPEC §2: 64 including the terminating NUL).
@@ -11,14 +40,37 @@ pub const STATE_NAME_MAX_BYTES: usize = 63;
 
 /// All states of one daemon (one network namespace), by name.
 ///
-/// `Engine` is `Send`: the daemon may move it to a worker thread. It is not `Sync`; one thread
-/// drives it. Lua code runs on the calling thread, which needs a few MiB of stack (Lua stops C
-/// recursion at 200 levels; see the crate's stack test).
+/// `Engine` is `Send + Sync` and every method takes `&self`: the daemon shares it (`Arc`)
+/// between its control thread, its NFQUEUE workers and its timer thread (see the module doc of
+/// `engine.rs` for the locks). Lua code runs on the calling thread, which needs a few MiB of
+/// stack (Lua stops C recursion at 200 levels; see the crate's stack test).
 pub struct Engine {
     config: EngineConfig,
     sink: Arc<dyn NetlinkSink>,
     /// Ordered by name, so `list` needs no sorting and LIST replies are stable.
-    states: BTreeMap<String, State>,
+    states: RwLock<BTreeMap<String, Arc<Slot>>>,
+    timers: Arc<TimerQueue>,
+    /// Id of the next state created (ids are never reused; timers name their state by id).
+    next_state_id: AtomicU64,
+}
+
+/// One state and what the engine keeps beside it.
+struct Slot {
+    id: u64,
+    /// `None` once destroyed (a caller that found the slot just before may still lock it).
+    state: Mutex<Option<State>>,
+    /// Packet hooks referencing the state.
+    pins: AtomicUsize,
+    /// Some chunk executed in the state mentioned `connid`.
+    wants_conntrack: AtomicBool,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, Option<State>> {
+        // A panic while a state was locked happened outside Lua (every call into Lua catches
+        // unwinding); the state itself is still a consistent Lua state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Engine {
@@ -26,7 +78,9 @@ impl Engine {
         Engine {
             config,
             sink,
-            states: BTreeMap::new(),
+            states: RwLock::new(BTreeMap::new()),
+            timers: Arc::default(),
+            next_state_id: AtomicU64::new(1),
         }
     }
 
@@ -34,10 +88,19 @@ impl Engine {
         &self.config
     }
 
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<Slot>>> {
+        // The map is only changed by single inserts and removes: a panic cannot leave it torn.
+        self.states.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Arc<Slot>>> {
+        self.states.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Creates a state. Fails with `InvalidName` (empty, longer than 63 bytes, or holding a NUL),
     /// `InvalidMaxRuns` (0), `MemoryTooSmall`, `Exists`, `TooManyStates`, or `Create` when the
     /// state's libraries do not fit in its memory limit.
-    pub fn create(&mut self, config: StateConfig) -> Result<(), EngineError> {
+    pub fn create(&self, config: StateConfig) -> Result<(), EngineError> {
         check_name(&config.name)?;
         if config.max_runs == 0 {
             return Err(EngineError::InvalidMaxRuns);
@@ -48,75 +111,203 @@ impl Engine {
                 min: self.config.min_alloc_bytes,
             });
         }
-        if self.states.contains_key(&config.name) {
-            return Err(EngineError::Exists(config.name));
-        }
-        if self.states.len() >= self.config.max_states {
-            return Err(EngineError::TooManyStates(self.config.max_states));
-        }
+        self.check_room(&self.read(), &config.name)?;
+        // Built without the map lock: opening a Lua takes tens of microseconds, during which hook
+        // calls into other states go on.
+        let id = self.next_state_id.fetch_add(1, Relaxed);
         let name = config.name.clone();
-        let state = State::new(config, Arc::clone(&self.sink))?;
+        let shared = Shared { id, sink: Arc::clone(&self.sink), timers: Arc::clone(&self.timers) };
+        let state = State::new(config, shared)?;
+        let mut states = self.write();
+        // Checked again: another thread may have created a state meanwhile.
+        self.check_room(&states, &name)?;
+        let slot = Slot {
+            id,
+            state: Mutex::new(Some(state)),
+            pins: AtomicUsize::new(0),
+            wants_conntrack: AtomicBool::new(false),
+        };
+        states.insert(name.clone(), Arc::new(slot));
+        drop(states);
         tracing::info!(state = %name, "state created");
-        self.states.insert(name, state);
         Ok(())
     }
 
-    /// Destroys a state, closing its Lua (pending finalizers run then).
-    pub fn destroy(&mut self, name: &str) -> Result<(), EngineError> {
-        match self.states.remove(name) {
-            Some(state) => {
-                drop(state);
-                tracing::info!(state = %name, "state destroyed");
+    fn check_room(&self, states: &BTreeMap<String, Arc<Slot>>, name: &str) -> Result<(), EngineError> {
+        if states.contains_key(name) {
+            return Err(EngineError::Exists(name.to_string()));
+        }
+        if states.len() >= self.config.max_states {
+            return Err(EngineError::TooManyStates(self.config.max_states));
+        }
+        Ok(())
+    }
+
+    /// Destroys a state: cancels its timers and closes its Lua (pending finalizers run then),
+    /// after waiting for a call already running in it. Fails with `NotFound`, or `Busy` while a
+    /// packet hook has it pinned.
+    pub fn destroy(&self, name: &str) -> Result<(), EngineError> {
+        let slot = {
+            let mut states = self.write();
+            let slot = states.get(name).ok_or_else(|| EngineError::NotFound(name.to_string()))?;
+            if slot.pins.load(Relaxed) > 0 {
+                return Err(EngineError::Busy(name.to_string()));
+            }
+            states.remove(name)
+        };
+        if let Some(slot) = slot {
+            self.timers.forget_state(slot.id);
+            let state = slot.lock().take();
+            drop(state);
+            tracing::info!(state = %name, "state destroyed");
+        }
+        Ok(())
+    }
+
+    /// Marks state `name` as referenced by one more packet hook: `destroy` fails with `Busy`
+    /// until as many `unpin` calls have been made.
+    pub fn pin(&self, name: &str) -> Result<(), EngineError> {
+        match self.read().get(name) {
+            Some(slot) => {
+                slot.pins.fetch_add(1, Relaxed);
                 Ok(())
             }
             None => Err(EngineError::NotFound(name.to_string())),
         }
     }
 
-    /// All states, sorted by name.
+    /// Undoes one `pin`. Unknown names and states without pins are ignored.
+    pub fn unpin(&self, name: &str) {
+        if let Some(slot) = self.read().get(name) {
+            let _ = slot.pins.fetch_update(Relaxed, Relaxed, |pins| pins.checked_sub(1));
+        }
+    }
+
+    /// The slots, in name order, without holding the map lock afterwards.
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// All states, sorted by name. Waits for calls running in them (the memory figure comes
+    /// from the state's Lua).
     pub fn list(&self) -> Vec<StateInfo> {
-        self.states.values().map(State::info).collect()
+        self.slots().iter().filter_map(|slot| slot.lock().as_ref().map(State::info)).collect()
     }
 
     pub fn state_count(&self) -> usize {
-        self.states.len()
+        self.read().len()
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.states.contains_key(name)
+        self.read().contains_key(name)
     }
 
     /// Statistics of one state (SPEC §8), or `None` if there is no such state.
     pub fn stats(&self, name: &str) -> Option<StateStats> {
-        self.states.get(name).map(State::stats)
+        let slot = self.slot(name).ok()?;
+        let state = slot.lock();
+        state.as_ref().map(State::stats)
     }
 
     /// Statistics of all states, sorted by name.
     pub fn all_stats(&self) -> Vec<StateStats> {
-        self.states.values().map(State::stats).collect()
+        self.slots().iter().filter_map(|slot| slot.lock().as_ref().map(State::stats)).collect()
     }
 
     /// Runs `chunk` (Lua source; bytecode is refused) in state `name`. `chunk_name` is Lua's chunk
     /// name as sent by the client ("=chunk" by default; a leading `=` means "use as is").
-    pub fn execute(
-        &mut self,
-        name: &str,
-        chunk: &[u8],
-        chunk_name: &str,
-    ) -> Result<(), EngineError> {
-        self.state_mut(name)?.execute(chunk, chunk_name)
+    pub fn execute(&self, name: &str, chunk: &[u8], chunk_name: &str) -> Result<(), EngineError> {
+        self.with_state(name, |slot, state| {
+            if mentions_connid(chunk) {
+                slot.wants_conntrack.store(true, Relaxed);
+            }
+            state.execute(chunk, chunk_name)
+        })
     }
 
     /// Hands a DATA message from port `pid` to the state's `__receive_callback(pid, buffer)`.
-    pub fn deliver(&mut self, name: &str, pid: u32, payload: &[u8]) -> Result<(), EngineError> {
-        self.state_mut(name)?.deliver(pid, payload)
+    pub fn deliver(&self, name: &str, pid: u32, payload: &[u8]) -> Result<(), EngineError> {
+        self.with_state(name, |_, state| state.deliver(pid, payload))
     }
 
-    fn state_mut(&mut self, name: &str) -> Result<&mut State, EngineError> {
-        self.states
-            .get_mut(name)
-            .ok_or_else(|| EngineError::NotFound(name.to_string()))
+    /// Calls hook function `function` of state `state` as `function(frame, packet)` (SPEC §7)
+    /// under the state's limits. Fails with `NotFound`, `NoFunction` (the global is nil),
+    /// `InvalidPacket` (the range is outside the frame), or `Lua` (error, instruction or memory
+    /// limit), each but `NotFound` counted in the state's statistics.
+    pub fn call_hook(
+        &self,
+        state: &str,
+        function: &str,
+        packet: &PacketContext<'_>,
+    ) -> Result<HookOutcome, EngineError> {
+        self.with_state(state, |_, state| hook::call(state, function, packet))
     }
+
+    /// Whether some chunk executed in state `name` mentions `connid`: a cheap, static hint that
+    /// its hooks may call `nf.connid`, so the daemon asks the kernel for conntrack data only
+    /// then. False for unknown states.
+    pub fn wants_conntrack(&self, name: &str) -> bool {
+        self.read().get(name).is_some_and(|slot| slot.wants_conntrack.load(Relaxed))
+    }
+
+    /// Deadline of the earliest pending timer of any state.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Runs every timer due at `now`, earliest first, each under its state's limits (a failing
+    /// callback is logged and counted like any entry). Returns how many callbacks ran, failed
+    /// ones included. Timers the callbacks create are left for a later pass.
+    pub fn run_due_timers(&self, now: Instant) -> usize {
+        let mut ran = 0;
+        for timer in self.timers.take_due(now) {
+            let Ok(slot) = self.slot(&timer.state_name) else {
+                continue;
+            };
+            if slot.id != timer.state_id {
+                continue;
+            }
+            let mut state = slot.lock();
+            if let Some(state) = state.as_mut() {
+                // The error is already logged and counted by the state.
+                let _ = state.run_timer(timer.callback);
+                ran += 1;
+            }
+        }
+        ran
+    }
+
+    /// Sets the function called whenever a newly created timer becomes the earliest one, so the
+    /// daemon's timer thread recomputes its sleep. It runs on the thread that created the timer,
+    /// inside a Lua call holding that state's lock: it must only signal (a condvar, an eventfd),
+    /// never call into the engine.
+    pub fn set_timer_waker(&self, waker: Box<dyn Fn() + Send + Sync>) {
+        self.timers.set_waker(Arc::from(waker));
+    }
+
+    fn slot(&self, name: &str) -> Result<Arc<Slot>, EngineError> {
+        self.read().get(name).cloned().ok_or_else(|| EngineError::NotFound(name.to_string()))
+    }
+
+    /// Runs `f` on state `name` with the state locked (and the map not).
+    fn with_state<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Slot, &mut State) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        let slot = self.slot(name)?;
+        let mut state = slot.lock();
+        match state.as_mut() {
+            Some(state) => f(&slot, state),
+            None => Err(EngineError::NotFound(name.to_string())),
+        }
+    }
+}
+
+/// Whether `chunk` contains the bytes `connid` anywhere (code, comment or string: a hint, not a
+/// parse).
+fn mentions_connid(chunk: &[u8]) -> bool {
+    chunk.windows(6).any(|w| w == b"connid")
 }
 
 fn check_name(name: &str) -> Result<(), EngineError> {
@@ -129,10 +320,7 @@ fn check_name(name: &str) -> Result<(), EngineError> {
     } else {
         return Ok(());
     };
-    Err(EngineError::InvalidName(format!(
-        "{problem}: {:?}",
-        truncate(name)
-    )))
+    Err(EngineError::InvalidName(format!("{problem}: {:?}", truncate(name))))
 }
 
 fn truncate(name: &str) -> &str {
@@ -161,8 +349,16 @@ mod tests {
     }
 
     #[test]
-    fn engine_is_send() {
-        fn assert_send<T: Send>() {}
-        assert_send::<Engine>();
+    fn engine_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Engine>();
+    }
+
+    #[test]
+    fn connid_detection() {
+        assert!(mentions_connid(b"local id = nf.connid()"));
+        assert!(mentions_connid(b"connid"));
+        assert!(!mentions_connid(b"conn id"));
+        assert!(!mentions_connid(b""));
     }
 }

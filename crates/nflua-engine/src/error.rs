@@ -26,6 +26,16 @@ pub enum EngineError {
     Lua(String),
     #[error("state '{0}' has no __receive_callback")]
     NoReceiveCallback(String),
+    /// DESTROY of a state a packet hook still references (see [`Engine::pin`](crate::Engine::pin)).
+    #[error("state '{0}' is used by a packet hook")]
+    Busy(String),
+    /// A hook names a function the state does not define (the global is nil).
+    #[error("state '{state}' has no function '{function}'")]
+    NoFunction { state: String, function: String },
+    /// The daemon handed a packet whose Lua range does not fit in its frame (a daemon bug, not
+    /// the script's).
+    #[error("packet range {start}..{end} does not fit in a frame of {len} bytes")]
+    InvalidPacket { start: usize, end: usize, len: usize },
 }
 
 impl EngineError {
@@ -33,11 +43,15 @@ impl EngineError {
     pub fn errno(&self) -> i32 {
         match self {
             EngineError::Exists(_) => libc_errno::EEXIST,
-            EngineError::NotFound(_) | EngineError::NoReceiveCallback(_) => libc_errno::ENOENT,
+            EngineError::NotFound(_) | EngineError::NoReceiveCallback(_) | EngineError::NoFunction { .. } => {
+                libc_errno::ENOENT
+            }
+            EngineError::Busy(_) => libc_errno::EBUSY,
             EngineError::TooManyStates(_) => libc_errno::ENOSPC,
             EngineError::InvalidName(_)
             | EngineError::MemoryTooSmall { .. }
-            | EngineError::InvalidMaxRuns => libc_errno::EINVAL,
+            | EngineError::InvalidMaxRuns
+            | EngineError::InvalidPacket { .. } => libc_errno::EINVAL,
             EngineError::Create(_) => libc_errno::ENOMEM,
             EngineError::Lua(_) => libc_errno::EIO,
         }
@@ -48,6 +62,7 @@ mod libc_errno {
     pub const ENOENT: i32 = 2;
     pub const EIO: i32 = 5;
     pub const ENOMEM: i32 = 12;
+    pub const EBUSY: i32 = 16;
     pub const EEXIST: i32 = 17;
     pub const EINVAL: i32 = 22;
     pub const ENOSPC: i32 = 28;

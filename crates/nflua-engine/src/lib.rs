@@ -1,21 +1,32 @@
-//! Named, sandboxed Lua states with memory and instruction limits, and the libraries they see.
+//! Named, sandboxed Lua states with memory and instruction limits, the libraries they see, packet
+//! hooks and timers.
 //!
-//! Used by the daemon `nfluad`: CREATE / DESTROY / LIST / EXECUTE requests and DATA messages
-//! become calls on an [`Engine`]; `nf.netlink` inside a state goes out through the
-//! [`NetlinkSink`] the daemon supplies.
+//! Used by the daemon `nfluad`: CREATE / DESTROY / LIST / EXECUTE requests, DATA messages,
+//! queued packets and due timers become calls on an [`Engine`]; `nf.netlink` and `nf.reply`
+//! inside a state go out through the [`NetlinkSink`] the daemon supplies.
 //!
 //! Never: opens sockets or files, lets a script load bytecode or reach `io`/`os`, lets one
 //! state's error or limit disturb another, or panics on anything a script does.
 //!
-//! Depends on: `mlua` (Lua 5.4; its allocator enforces `maxalloc` exactly; feature `send` so the
-//! daemon can move the engine to a worker thread), `nflua-data` (the `data` buffers DATA
-//! messages arrive in), `serde_json` (module `json`), `base64` (module `base64`), `thiserror`
-//! ([`EngineError`]), `tracing` (Lua's `print`, failed calls with their tracebacks).
+//! Depends on: `mlua` (Lua 5.4; its allocator enforces `maxalloc` exactly; feature `send` so
+//! states can be used from several threads), `nflua-data` (the `data` buffers DATA messages and
+//! packets arrive in), `nflua-packet` (`nf.reply` and `packet:send` build packets), `serde_json`
+//! (module `json`), `base64` (module `base64`), `thiserror` ([`EngineError`]), `tracing` (Lua's
+//! `print`, failed calls with their tracebacks).
 //!
-//! Layout: `engine` (the map of states), `state` (one state, and the door every call into Lua
-//! goes through), `limits` (the instruction hook, the only raw Lua C API use), `sandbox` (library
-//! set, `print`, `require`, `load`, GC), `traceback` (error text), `lib/` (one file per built-in
-//! module: `nf`, `timer`, `json`, `base64`; `data` is nflua-data's).
+//! Layout: `engine` (the map of states and the locking design), `state` (one state, and the door
+//! every call into Lua goes through), `hook` (packet hook calls and their outcome), `timers` (the
+//! deadline heap behind `timer.create`), `limits` (the instruction hook, the only raw Lua C API
+//! use), `sandbox` (library set, `print`, `require`, `load`, GC), `traceback` (error text),
+//! `lib/` (one file per built-in module: `nf`, `timer`, `json`, `base64`, and `packet`, the
+//! object `nf.getpacket` returns; `data` is nflua-data's).
+//!
+//! Threads: [`Engine`] is `Send + Sync` and all its methods take `&self`. The daemon's control
+//! thread creates, destroys, lists, executes and delivers; one NFQUEUE worker per queue calls
+//! hooks; a timer thread sleeps until [`Engine::next_timer`] and calls
+//! [`Engine::run_due_timers`]. Calls into one state take turns on that state's lock; calls into
+//! different states run in parallel; the map of states is locked only to look a state up (see
+//! `engine.rs`).
 //!
 //! Behaviour worth knowing, each explained where it lives:
 //! - [`Engine::list`] is sorted by name.
@@ -24,30 +35,41 @@
 //!   stopped); `debug` states are trusted and may use `debug.setmetatable`.
 //! - Library errors reach scripts as plain strings ("chunk:3: nf.netlink: ..."), as from C.
 //! - `json.decode` gives `json.null` for `null`; decoders return `nil, message` on bad input.
-//! - A fresh state uses about 20 KiB. The GC runs with pause 100, as the original: a DATA
-//!   delivery costs about 3 µs (release build) where pause 200 would take 0.5 µs, but pause 200
-//!   lets garbage buffers outrun their finalizers and exhaust a small state.
+//! - A fresh state uses about 20 KiB. The GC pause is 100, as the original, plus up to 20 when
+//!   the state has room to spare (`sandbox::gc_pause`): at exactly 100 a small heap is collected
+//!   whole on almost every allocation (5 µs per hook call instead of 0.9), and much more than
+//!   the room allows lets garbage buffers outrun their finalizers and exhaust a small state.
+//! - Buffers given to callbacks and hooks are invalid once the call returns; so are packet
+//!   objects from `nf.getpacket`.
+//! - Timers are one-shot; `timer.destroy` returns true when it cancelled a pending timer and
+//!   false when the timer had already fired or been destroyed. Destroying a state cancels its
+//!   timers; a state holds at most [`MAX_TIMERS_PER_STATE`] pending timers.
 //! - Lua runs on the caller's thread: give it at least 1 MiB of stack (Lua stops C recursion at
 //!   200 levels; tested on 2 MiB threads in debug builds).
 
 mod engine;
 mod error;
+mod hook;
 mod limits;
 #[path = "lib/mod.rs"]
 mod lualib;
 mod sandbox;
 mod state;
+mod timers;
 mod traceback;
 
 pub use engine::{Engine, STATE_NAME_MAX_BYTES};
 pub use error::EngineError;
+pub use hook::{HookMode, HookOutcome, HookResult, PacketContext, Verdict};
 pub use limits::LIMIT_MESSAGE;
 pub use lualib::MODULES;
+pub use timers::MAX_TIMERS_PER_STATE;
 
 /// Largest `nf.netlink` payload (SPEC §2 data max size: 4096 − NLMSG_SPACE(68)).
 pub const DATA_MAX_SIZE: usize = 4012;
 
-/// Where `nf.netlink` sends: the daemon implements this over its socket.
+/// Where states send: `nf.netlink` messages over the daemon's Netlink socket, `nf.reply`
+/// packets over its raw socket. Called from whichever thread runs the state.
 pub trait NetlinkSink: Send + Sync {
     /// Sends one DATA message from state `state` (already NUL-checked name) with
     /// netlink sequence `seq` to `port` (0 = none) and multicast `groups`.
@@ -60,6 +82,13 @@ pub trait NetlinkSink: Send + Sync {
         groups: u32,
         payload: &[u8],
     ) -> std::io::Result<usize>;
+
+    /// Sends one IP packet (IPv4 or IPv6, checksums done) built by `nf.reply`. The default
+    /// refuses, for sinks that carry no packets (tools, tests).
+    fn send_packet(&self, ip_packet: &[u8]) -> std::io::Result<()> {
+        let _ = ip_packet;
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -73,10 +102,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     /// The SPEC's numbers: 904 states, 32768 bytes minimum.
     fn default() -> EngineConfig {
-        EngineConfig {
-            max_states: 904,
-            min_alloc_bytes: 32768,
-        }
+        EngineConfig { max_states: 904, min_alloc_bytes: 32768 }
     }
 }
 
@@ -110,11 +136,13 @@ pub struct StateStats {
     pub peak_alloc_bytes: usize,
     pub max_alloc_bytes: usize,
     pub max_runs: u32,
-    /// Entries run: executes and receive callbacks.
+    /// Entries run: executes, receive callbacks, hook calls, timer callbacks.
     pub calls: u64,
     /// Entries that failed, DATA without a callback, and errors in `__gc` metamethods.
     pub errors: u64,
     /// Instructions counted by the limit hook, in windows of up to 1000 per thread: a lower
     /// bound, good for spotting busy states rather than exact accounting.
     pub instructions: u64,
+    /// Timers created and not yet fired or destroyed.
+    pub timers: usize,
 }

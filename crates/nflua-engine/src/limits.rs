@@ -3,7 +3,7 @@
 //! # Design
 //!
 //! One [`Budget`] per state holds how many VM instructions the current entry (one execute, one
-//! callback; later one timer or packet) may still run. [`Budget::arm`] refills it at the start of
+//! callback, one timer, one packet) may still run. [`Budget::arm`] refills it at the start of
 //! every entry and re-installs the count hook on the main thread, which also resets that thread's
 //! instruction counter, so one entry never pays for the previous one.
 //!
@@ -125,14 +125,7 @@ impl Budget {
         // SAFETY: outside of callbacks `Lua::state` is the main thread, which is not running; see
         // the module doc for the hook itself. Setting the hook again also undoes any change a
         // `debug` state made with `debug.sethook`.
-        unsafe {
-            ffi::lua_sethook(
-                lua.state(),
-                Some(count_hook),
-                ffi::LUA_MASKCOUNT,
-                self.window(),
-            )
-        };
+        unsafe { ffi::lua_sethook(lua.state(), Some(count_hook), ffi::LUA_MASKCOUNT, self.window()) };
     }
 }
 
@@ -205,9 +198,6 @@ mod tests {
 
     #[test]
     fn limit_message_matches_the_hook() {
-        assert_eq!(
-            c"instruction limit exceeded".to_str().ok(),
-            Some(LIMIT_MESSAGE)
-        );
+        assert_eq!(c"instruction limit exceeded".to_str().ok(), Some(LIMIT_MESSAGE));
     }
 }

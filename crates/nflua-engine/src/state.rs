@@ -1,33 +1,50 @@
 //! One Lua state: its interpreter, configuration, counters, and the single door every entry
-//! (execute, receive callback; later timers and packets) goes through.
+//! (execute, receive callback, packet hook, timer) goes through.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use mlua::chunk::ChunkMode;
-use mlua::{Function, IntoLuaMulti, Lua, Value};
+use mlua::{Function, IntoLuaMulti, Lua, LuaString, RegistryKey, Table, Value};
 use nflua_data::Data;
 
+use crate::hook::{HookCall, HookMode};
 use crate::limits::Budget;
+use crate::timers::TimerQueue;
 use crate::traceback::{self, ErrorText};
 use crate::{sandbox, EngineError, NetlinkSink, StateConfig, StateInfo, StateStats};
 
+/// Hook function names whose Lua strings a state keeps (a daemon has a few hooks per state; a
+/// name past this many is simply made again on each call).
+const CACHED_FUNCTION_NAMES: usize = 16;
+
 /// What the libraries inside a state need to know about it. Shared (`Arc`) between the [`State`]
 /// and the Rust functions registered in its Lua.
+///
+/// Only the thread holding the state's lock (see `engine.rs`) runs the state's Lua, so the
+/// libraries' uses of these fields never race each other; the atomics and mutexes are there
+/// because the type must be `Sync` to live in `Send` closures, and because statistics are read
+/// by other threads.
 pub(crate) struct Context {
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
+    /// Unique for the engine's lifetime (a name can come back after a destroy).
+    pub(crate) id: u64,
     pub(crate) sink: Arc<dyn NetlinkSink>,
+    pub(crate) timers: Arc<TimerQueue>,
     /// Sequence number of the next `nf.netlink` message (the original started at 0).
     pub(crate) netlink_seq: AtomicU32,
     pub(crate) counters: Counters,
     pub(crate) error_text: ErrorText,
     /// A warning arrives in pieces; this holds the pieces until the last one.
-    pub(crate) warning: std::sync::Mutex<String>,
+    pub(crate) warning: Mutex<String>,
+    /// The packet of the running hook call; `None` outside hooks. Never held while Lua runs or
+    /// allocates (an allocation can run a debug state's finalizer, which may call `nf` again).
+    pub(crate) hook: Mutex<Option<HookCall>>,
 }
 
-/// Per-state statistics (atomics because [`Context`] is shared with `Send` closures; one thread
-/// uses a state at a time).
+/// Per-state statistics (atomics because [`Context`] is shared with `Send` closures and other
+/// threads read them).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) calls: AtomicU64,
@@ -39,6 +56,18 @@ impl Context {
     pub(crate) fn count_error(&self) {
         self.counters.errors.fetch_add(1, Relaxed);
     }
+
+    /// The running hook call, locked; `None` outside hooks.
+    pub(crate) fn hook(&self) -> MutexGuard<'_, Option<HookCall>> {
+        self.hook.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a new state shares with the engine.
+pub(crate) struct Shared {
+    pub(crate) id: u64,
+    pub(crate) sink: Arc<dyn NetlinkSink>,
+    pub(crate) timers: Arc<TimerQueue>,
 }
 
 pub(crate) struct State {
@@ -48,31 +77,44 @@ pub(crate) struct State {
     /// `xpcall(f, on_error, ...)`, so errors never unwind into Rust without their traceback.
     xpcall: Function,
     on_error: Function,
+    /// The globals table and the Lua strings of hook function names, kept so a hook call
+    /// neither looks the table up nor interns the name again.
+    globals: Table,
+    function_names: Vec<(Box<str>, LuaString)>,
+    /// Hook calls so far; the current one's number tells its packet objects from older ones.
+    hook_generation: u64,
+    /// The GC pause last set (see `sandbox::gc_pause`).
+    gc_pause: i32,
     budget: Arc<Budget>,
     ctx: Arc<Context>,
 }
 
 impl State {
-    pub(crate) fn new(
-        config: StateConfig,
-        sink: Arc<dyn NetlinkSink>,
-    ) -> Result<State, EngineError> {
+    pub(crate) fn new(config: StateConfig, shared: Shared) -> Result<State, EngineError> {
         let ctx = Arc::new(Context {
-            name: config.name.clone(),
-            sink,
+            name: Arc::from(config.name.as_str()),
+            id: shared.id,
+            sink: shared.sink,
+            timers: shared.timers,
             netlink_seq: AtomicU32::new(0),
             counters: Counters::default(),
             error_text: ErrorText::default(),
-            warning: std::sync::Mutex::new(String::new()),
+            warning: Mutex::new(String::new()),
+            hook: Mutex::new(None),
         });
         let budget = Arc::new(Budget::new(config.max_runs));
         let built = sandbox::build(&config, &ctx, &budget)
             .map_err(|e| EngineError::Create(traceback::error_message(&e)))?;
-        let state = State {
+        let globals = built.lua.globals();
+        let mut state = State {
             config,
             lua: built.lua,
             xpcall: built.xpcall,
             on_error: built.on_error,
+            globals,
+            function_names: Vec::new(),
+            hook_generation: 0,
+            gc_pause: sandbox::GC_PAUSE,
             budget,
             ctx,
         };
@@ -95,29 +137,30 @@ impl State {
         StateStats {
             name: self.config.name.clone(),
             cur_alloc_bytes: self.lua.used_memory(),
-            peak_alloc_bytes: counters
-                .peak_alloc_bytes
-                .load(Relaxed)
-                .max(self.lua.used_memory()),
+            peak_alloc_bytes: counters.peak_alloc_bytes.load(Relaxed).max(self.lua.used_memory()),
             max_alloc_bytes: self.config.max_alloc_bytes,
             max_runs: self.config.max_runs,
             calls: counters.calls.load(Relaxed),
             errors: counters.errors.load(Relaxed),
             instructions: self.budget.charged(),
+            timers: self.ctx.timers.pending_count(self.ctx.id),
         }
+    }
+
+    pub(crate) fn lua(&self) -> &Lua {
+        &self.lua
+    }
+
+    pub(crate) fn count_call(&self) {
+        self.ctx.counters.calls.fetch_add(1, Relaxed);
     }
 
     /// Loads `chunk` as text (never bytecode) named `chunk_name` and runs it.
     pub(crate) fn execute(&mut self, chunk: &[u8], chunk_name: &str) -> Result<(), EngineError> {
-        self.ctx.counters.calls.fetch_add(1, Relaxed);
-        let loaded = self
-            .lua
-            .load(chunk)
-            .set_name(chunk_name)
-            .set_mode(ChunkMode::Text)
-            .into_function();
+        self.count_call();
+        let loaded = self.lua.load(chunk).set_name(chunk_name).set_mode(ChunkMode::Text).into_function();
         match loaded {
-            Ok(function) => self.run("execute", function, ()),
+            Ok(function) => self.run_value("execute", Value::Function(function), ()).map(drop),
             Err(e) => Err(self.fail("execute", traceback::error_message(&e))),
         }
     }
@@ -125,17 +168,13 @@ impl State {
     /// Calls `__receive_callback(pid, buffer)` with a buffer holding `payload`, invalidated when
     /// the call returns so a script that keeps it cannot read it later.
     pub(crate) fn deliver(&mut self, pid: u32, payload: &[u8]) -> Result<(), EngineError> {
-        let callback: Value = self
-            .lua
-            .globals()
-            .raw_get("__receive_callback")
-            .unwrap_or(Value::Nil);
+        let callback: Value = self.globals.raw_get("__receive_callback").unwrap_or(Value::Nil);
         if callback.is_nil() {
             self.ctx.count_error();
             tracing::debug!(state = %self.config.name, "DATA for a state without __receive_callback");
             return Err(EngineError::NoReceiveCallback(self.config.name.clone()));
         }
-        self.ctx.counters.calls.fetch_add(1, Relaxed);
+        self.count_call();
         let data = Data::from_bytes(payload);
         let buffer = match self.lua.create_userdata(data.clone()) {
             Ok(buffer) => buffer,
@@ -143,82 +182,127 @@ impl State {
         };
         let result = self.run_value("receive", callback, (i64::from(pid), buffer));
         data.invalidate();
-        result
+        result.map(drop)
     }
 
-    fn run(
-        &mut self,
-        entry: &'static str,
-        function: Function,
-        args: impl IntoLuaMulti,
-    ) -> Result<(), EngineError> {
-        self.run_value(entry, Value::Function(function), args)
+    /// The global `name` for a hook call: the name's Lua string is made once and kept. A nil
+    /// global is [`EngineError::NoFunction`], counted as an error of the state (as DATA for a
+    /// state without `__receive_callback`); any other value is called and fails in Lua if it
+    /// is not callable.
+    pub(crate) fn global_function(&mut self, name: &str) -> Result<Value, EngineError> {
+        let found = match self.function_names.iter().find(|(n, _)| **n == *name) {
+            Some((_, key)) => self.globals.raw_get(key),
+            None => match self.lua.create_string(name) {
+                Ok(key) => {
+                    let value = self.globals.raw_get(&key);
+                    if self.function_names.len() < CACHED_FUNCTION_NAMES {
+                        self.function_names.push((name.into(), key));
+                    }
+                    value
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match found {
+            Ok(Value::Nil) => {
+                self.ctx.count_error();
+                Err(EngineError::NoFunction { state: self.config.name.clone(), function: name.to_string() })
+            }
+            Ok(value) => Ok(value),
+            Err(e) => Err(self.fail("hook", traceback::error_message(&e))),
+        }
+    }
+
+    /// Makes the packet in `frame` the running hook call's, where `nf` finds it.
+    pub(crate) fn begin_hook(&mut self, frame: Data, mode: HookMode, conntrack_id: Option<u32>) {
+        self.hook_generation += 1;
+        *self.ctx.hook() = Some(HookCall {
+            frame,
+            mode,
+            conntrack_id,
+            generation: self.hook_generation,
+            hotdrop: false,
+            replacement: None,
+        });
+    }
+
+    /// Ends the running hook call and returns what the script recorded in it.
+    pub(crate) fn end_hook(&mut self) -> Option<HookCall> {
+        self.ctx.hook().take()
+    }
+
+    /// Runs a timer's callback (taking it out of the registry: timers are one-shot).
+    pub(crate) fn run_timer(&mut self, callback: RegistryKey) -> Result<(), EngineError> {
+        self.count_call();
+        let function = self.lua.registry_value::<Value>(&callback);
+        // Removing never fails for a key of this Lua; a key of another Lua is only dropped.
+        let _ = self.lua.remove_registry_value(callback);
+        match function {
+            Ok(function) => self.run_value("timer", function, ()).map(drop),
+            Err(e) => Err(self.fail("timer", traceback::error_message(&e))),
+        }
     }
 
     /// The entry door: refills the instruction budget, calls `callable(args...)` under the message
     /// handler, and turns any failure (Lua error, limit, memory, even a Rust panic in a library
-    /// function) into a counted, logged [`EngineError::Lua`].
-    fn run_value(
+    /// function) into a counted, logged [`EngineError::Lua`]. Returns the first value the call
+    /// returned (nil if none).
+    pub(crate) fn run_value(
         &mut self,
         entry: &'static str,
         callable: Value,
         args: impl IntoLuaMulti,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Value, EngineError> {
         self.ctx.error_text.clear();
         self.budget.arm(&self.lua);
         // A tuple is pushed straight onto the Lua stack: no allocation on the way in or out.
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            self.xpcall
-                .call::<(bool, Value)>((callable, &self.on_error, args))
+            self.xpcall.call::<(bool, Value)>((callable, &self.on_error, args))
         }));
         let result = match outcome {
             Ok(Ok((true, _))) if self.budget.spent() => {
                 // The script caught the limit error (pcall, coroutine.resume) and returned.
-                Err(format!(
-                    "{} (the script caught the error and went on)",
-                    crate::LIMIT_MESSAGE
-                ))
+                Err(format!("{} (the script caught the error and went on)", crate::LIMIT_MESSAGE))
             }
-            Ok(Ok((true, _))) => Ok(()),
-            Ok(Ok((false, err))) => Err(self
-                .ctx
-                .error_text
-                .take()
-                .unwrap_or_else(|| traceback::describe(&err))),
+            Ok(Ok((true, value))) => Ok(value),
+            Ok(Ok((false, err))) => {
+                Err(self.ctx.error_text.take().unwrap_or_else(|| traceback::describe(&err)))
+            }
             Ok(Err(e)) => Err(traceback::error_message(&e)),
             Err(_) => Err("internal error: a library function panicked".to_string()),
         };
         match result {
-            Ok(()) => {
+            Ok(value) => {
                 self.note_memory();
-                Ok(())
+                Ok(value)
             }
             Err(text) => Err(self.fail(entry, text)),
         }
     }
 
     /// Counts and logs a failed entry.
-    fn fail(&mut self, entry: &'static str, text: String) -> EngineError {
+    pub(crate) fn fail(&mut self, entry: &'static str, text: String) -> EngineError {
         self.ctx.count_error();
         self.note_memory();
         if text.starts_with("not enough memory") {
             // The failed allocation tells the state reached its limit; collect now so LIST shows
             // what the state really holds, not the garbage of the failed call.
-            self.ctx
-                .counters
-                .peak_alloc_bytes
-                .fetch_max(self.config.max_alloc_bytes, Relaxed);
+            self.ctx.counters.peak_alloc_bytes.fetch_max(self.config.max_alloc_bytes, Relaxed);
             let _ = self.lua.gc_collect();
         }
         tracing::warn!(state = %self.config.name, entry, "{text}");
         EngineError::Lua(text)
     }
 
-    fn note_memory(&self) {
-        self.ctx
-            .counters
-            .peak_alloc_bytes
-            .fetch_max(self.lua.used_memory(), Relaxed);
+    /// Records the memory in use after an entry and fits the GC pause to the room left.
+    fn note_memory(&mut self) {
+        let used = self.lua.used_memory();
+        self.ctx.counters.peak_alloc_bytes.fetch_max(used, Relaxed);
+        let pause = sandbox::gc_pause(used, self.config.max_alloc_bytes);
+        if pause != self.gc_pause {
+            sandbox::set_gc_pause(&self.lua, pause);
+            self.gc_pause = pause;
+        }
     }
 }
 
@@ -236,26 +320,19 @@ pub(crate) mod tests {
     struct NullSink;
 
     impl NetlinkSink for NullSink {
-        fn send_data(
-            &self,
-            _: &str,
-            _: u32,
-            _: u32,
-            _: u32,
-            payload: &[u8],
-        ) -> std::io::Result<usize> {
+        fn send_data(&self, _: &str, _: u32, _: u32, _: u32, payload: &[u8]) -> std::io::Result<usize> {
             Ok(payload.len())
         }
     }
 
+    fn shared() -> Shared {
+        Shared { id: 1, sink: Arc::new(NullSink), timers: Arc::default() }
+    }
+
     fn state() -> State {
-        let config = StateConfig {
-            name: "t".into(),
-            max_alloc_bytes: 1 << 20,
-            max_runs: 1_000_000,
-            debug: false,
-        };
-        match State::new(config, Arc::new(NullSink)) {
+        let config =
+            StateConfig { name: "t".into(), max_alloc_bytes: 1 << 20, max_runs: 1_000_000, debug: false };
+        match State::new(config, shared()) {
             Ok(state) => state,
             Err(e) => panic!("{e}"),
         }
@@ -285,10 +362,7 @@ pub(crate) mod tests {
             "local ok, err = pcall(function()\n require('nf').netlink(1, 0, {})\n end) \
              return type(err) .. ' ' .. err",
         );
-        assert_eq!(
-            got,
-            "string chunk:2: nf.netlink: payload must be a string or a data object, got table"
-        );
+        assert_eq!(got, "string chunk:2: nf.netlink: payload must be a string or a data object, got table");
         let got = eval("local ok, err = pcall(require, 'nope') return err");
         assert_eq!(got, "module 'nope' not found");
         let got = eval("local ok, err = pcall(setmetatable, 1, {}) return err");
@@ -300,31 +374,16 @@ pub(crate) mod tests {
         // `local a = 1` runs LOADI and RETURN as counted instructions (Lua starts counting a
         // vararg function after its VARARGPREP).
         for (max_runs, ok) in [(2, true), (1, false)] {
-            let config = StateConfig {
-                name: "t".into(),
-                max_alloc_bytes: 1 << 20,
-                max_runs,
-                debug: false,
-            };
-            let mut state =
-                State::new(config, Arc::new(NullSink)).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(
-                state.execute(b"local a = 1", "=chunk").is_ok(),
-                ok,
-                "max_runs {max_runs}"
-            );
+            let config = StateConfig { name: "t".into(), max_alloc_bytes: 1 << 20, max_runs, debug: false };
+            let mut state = State::new(config, shared()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(state.execute(b"local a = 1", "=chunk").is_ok(), ok, "max_runs {max_runs}");
         }
     }
 
     #[test]
     fn tiny_budgets_still_create() {
-        let config = StateConfig {
-            name: "t".into(),
-            max_alloc_bytes: 1 << 20,
-            max_runs: 1,
-            debug: false,
-        };
-        let mut state = State::new(config, Arc::new(NullSink)).unwrap_or_else(|e| panic!("{e}"));
+        let config = StateConfig { name: "t".into(), max_alloc_bytes: 1 << 20, max_runs: 1, debug: false };
+        let mut state = State::new(config, shared()).unwrap_or_else(|e| panic!("{e}"));
         let text = match state.execute(b"local a = 1 local b = 2", "=chunk") {
             Err(EngineError::Lua(text)) => text,
             other => panic!("{other:?}"),

@@ -202,22 +202,19 @@ mod tests {
     #[test]
     fn traceback_names_frames_and_skips_deep_stacks() {
         let lua = Lua::new();
-        let tb = lua
-            .create_function(|lua, ()| Ok(traceback(lua, 1)))
-            .unwrap();
+        let tb = lua.create_function(|lua, ()| Ok(traceback(lua, 1))).unwrap();
         lua.globals().set("tb", tb).unwrap();
         let shallow: String = lua
             .load("local function f() local r = tb() return r end local r = f() return r")
             .set_name("=t")
             .eval()
             .unwrap();
-        assert_eq!(
-            shallow,
-            "stack traceback:\n\tt:1: in local 'f'\n\tt:1: in main chunk"
-        );
+        assert_eq!(shallow, "stack traceback:\n\tt:1: in local 'f'\n\tt:1: in main chunk");
 
         let deep: String = lua
-            .load("local function f(n) if n == 0 then return (tb()) end return (f(n - 1)) end return (f(100))")
+            .load(
+                "local function f(n) if n == 0 then return (tb()) end return (f(n - 1)) end return (f(100))",
+            )
             .set_name("=t")
             .eval()
             .unwrap();

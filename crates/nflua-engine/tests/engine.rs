@@ -1,4 +1,5 @@
-//! The engine driven as the daemon drives it, with a sink that records what `nf.netlink` sends.
+//! The engine driven as the daemon drives it, with a sink that records what `nf.netlink` and
+//! `nf.reply` send. Packet hooks, timers and threads have their own files under `engine/`.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,8 @@ struct Sent {
 #[derive(Default)]
 struct RecordingSink {
     sent: Mutex<Vec<Sent>>,
+    /// IP packets from `nf.reply`.
+    packets: Mutex<Vec<Vec<u8>>>,
     refuse: AtomicBool,
 }
 
@@ -25,17 +28,14 @@ impl RecordingSink {
     fn sent(&self) -> Vec<Sent> {
         self.sent.lock().unwrap().clone()
     }
+
+    fn packets(&self) -> Vec<Vec<u8>> {
+        self.packets.lock().unwrap().clone()
+    }
 }
 
 impl NetlinkSink for RecordingSink {
-    fn send_data(
-        &self,
-        state: &str,
-        seq: u32,
-        port: u32,
-        groups: u32,
-        payload: &[u8],
-    ) -> io::Result<usize> {
+    fn send_data(&self, state: &str, seq: u32, port: u32, groups: u32, payload: &[u8]) -> io::Result<usize> {
         if self.refuse.load(Ordering::Relaxed) {
             return Err(io::Error::from_raw_os_error(111));
         }
@@ -48,6 +48,14 @@ impl NetlinkSink for RecordingSink {
         });
         Ok(payload.len())
     }
+
+    fn send_packet(&self, ip_packet: &[u8]) -> io::Result<()> {
+        if self.refuse.load(Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(1));
+        }
+        self.packets.lock().unwrap().push(ip_packet.to_vec());
+        Ok(())
+    }
 }
 
 fn engine() -> (Engine, Arc<RecordingSink>) {
@@ -56,22 +64,17 @@ fn engine() -> (Engine, Arc<RecordingSink>) {
 }
 
 fn config(name: &str, max_alloc_bytes: usize, max_runs: u32) -> StateConfig {
-    StateConfig {
-        name: name.to_string(),
-        max_alloc_bytes,
-        max_runs,
-        debug: false,
-    }
+    StateConfig { name: name.to_string(), max_alloc_bytes, max_runs, debug: false }
 }
 
 /// An engine with one state "s" (64 KiB, 1,000,000 instructions).
 fn with_state() -> (Engine, Arc<RecordingSink>) {
-    let (mut engine, sink) = engine();
+    let (engine, sink) = engine();
     engine.create(config("s", 65536, 1_000_000)).unwrap();
     (engine, sink)
 }
 
-fn run(engine: &mut Engine, name: &str, chunk: &str) -> Result<(), EngineError> {
+fn run(engine: &Engine, name: &str, chunk: &str) -> Result<(), EngineError> {
     engine.execute(name, chunk.as_bytes(), "=chunk")
 }
 
@@ -84,14 +87,9 @@ fn lua_error(result: Result<(), EngineError>) -> String {
 
 /// Runs `chunk`, which must end by storing a result in global `result`, and returns it through
 /// `nf.netlink` (the only way out of a state).
-fn eval(engine: &mut Engine, sink: &RecordingSink, name: &str, chunk: &str) -> String {
+fn eval(engine: &Engine, sink: &RecordingSink, name: &str, chunk: &str) -> String {
     let before = sink.sent().len();
-    run(
-        engine,
-        name,
-        &format!("{chunk}\nrequire('nf').netlink(1, 0, tostring(result))"),
-    )
-    .unwrap();
+    run(engine, name, &format!("{chunk}\nrequire('nf').netlink(1, 0, tostring(result))")).unwrap();
     let sent = sink.sent();
     assert_eq!(sent.len(), before + 1);
     String::from_utf8(sent[before].payload.clone()).unwrap()
@@ -102,59 +100,34 @@ mod states {
 
     #[test]
     fn create_list_destroy() {
-        let (mut engine, _) = engine();
+        let (engine, _) = engine();
         engine.create(config("b", 65536, 100)).unwrap();
-        engine
-            .create(StateConfig {
-                debug: true,
-                ..config("a", 40000, 5)
-            })
-            .unwrap();
+        engine.create(StateConfig { debug: true, ..config("a", 40000, 5) }).unwrap();
         let list = engine.list();
-        assert_eq!(
-            list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
-        assert_eq!(
-            (list[0].max_alloc_bytes, list[0].max_runs, list[0].debug),
-            (40000, 5, true)
-        );
-        assert!(list
-            .iter()
-            .all(|s| s.cur_alloc_bytes > 0 && s.cur_alloc_bytes <= s.max_alloc_bytes));
+        assert_eq!(list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!((list[0].max_alloc_bytes, list[0].max_runs, list[0].debug), (40000, 5, true));
+        assert!(list.iter().all(|s| s.cur_alloc_bytes > 0 && s.cur_alloc_bytes <= s.max_alloc_bytes));
         assert_eq!(engine.state_count(), 2);
 
         engine.destroy("a").unwrap();
         let err = engine.destroy("a").unwrap_err();
-        assert_eq!(
-            (err.errno(), err.to_string()),
-            (2, "state 'a' not found".to_string())
-        );
-        assert_eq!(run(&mut engine, "a", "x = 1").unwrap_err().errno(), 2);
+        assert_eq!((err.errno(), err.to_string()), (2, "state 'a' not found".to_string()));
+        assert_eq!(run(&engine, "a", "x = 1").unwrap_err().errno(), 2);
         assert_eq!(engine.list().len(), 1);
     }
 
     #[test]
     fn duplicate_name() {
-        let (mut engine, _) = engine();
+        let (engine, _) = engine();
         engine.create(config("x", 65536, 100)).unwrap();
         let err = engine.create(config("x", 65536, 100)).unwrap_err();
-        assert_eq!(
-            (err.errno(), err.to_string()),
-            (17, "state 'x' already exists".to_string())
-        );
+        assert_eq!((err.errno(), err.to_string()), (17, "state 'x' already exists".to_string()));
     }
 
     #[test]
     fn too_many_states() {
         let sink = Arc::new(RecordingSink::default());
-        let mut engine = Engine::new(
-            EngineConfig {
-                max_states: 3,
-                min_alloc_bytes: 32768,
-            },
-            sink,
-        );
+        let engine = Engine::new(EngineConfig { max_states: 3, min_alloc_bytes: 32768 }, sink);
         for name in ["a", "b", "c"] {
             engine.create(config(name, 32768, 100)).unwrap();
         }
@@ -167,23 +140,11 @@ mod states {
 
     #[test]
     fn bad_configurations() {
-        let (mut engine, _) = engine();
+        let (engine, _) = engine();
         let err = engine.create(config("m", 32767, 100)).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                EngineError::MemoryTooSmall {
-                    got: 32767,
-                    min: 32768
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, EngineError::MemoryTooSmall { got: 32767, min: 32768 }), "{err}");
         assert_eq!(err.errno(), 22);
-        assert_eq!(
-            engine.create(config("r", 65536, 0)).unwrap_err().errno(),
-            22
-        );
+        assert_eq!(engine.create(config("r", 65536, 0)).unwrap_err().errno(), 22);
         for name in [String::new(), "n".repeat(64)] {
             let err = engine.create(config(&name, 65536, 100)).unwrap_err();
             assert!(matches!(err, EngineError::InvalidName(_)), "{err}");
@@ -195,13 +156,7 @@ mod states {
     #[test]
     fn limit_too_small_for_the_libraries() {
         let sink = Arc::new(RecordingSink::default());
-        let mut engine = Engine::new(
-            EngineConfig {
-                max_states: 10,
-                min_alloc_bytes: 1024,
-            },
-            sink,
-        );
+        let engine = Engine::new(EngineConfig { max_states: 10, min_alloc_bytes: 1024 }, sink);
         let err = engine.create(config("tiny", 8192, 100)).unwrap_err();
         assert!(matches!(err, EngineError::Create(_)), "{err}");
         assert_eq!(
@@ -213,12 +168,12 @@ mod states {
 
     #[test]
     fn minimum_memory_is_enough_for_every_module() {
-        let (mut engine, sink) = engine();
+        let (engine, sink) = engine();
         engine.create(config("small", 32768, 1_000_000)).unwrap();
         let fresh = engine.list()[0].cur_alloc_bytes;
         assert!(fresh < 24 * 1024, "a fresh state uses {fresh} bytes");
         let got = eval(
-            &mut engine,
+            &engine,
             &sink,
             "small",
             "for _, m in ipairs{'nf', 'timer', 'data', 'json', 'base64'} do require(m) end result = 'ok'",
@@ -229,21 +184,14 @@ mod states {
 
     #[test]
     fn one_failing_state_does_not_disturb_another() {
-        let (mut engine, sink) = engine();
+        let (engine, sink) = engine();
         engine.create(config("bad", 65536, 1000)).unwrap();
         engine.create(config("good", 65536, 100_000)).unwrap();
-        run(&mut engine, "good", "counter = 41").unwrap();
-        lua_error(run(&mut engine, "bad", "while true do end"));
-        lua_error(run(
-            &mut engine,
-            "bad",
-            "t = {} for i = 1, 1e9 do t[i] = i end",
-        ));
-        lua_error(run(&mut engine, "bad", "error('boom')"));
-        assert_eq!(
-            eval(&mut engine, &sink, "good", "result = counter + 1"),
-            "42"
-        );
+        run(&engine, "good", "counter = 41").unwrap();
+        lua_error(run(&engine, "bad", "while true do end"));
+        lua_error(run(&engine, "bad", "t = {} for i = 1, 1e9 do t[i] = i end"));
+        lua_error(run(&engine, "bad", "error('boom')"));
+        assert_eq!(eval(&engine, &sink, "good", "result = counter + 1"), "42");
         let bad = engine.stats("bad").unwrap();
         assert_eq!((bad.calls, bad.errors), (3, 3));
         let good = engine.stats("good").unwrap();
@@ -252,10 +200,10 @@ mod states {
 
     #[test]
     fn stats_count_calls_errors_memory() {
-        let (mut engine, _) = with_state();
-        run(&mut engine, "s", "x = 1").unwrap();
-        lua_error(run(&mut engine, "s", "error('x')"));
-        lua_error(run(&mut engine, "s", "syntax error here"));
+        let (engine, _) = with_state();
+        run(&engine, "s", "x = 1").unwrap();
+        lua_error(run(&engine, "s", "error('x')"));
+        lua_error(run(&engine, "s", "syntax error here"));
         let _ = engine.deliver("s", 1, b"x");
         let stats = engine.stats("s").unwrap();
         assert_eq!((stats.calls, stats.errors), (3, 3));
@@ -269,14 +217,14 @@ mod memory {
     use super::*;
 
     fn bomb(chunk: &str) {
-        let (mut engine, sink) = engine();
+        let (engine, sink) = engine();
         engine.create(config("s", 65536, u32::MAX)).unwrap();
-        let text = lua_error(run(&mut engine, "s", chunk));
+        let text = lua_error(run(&engine, "s", chunk));
         assert!(text.contains("not enough memory"), "{text}");
         let info = &engine.list()[0];
         assert!(info.cur_alloc_bytes <= info.max_alloc_bytes, "{info:?}");
         assert_eq!(engine.stats("s").unwrap().peak_alloc_bytes, 65536);
-        assert_eq!(eval(&mut engine, &sink, "s", "result = 1 + 1"), "2");
+        assert_eq!(eval(&engine, &sink, "s", "result = 1 + 1"), "2");
     }
 
     #[test]
@@ -298,31 +246,22 @@ mod memory {
     fn garbage_buffers_are_collected_in_time() {
         // Each delivery leaves a buffer (userdata with a finalizer) behind; emergency
         // collections do not run finalizers, so only a GC that keeps pace prevents a memory error.
-        let (mut engine, _) = engine();
+        let (engine, _) = engine();
         engine.create(config("s", 32768, 1000)).unwrap();
-        run(
-            &mut engine,
-            "s",
-            "function __receive_callback(pid, buf) end",
-        )
-        .unwrap();
+        run(&engine, "s", "function __receive_callback(pid, buf) end").unwrap();
         for _ in 0..20_000 {
             engine.deliver("s", 1, &[7; 64]).unwrap();
         }
         engine.create(config("t", 32768, u32::MAX)).unwrap();
-        run(
-            &mut engine,
-            "t",
-            "local data = require 'data' for i = 1, 20000 do local d = data.new(64) end",
-        )
-        .unwrap();
+        run(&engine, "t", "local data = require 'data' for i = 1, 20000 do local d = data.new(64) end")
+            .unwrap();
     }
 
     #[test]
     fn memory_error_inside_pcall_is_catchable_and_bounded() {
-        let (mut engine, sink) = with_state();
+        let (engine, sink) = with_state();
         let got = eval(
-            &mut engine,
+            &engine,
             &sink,
             "s",
             "local ok, err = pcall(string.rep, 'x', 1e9) result = tostring(ok) .. ' ' .. err",
@@ -335,48 +274,34 @@ mod instructions {
     use super::*;
 
     fn limited(max_runs: u32) -> (Engine, Arc<RecordingSink>) {
-        let (mut engine, sink) = engine();
+        let (engine, sink) = engine();
         engine.create(config("s", 1 << 20, max_runs)).unwrap();
         (engine, sink)
     }
 
     fn assert_stops(chunk: &str) {
-        let (mut engine, sink) = limited(1000);
-        let text = lua_error(run(&mut engine, "s", chunk));
-        assert!(
-            text.contains("instruction limit exceeded"),
-            "{chunk}: {text}"
-        );
+        let (engine, sink) = limited(1000);
+        let text = lua_error(run(&engine, "s", chunk));
+        assert!(text.contains("instruction limit exceeded"), "{chunk}: {text}");
         // The limit belongs to that call only.
-        run(&mut engine, "s", "local x = 1 + 1").unwrap();
-        run(&mut engine, "s", "for i = 1, 100 do end").unwrap();
+        run(&engine, "s", "local x = 1 + 1").unwrap();
+        run(&engine, "s", "for i = 1, 100 do end").unwrap();
         assert!(sink.sent().is_empty());
     }
 
     #[test]
     fn infinite_loop() {
         assert_stops("while true do end");
-        let (mut engine, _) = limited(1000);
-        let text = lua_error(run(
-            &mut engine,
-            "s",
-            "local x = 0\nwhile true do x = x + 1 end",
-        ));
-        assert!(
-            text.starts_with("chunk:2: instruction limit exceeded\nstack traceback:"),
-            "{text}"
-        );
+        let (engine, _) = limited(1000);
+        let text = lua_error(run(&engine, "s", "local x = 0\nwhile true do x = x + 1 end"));
+        assert!(text.starts_with("chunk:2: instruction limit exceeded\nstack traceback:"), "{text}");
     }
 
     #[test]
     fn loop_in_coroutine() {
         assert_stops("coroutine.wrap(function() while true do end end)()");
-        assert_stops(
-            "local co = coroutine.create(function() while true do end end) coroutine.resume(co)",
-        );
-        assert_stops(
-            "coroutine.wrap(function() coroutine.wrap(function() while true do end end)() end)()",
-        );
+        assert_stops("local co = coroutine.create(function() while true do end end) coroutine.resume(co)");
+        assert_stops("coroutine.wrap(function() coroutine.wrap(function() while true do end end)() end)()");
     }
 
     #[test]
@@ -384,10 +309,10 @@ mod instructions {
         assert_stops("while true do pcall(function() while true do end end) end");
         assert_stops("while true do pcall(error) end");
         assert_stops("pcall(function() while true do pcall(function() while true do end end) end end) while true do end");
+        assert_stops("while true do xpcall(function() while true do end end, function(e) return e end) end");
         assert_stops(
-            "while true do xpcall(function() while true do end end, function(e) return e end) end",
+            "while true do coroutine.resume(coroutine.create(function() while true do end end)) end",
         );
-        assert_stops("while true do coroutine.resume(coroutine.create(function() while true do end end)) end");
         assert_stops("while true do pcall(coroutine.wrap(function() while true do end end)) end");
         assert_stops("local t = setmetatable({}, {__index = function() while true do end end}) while true do pcall(function() return t.x end) end");
     }
@@ -401,34 +326,30 @@ mod instructions {
 
     #[test]
     fn budget_is_per_entry_and_exact_enough() {
-        let (mut engine, _) = limited(1000);
+        let (engine, _) = limited(1000);
         // Each of these runs a few hundred instructions: fine every time, never accumulated.
         for _ in 0..50 {
-            run(&mut engine, "s", "for i = 1, 300 do end").unwrap();
+            run(&engine, "s", "for i = 1, 300 do end").unwrap();
         }
-        lua_error(run(&mut engine, "s", "for i = 1, 1200 do end"));
-        let (mut engine, _) = limited(10);
-        run(&mut engine, "s", "local a = 1").unwrap();
-        lua_error(run(&mut engine, "s", "for i = 1, 20 do end"));
+        lua_error(run(&engine, "s", "for i = 1, 1200 do end"));
+        let (engine, _) = limited(10);
+        run(&engine, "s", "local a = 1").unwrap();
+        lua_error(run(&engine, "s", "for i = 1, 20 do end"));
     }
 
     #[test]
     fn large_budgets_allow_long_runs() {
-        let (mut engine, _) = limited(1_000_000);
-        run(&mut engine, "s", "for i = 1, 200000 do end").unwrap();
-        lua_error(run(&mut engine, "s", "for i = 1, 2000000 do end"));
+        let (engine, _) = limited(1_000_000);
+        run(&engine, "s", "for i = 1, 200000 do end").unwrap();
+        lua_error(run(&engine, "s", "for i = 1, 2000000 do end"));
         assert!(engine.stats("s").unwrap().instructions >= 1_000_000);
     }
 
     #[test]
     fn receive_callback_has_its_own_budget() {
-        let (mut engine, _) = limited(1000);
-        run(
-            &mut engine,
-            "s",
-            "function __receive_callback(pid, buf) if #buf > 1 then while true do end end end",
-        )
-        .unwrap();
+        let (engine, _) = limited(1000);
+        run(&engine, "s", "function __receive_callback(pid, buf) if #buf > 1 then while true do end end end")
+            .unwrap();
         let text = lua_error(engine.deliver("s", 7, b"xx"));
         assert!(text.contains("instruction limit exceeded"), "{text}");
         engine.deliver("s", 7, b"x").unwrap();
@@ -440,16 +361,9 @@ mod errors {
 
     #[test]
     fn runtime_error_has_message_and_traceback() {
-        let (mut engine, _) = with_state();
-        let text = lua_error(run(
-            &mut engine,
-            "s",
-            "local function f()\n  error('boom')\nend\nf()",
-        ));
-        assert!(
-            text.starts_with("chunk:2: boom\nstack traceback:\n"),
-            "{text}"
-        );
+        let (engine, _) = with_state();
+        let text = lua_error(run(&engine, "s", "local function f()\n  error('boom')\nend\nf()"));
+        assert!(text.starts_with("chunk:2: boom\nstack traceback:\n"), "{text}");
         assert!(text.contains("in function 'error'"), "{text}");
         assert!(text.contains("chunk:2: in local 'f'"), "{text}");
         assert!(text.contains("chunk:4: in main chunk"), "{text}");
@@ -457,8 +371,8 @@ mod errors {
 
     #[test]
     fn syntax_error_text() {
-        let (mut engine, _) = with_state();
-        let text = lua_error(run(&mut engine, "s", "x = = 1"));
+        let (engine, _) = with_state();
+        let text = lua_error(run(&engine, "s", "x = = 1"));
         assert_eq!(text, "chunk:1: unexpected symbol near '='");
         let text = lua_error(engine.execute("s", b"x = ", "myscript.lua"));
         assert!(text.starts_with("[string \"myscript.lua\"]:1:"), "{text}");
@@ -468,31 +382,25 @@ mod errors {
 
     #[test]
     fn non_string_error_values() {
-        let (mut engine, _) = with_state();
-        let text = lua_error(run(&mut engine, "s", "error({})"));
-        assert!(
-            text.starts_with("(error object is a table value)\nstack traceback:"),
-            "{text}"
-        );
+        let (engine, _) = with_state();
+        let text = lua_error(run(&engine, "s", "error({})"));
+        assert!(text.starts_with("(error object is a table value)\nstack traceback:"), "{text}");
         let text = lua_error(run(
-            &mut engine,
+            &engine,
             "s",
             "error(setmetatable({}, {__tostring = function() while true do end end}))",
         ));
-        assert!(
-            text.starts_with("(error object is a table value)"),
-            "{text}"
-        );
-        let text = lua_error(run(&mut engine, "s", "error(42)"));
+        assert!(text.starts_with("(error object is a table value)"), "{text}");
+        let text = lua_error(run(&engine, "s", "error(42)"));
         assert!(text.starts_with("42\n"), "{text}");
-        let text = lua_error(run(&mut engine, "s", "error()"));
+        let text = lua_error(run(&engine, "s", "error()"));
         assert!(text.starts_with("nil\n"), "{text}");
     }
 
     #[test]
     fn library_errors_read_cleanly() {
-        let (mut engine, _) = with_state();
-        let text = lua_error(run(&mut engine, "s", "require('nf').netlink(1, 0, {})"));
+        let (engine, _) = with_state();
+        let text = lua_error(run(&engine, "s", "require('nf').netlink(1, 0, {})"));
         assert!(
             text.starts_with("chunk:1: nf.netlink: payload must be a string or a data object, got table\nstack traceback:\n\tchunk:1: in main chunk"),
             "{text}"
@@ -501,35 +409,24 @@ mod errors {
 
     #[test]
     fn yields_across_the_c_boundary() {
-        let (mut engine, _) = with_state();
-        let text = lua_error(run(&mut engine, "s", "coroutine.yield(1)"));
-        assert!(
-            text.contains("attempt to yield from outside a coroutine"),
-            "{text}"
-        );
+        let (engine, _) = with_state();
+        let text = lua_error(run(&engine, "s", "coroutine.yield(1)"));
+        assert!(text.contains("attempt to yield from outside a coroutine"), "{text}");
         let text = lua_error(run(
-            &mut engine,
+            &engine,
             "s",
             "coroutine.wrap(function() string.gsub('a', 'a', coroutine.yield) end)()",
         ));
-        assert!(
-            text.contains("attempt to yield across a C-call boundary"),
-            "{text}"
-        );
+        assert!(text.contains("attempt to yield across a C-call boundary"), "{text}");
         // Through a Rust library function (print calls __tostring).
         let text = lua_error(run(
-            &mut engine,
+            &engine,
             "s",
             "coroutine.wrap(function() print(setmetatable({}, {__tostring = coroutine.yield})) end)()",
         ));
         assert!(text.contains("yield across"), "{text}");
         engine.deliver("s", 1, b"").unwrap_err();
-        run(
-            &mut engine,
-            "s",
-            "function __receive_callback() coroutine.yield() end",
-        )
-        .unwrap();
+        run(&engine, "s", "function __receive_callback() coroutine.yield() end").unwrap();
         let text = lua_error(engine.deliver("s", 1, b""));
         assert!(text.contains("yield"), "{text}");
     }
@@ -537,32 +434,21 @@ mod errors {
     #[test]
     fn deep_lua_recursion() {
         // Lua's stack limit (1,000,000 slots) is reached at about 32 MiB of heap.
-        let (mut engine, sink) = engine();
+        let (engine, sink) = engine();
         engine.create(config("s", 128 << 20, u32::MAX)).unwrap();
-        let text = lua_error(run(
-            &mut engine,
-            "s",
-            "local function f() return 1 + f() end f()",
-        ));
+        let text = lua_error(run(&engine, "s", "local function f() return 1 + f() end f()"));
         assert!(text.contains("stack overflow"), "{text}");
         assert!(text.contains("(skipping"), "{text}");
-        assert_eq!(eval(&mut engine, &sink, "s", "result = 'alive'"), "alive");
+        assert_eq!(eval(&engine, &sink, "s", "result = 'alive'"), "alive");
         // With the default memory the heap runs out first; also an error.
-        let (mut engine, _) = with_state();
-        let text = lua_error(run(
-            &mut engine,
-            "s",
-            "local function f() return 1 + f() end f()",
-        ));
-        assert!(
-            text.contains("stack overflow") || text.contains("not enough memory"),
-            "{text}"
-        );
+        let (engine, _) = with_state();
+        let text = lua_error(run(&engine, "s", "local function f() return 1 + f() end f()"));
+        assert!(text.contains("stack overflow") || text.contains("not enough memory"), "{text}");
     }
 
     #[test]
     fn deep_c_recursion() {
-        let (mut engine, sink) = engine();
+        let (engine, sink) = engine();
         engine.create(config("s", 64 << 20, u32::MAX)).unwrap();
         let chunks = [
             "local function f(s) return (string.gsub(s, '.', f)) end f('x')",
@@ -579,9 +465,9 @@ mod errors {
         ];
         for chunk in chunks {
             // A Lua error or a caught failure; what matters is that the process survives.
-            let _ = run(&mut engine, "s", chunk);
+            let _ = run(&engine, "s", chunk);
         }
-        assert_eq!(eval(&mut engine, &sink, "s", "result = 'alive'"), "alive");
+        assert_eq!(eval(&engine, &sink, "s", "result = 'alive'"), "alive");
     }
 
     #[test]
@@ -590,7 +476,7 @@ mod errors {
         let worker = std::thread::Builder::new()
             .stack_size(2 << 20)
             .spawn(|| {
-                let (mut engine, _) = engine();
+                let (engine, _) = engine();
                 engine.create(config("s", 64 << 20, u32::MAX)).unwrap();
                 for chunk in [
                     "local t = setmetatable({}, {__tostring = function(t) print(t) end}) print(t)",
@@ -599,11 +485,11 @@ mod errors {
                     "local t = setmetatable({}, {__index = function(t, k) return json.encode(t[k]) end}) \
                      json = require 'json' local _ = t.x",
                 ] {
-                    let text = lua_error(run(&mut engine, "s", chunk));
+                    let text = lua_error(run(&engine, "s", chunk));
                     assert!(text.contains("overflow"), "{chunk}: {text}");
                 }
                 // Recursion through `load`'s reader ends quietly: each failing load returns nil.
-                run(&mut engine, "s", "local function r() return load(r) end load(r)").unwrap();
+                run(&engine, "s", "local function r() return load(r) end load(r)").unwrap();
             })
             .unwrap();
         worker.join().unwrap();
@@ -611,50 +497,34 @@ mod errors {
 
     #[test]
     fn finalizers_are_refused_and_debug_state_gc_errors_are_counted() {
-        let (mut engine, _) = with_state();
-        let text = lua_error(run(
-            &mut engine,
-            "s",
-            "setmetatable({}, {__gc = function() end})",
-        ));
+        let (engine, _) = with_state();
+        let text = lua_error(run(&engine, "s", "setmetatable({}, {__gc = function() end})"));
         assert!(text.contains("__gc metamethods are not allowed"), "{text}");
         // setmetatable keeps its own rules.
         let text = lua_error(run(
-            &mut engine,
+            &engine,
             "s",
             "local t = setmetatable({}, {__metatable = 'locked'}) setmetatable(t, {})",
         ));
-        assert!(
-            text.contains("cannot change a protected metatable"),
-            "{text}"
-        );
+        assert!(text.contains("cannot change a protected metatable"), "{text}");
 
-        engine
-            .create(StateConfig {
-                debug: true,
-                ..config("d", 65536, 100_000)
-            })
+        engine.create(StateConfig { debug: true, ..config("d", 65536, 100_000) }).unwrap();
+        run(&engine, "d", "debug.setmetatable({}, {__gc = function() error('in gc') end}) collectgarbage()")
             .unwrap();
-        run(
-            &mut engine,
-            "d",
-            "debug.setmetatable({}, {__gc = function() error('in gc') end}) collectgarbage()",
-        )
-        .unwrap();
         assert_eq!(engine.stats("d").unwrap().errors, 1);
     }
 
     #[test]
     fn close_handlers_run_under_the_limit() {
-        let (mut engine, _) = engine();
+        let (engine, _) = engine();
         engine.create(config("s", 1 << 20, 1000)).unwrap();
         let text = lua_error(run(
-            &mut engine,
+            &engine,
             "s",
             "local x <close> = setmetatable({}, {__close = function() while true do end end}) error('first')",
         ));
         assert!(text.contains("instruction limit exceeded"), "{text}");
-        run(&mut engine, "s", "x = 1").unwrap();
+        run(&engine, "s", "x = 1").unwrap();
     }
 }
 
@@ -663,9 +533,9 @@ mod sandbox {
 
     #[test]
     fn removed_and_kept_globals() {
-        let (mut engine, sink) = with_state();
+        let (engine, sink) = with_state();
         let got = eval(
-            &mut engine,
+            &engine,
             &sink,
             "s",
             "result = table.concat({type(io), type(os), type(dofile), type(loadfile), type(package), type(debug), \
@@ -677,16 +547,13 @@ mod sandbox {
 
     #[test]
     fn require_knows_only_the_builtins() {
-        let (mut engine, sink) = with_state();
+        let (engine, sink) = with_state();
         for name in ["io", "os", "debug", "string", "package", "nflua"] {
-            let text = lua_error(run(&mut engine, "s", &format!("require '{name}'")));
-            assert!(
-                text.starts_with(&format!("chunk:1: module '{name}' not found")),
-                "{text}"
-            );
+            let text = lua_error(run(&engine, "s", &format!("require '{name}'")));
+            assert!(text.starts_with(&format!("chunk:1: module '{name}' not found")), "{text}");
         }
         let got = eval(
-            &mut engine,
+            &engine,
             &sink,
             "s",
             "result = tostring(require('json') == require('json')) .. ' ' .. type(require('data').new)",
@@ -696,85 +563,59 @@ mod sandbox {
 
     #[test]
     fn load_takes_text_only() {
-        let (mut engine, sink) = with_state();
+        let (engine, sink) = with_state();
         let got = eval(
-            &mut engine,
+            &engine,
             &sink,
             "s",
             "local f, err = load(string.dump(function() return 1 end)) result = tostring(f) .. ' ' .. err",
         );
         assert!(got.starts_with("nil "), "{got}");
-        assert!(
-            got.contains("attempt to load a binary chunk (mode is 't')"),
-            "{got}"
-        );
+        assert!(got.contains("attempt to load a binary chunk (mode is 't')"), "{got}");
         let got = eval(
-            &mut engine,
+            &engine,
             &sink,
             "s",
             "local f = load(string.dump(function() return 1 end), 'x', 'b') result = tostring(f)",
         );
         assert_eq!(got, "nil");
-        let got = eval(&mut engine, &sink, "s", "result = load('return 1 + 1')()");
+        let got = eval(&engine, &sink, "s", "result = load('return 1 + 1')()");
         assert_eq!(got, "2");
-        let got = eval(
-            &mut engine,
-            &sink,
-            "s",
-            "result = load('return x', 'c', 't', {x = 'env'})()",
-        );
+        let got = eval(&engine, &sink, "s", "result = load('return x', 'c', 't', {x = 'env'})()");
         assert_eq!(got, "env");
         let got = eval(
-            &mut engine,
+            &engine,
             &sink,
             "s",
             "local parts = {'return ', '4', '2'} local i = 0 \
              result = load(function() i = i + 1 return parts[i] end)()",
         );
         assert_eq!(got, "42");
-        let got = eval(
-            &mut engine,
-            &sink,
-            "s",
-            "local f, err = load('x = = 1', '=mine') result = err",
-        );
+        let got = eval(&engine, &sink, "s", "local f, err = load('x = = 1', '=mine') result = err");
         assert_eq!(got, "mine:1: unexpected symbol near '='");
     }
 
     #[test]
     fn debug_only_with_the_flag() {
-        let (mut engine, sink) = engine();
-        engine
-            .create(StateConfig {
-                debug: true,
-                ..config("d", 65536, 100_000)
-            })
-            .unwrap();
-        assert_eq!(
-            eval(&mut engine, &sink, "d", "result = type(debug.traceback)"),
-            "function"
-        );
+        let (engine, sink) = engine();
+        engine.create(StateConfig { debug: true, ..config("d", 65536, 100_000) }).unwrap();
+        assert_eq!(eval(&engine, &sink, "d", "result = type(debug.traceback)"), "function");
     }
 
     #[test]
     fn print_goes_to_the_log_with_the_state_name() {
-        let (mut engine, _) = with_state();
+        let (engine, _) = with_state();
         let lines = capture_logs(|| {
-            run(&mut engine, "s", "print('hello', 1, 2.5, nil, true, setmetatable({}, {__tostring = function() return 'T' end}))").unwrap();
+            run(&engine, "s", "print('hello', 1, 2.5, nil, true, setmetatable({}, {__tostring = function() return 'T' end}))").unwrap();
         });
-        assert!(
-            lines
-                .iter()
-                .any(|l| l == "nflua::lua state=s hello\t1\t2.5\tnil\ttrue\tT"),
-            "{lines:?}"
-        );
+        assert!(lines.iter().any(|l| l == "nflua::lua state=s hello\t1\t2.5\tnil\ttrue\tT"), "{lines:?}");
     }
 
     #[test]
     fn gc_is_incremental_and_collects() {
-        let (mut engine, sink) = with_state();
+        let (engine, sink) = with_state();
         let got = eval(
-            &mut engine,
+            &engine,
             &sink,
             "s",
             "local before = collectgarbage('count') \
@@ -839,9 +680,9 @@ mod libraries {
 
     #[test]
     fn json_round_trip() {
-        let (mut engine, sink) = with_state();
+        let (engine, sink) = with_state();
         let got = eval(
-            &mut engine,
+            &engine,
             &sink,
             "s",
             r#"local json = require 'json'
@@ -849,33 +690,23 @@ mod libraries {
                assert(v.list[3].x == json.null)
                result = json.encode(v)"#,
         );
-        assert_eq!(
-            got,
-            r#"{"b":false,"f":0.5,"list":[1,2,{"x":null}],"s":"hé"}"#
-        );
+        assert_eq!(got, r#"{"b":false,"f":0.5,"list":[1,2,{"x":null}],"s":"hé"}"#);
         let got = eval(
-            &mut engine,
+            &engine,
             &sink,
             "s",
             "local json = require 'json' local v, err = json.decode('[1,') result = tostring(v) .. ' ' .. err",
         );
         assert!(got.starts_with("nil json.decode: "), "{got}");
-        let text = lua_error(run(
-            &mut engine,
-            "s",
-            "local t = {} t[1] = t require('json').encode(t)",
-        ));
-        assert!(
-            text.starts_with("chunk:1: json.encode: table cycle"),
-            "{text}"
-        );
+        let text = lua_error(run(&engine, "s", "local t = {} t[1] = t require('json').encode(t)"));
+        assert!(text.starts_with("chunk:1: json.encode: table cycle"), "{text}");
     }
 
     #[test]
     fn base64_round_trip() {
-        let (mut engine, sink) = with_state();
+        let (engine, sink) = with_state();
         let got = eval(
-            &mut engine,
+            &engine,
             &sink,
             "s",
             "local b = require 'base64' local all = {} for i = 0, 255 do all[#all + 1] = string.char(i) end \
@@ -889,9 +720,9 @@ mod libraries {
 
     #[test]
     fn netlink_sends_through_the_sink() {
-        let (mut engine, sink) = with_state();
+        let (engine, sink) = with_state();
         run(
-            &mut engine,
+            &engine,
             "s",
             "local nf = require 'nf' \
              assert(nf.netlink(5, 0, 'one') == 3) \
@@ -901,76 +732,41 @@ mod libraries {
         .unwrap();
         let sent = sink.sent();
         assert_eq!(sent.len(), 3);
+        assert_eq!(sent[0], Sent { state: "s".into(), seq: 0, port: 5, groups: 0, payload: b"one".to_vec() });
         assert_eq!(
-            sent[0],
-            Sent {
-                state: "s".into(),
-                seq: 0,
-                port: 5,
-                groups: 0,
-                payload: b"one".to_vec()
-            }
-        );
-        assert_eq!(
-            (
-                sent[1].seq,
-                sent[1].port,
-                sent[1].groups,
-                sent[1].payload.clone()
-            ),
+            (sent[1].seq, sent[1].port, sent[1].groups, sent[1].payload.clone()),
             (1, 0xFFFF_FFFF, 2, vec![0; 4])
         );
-        assert_eq!(
-            (sent[2].seq, sent[2].port, sent[2].groups),
-            (2, 0xFFFF_FFFF, 0xFFFF_FFFF)
-        );
-        run(&mut engine, "s", "require('nf').netlink(1, 0, 'again')").unwrap();
+        assert_eq!((sent[2].seq, sent[2].port, sent[2].groups), (2, 0xFFFF_FFFF, 0xFFFF_FFFF));
+        run(&engine, "s", "require('nf').netlink(1, 0, 'again')").unwrap();
         assert_eq!(sink.sent()[3].seq, 3, "seq keeps counting across entries");
     }
 
     #[test]
     fn netlink_limits_and_failures() {
-        let (mut engine, sink) = with_state();
-        run(
-            &mut engine,
-            "s",
-            "require('nf').netlink(1, 0, string.rep('x', 4012))",
-        )
-        .unwrap();
-        let text = lua_error(run(
-            &mut engine,
-            "s",
-            "require('nf').netlink(1, 0, string.rep('x', 4013))",
-        ));
+        let (engine, sink) = with_state();
+        run(&engine, "s", "require('nf').netlink(1, 0, string.rep('x', 4012))").unwrap();
+        let text = lua_error(run(&engine, "s", "require('nf').netlink(1, 0, string.rep('x', 4013))"));
         assert!(
-            text.starts_with(
-                "chunk:1: nf.netlink: payload of 4013 bytes exceeds the maximum of 4012"
-            ),
+            text.starts_with("chunk:1: nf.netlink: payload of 4013 bytes exceeds the maximum of 4012"),
             "{text}"
         );
-        let text = lua_error(run(
-            &mut engine,
-            "s",
-            "require('nf').netlink(1, 0, require('data').new(4013))",
-        ));
+        let text = lua_error(run(&engine, "s", "require('nf').netlink(1, 0, require('data').new(4013))"));
         assert!(text.contains("4013 bytes"), "{text}");
-        let text = lua_error(run(&mut engine, "s", "require('nf').netlink(1.5, 0, 'x')"));
+        let text = lua_error(run(&engine, "s", "require('nf').netlink(1.5, 0, 'x')"));
         assert!(!text.is_empty());
         sink.refuse.store(true, Ordering::Relaxed);
-        let text = lua_error(run(&mut engine, "s", "require('nf').netlink(1, 0, 'x')"));
-        assert!(
-            text.starts_with("chunk:1: nf.netlink: Connection refused"),
-            "{text}"
-        );
+        let text = lua_error(run(&engine, "s", "require('nf').netlink(1, 0, 'x')"));
+        assert!(text.starts_with("chunk:1: nf.netlink: Connection refused"), "{text}");
         sink.refuse.store(false, Ordering::Relaxed);
         assert_eq!(sink.sent().len(), 1);
     }
 
     #[test]
-    fn time_and_unavailable_functions() {
-        let (mut engine, sink) = with_state();
+    fn time_and_packet_functions_outside_hooks() {
+        let (engine, sink) = with_state();
         let got = eval(
-            &mut engine,
+            &engine,
             &sink,
             "s",
             "local s, ms = require('nf').time() \
@@ -978,18 +774,9 @@ mod libraries {
         );
         assert_eq!(got, "integer integer true");
         for name in ["reply", "getpacket", "connid", "hotdrop"] {
-            let text = lua_error(run(&mut engine, "s", &format!("require('nf').{name}()")));
+            let text = lua_error(run(&engine, "s", &format!("require('nf').{name}()")));
             assert!(
-                text.starts_with(&format!(
-                    "chunk:1: nf.{name}: not available outside a packet hook"
-                )),
-                "{text}"
-            );
-        }
-        for call in ["create(10, print)", "destroy(nil)"] {
-            let text = lua_error(run(&mut engine, "s", &format!("require('timer').{call}")));
-            assert!(
-                text.starts_with("chunk:1: timer: not available yet"),
+                text.starts_with(&format!("chunk:1: nf.{name}: not available outside a packet hook")),
                 "{text}"
             );
         }
@@ -1001,9 +788,9 @@ mod receive {
 
     #[test]
     fn callback_gets_pid_and_buffer() {
-        let (mut engine, sink) = with_state();
+        let (engine, sink) = with_state();
         run(
-            &mut engine,
+            &engine,
             "s",
             "local nf = require 'nf' \
              function __receive_callback(pid, buf) nf.netlink(pid, 0, buf) nf.netlink(pid, 0, math.type(pid)) \
@@ -1022,53 +809,30 @@ mod receive {
 
     #[test]
     fn stashed_buffer_is_invalid_later() {
-        let (mut engine, sink) = with_state();
-        run(
-            &mut engine,
-            "s",
-            "function __receive_callback(pid, buf) stash = buf end",
-        )
-        .unwrap();
+        let (engine, sink) = with_state();
+        run(&engine, "s", "function __receive_callback(pid, buf) stash = buf end").unwrap();
         engine.deliver("s", 1, b"secret").unwrap();
-        let text = lua_error(run(&mut engine, "s", "require('nf').netlink(1, 0, stash)"));
+        let text = lua_error(run(&engine, "s", "require('nf').netlink(1, 0, stash)"));
         assert!(text.contains("no longer valid"), "{text}");
-        for access in [
-            "local _ = #stash",
-            "local _ = tostring(stash)",
-            "local _ = stash[1]",
-        ] {
-            let text = lua_error(run(&mut engine, "s", access));
+        for access in ["local _ = #stash", "local _ = tostring(stash)", "local _ = stash[1]"] {
+            let text = lua_error(run(&engine, "s", access));
             assert!(text.contains("no longer valid"), "{access}: {text}");
         }
         // The state itself is fine.
-        assert_eq!(
-            eval(&mut engine, &sink, "s", "result = type(stash)"),
-            "userdata"
-        );
+        assert_eq!(eval(&engine, &sink, "s", "result = type(stash)"), "userdata");
     }
 
     #[test]
     fn missing_or_failing_callback() {
-        let (mut engine, _) = with_state();
+        let (engine, _) = with_state();
         let err = engine.deliver("s", 1, b"x").unwrap_err();
-        assert!(
-            matches!(err, EngineError::NoReceiveCallback(ref n) if n == "s"),
-            "{err}"
-        );
+        assert!(matches!(err, EngineError::NoReceiveCallback(ref n) if n == "s"), "{err}");
         assert_eq!(err.errno(), 2);
         assert_eq!(engine.deliver("nope", 1, b"x").unwrap_err().errno(), 2);
-        run(
-            &mut engine,
-            "s",
-            "function __receive_callback(pid, buf) error('bad ' .. pid) end",
-        )
-        .unwrap();
+        run(&engine, "s", "function __receive_callback(pid, buf) error('bad ' .. pid) end").unwrap();
         let text = lua_error(engine.deliver("s", 9, b"x"));
-        assert!(
-            text.starts_with("chunk:1: bad 9\nstack traceback:"),
-            "{text}"
-        );
-        run(&mut engine, "s", "__receive_callback = 42").unwrap();
+        assert!(text.starts_with("chunk:1: bad 9\nstack traceback:"), "{text}");
+        run(&engine, "s", "__receive_callback = 42").unwrap();
         let text = lua_error(engine.deliver("s", 9, b"x"));
         assert!(text.contains("attempt to call a number value"), "{text}");
     }
@@ -1076,19 +840,16 @@ mod receive {
 
 #[test]
 fn builtin_modules_are_lazy_globals_too() {
-    let (mut engine, sink) = with_state();
-    run(
-        &mut engine,
-        "s",
-        "assert(rawget(_G, 'json') == nil); assert(json.decode('[1]')[1] == 1)",
-    )
-    .unwrap();
-    run(
-        &mut engine,
-        "s",
-        "assert(rawget(_G, 'json') == require 'json'); nf.netlink(5, 0, 'x')",
-    )
-    .unwrap();
+    let (engine, sink) = with_state();
+    run(&engine, "s", "assert(rawget(_G, 'json') == nil); assert(json.decode('[1]')[1] == 1)").unwrap();
+    run(&engine, "s", "assert(rawget(_G, 'json') == require 'json'); nf.netlink(5, 0, 'x')").unwrap();
     assert_eq!(sink.sent().len(), 1);
-    run(&mut engine, "s", "assert(undefined_thing == nil)").unwrap();
+    run(&engine, "s", "assert(undefined_thing == nil)").unwrap();
 }
+
+#[path = "engine/concurrency.rs"]
+mod concurrency;
+#[path = "engine/hooks.rs"]
+mod hooks;
+#[path = "engine/timers.rs"]
+mod timers;

@@ -15,11 +15,7 @@ pub(crate) struct Args {
 
 impl Args {
     pub(crate) fn new(func: &'static str, method: bool, values: MultiValue) -> Args {
-        Args {
-            func,
-            method,
-            values,
-        }
+        Args { func, method, values }
     }
 
     /// Argument `pos` (1-based, `self` included); nil when absent.
@@ -38,10 +34,7 @@ impl Args {
     }
 
     pub(crate) fn expected(&self, pos: usize, what: &str) -> Fail {
-        self.bad(
-            pos,
-            format!("{what} expected, got {}", type_name(self.get(pos))),
-        )
+        self.bad(pos, format!("{what} expected, got {}", type_name(self.get(pos))))
     }
 
     pub(crate) fn string(&self, pos: usize) -> Result<mlua::LuaString, Fail> {
@@ -61,8 +54,9 @@ impl Args {
     pub(crate) fn integer(&self, pos: usize) -> Result<i64, Fail> {
         match self.get(pos) {
             Value::Integer(i) => Ok(*i),
-            Value::Number(n) => float_to_integer(*n)
-                .ok_or_else(|| self.bad(pos, "number has no integer representation")),
+            Value::Number(n) => {
+                float_to_integer(*n).ok_or_else(|| self.bad(pos, "number has no integer representation"))
+            }
             _ => Err(self.expected(pos, "number")),
         }
     }
@@ -77,8 +71,7 @@ impl Args {
     /// An integer that fits a `u32` wire field.
     pub(crate) fn u32(&self, pos: usize, what: &str) -> Result<u32, Fail> {
         let n = self.integer(pos)?;
-        u32::try_from(n)
-            .map_err(|_| self.bad(pos, format!("{what} must be in range [0, 2^32), got {n}")))
+        u32::try_from(n).map_err(|_| self.bad(pos, format!("{what} must be in range [0, 2^32), got {n}")))
     }
 
     pub(crate) fn boolean(&self, pos: usize) -> Result<bool, Fail> {

@@ -86,12 +86,7 @@ impl Binder {
     }
 
     /// A module function `name` (arguments numbered from 1 in messages).
-    pub(crate) fn function(
-        &self,
-        lua: &Lua,
-        name: &'static str,
-        f: Callback,
-    ) -> LuaResult<Function> {
+    pub(crate) fn function(&self, lua: &Lua, name: &'static str, f: Callback) -> LuaResult<Function> {
         self.bind(lua, name, false, f)
     }
 
@@ -100,13 +95,7 @@ impl Binder {
         self.bind(lua, name, true, f)
     }
 
-    fn bind(
-        &self,
-        lua: &Lua,
-        name: &'static str,
-        method: bool,
-        f: Callback,
-    ) -> LuaResult<Function> {
+    fn bind(&self, lua: &Lua, name: &'static str, method: bool, f: Callback) -> LuaResult<Function> {
         let raw = lua.create_function(move |lua, values: MultiValue| {
             let args = Args::new(name, method, values);
             match f(lua, &args) {

@@ -27,16 +27,16 @@
 //! * `list` tables carry `maxruns = nil` when the daemon answered with legacy records.
 
 use mlua::{
-    Lua, MetaMethod, MultiValue, Result as LuaResult, Table, UserData, UserDataFields,
-    UserDataMethods, UserDataRefMut, Value,
+    Lua, MetaMethod, MultiValue, Result as LuaResult, Table, UserData, UserDataFields, UserDataMethods,
+    UserDataRefMut, Value,
 };
 use nflua_client::consts::{
-    DATA_MAX, DEFAULT_CHUNK_NAME, DEFAULT_MAX_ALLOC_BYTES, MAX_STATES, SCRIPT_FRAG_SIZE,
-    SCRIPT_NAME_MAX, STATE_NAME_MAX,
+    DATA_MAX, DEFAULT_CHUNK_NAME, DEFAULT_MAX_ALLOC_BYTES, MAX_STATES, SCRIPT_FRAG_SIZE, SCRIPT_NAME_MAX,
+    STATE_NAME_MAX,
 };
 use nflua_client::{
-    ClientConfig, ClientError, ControlSocket, CreateRequest, DataSocket, Port, Response,
-    StateFlags, StateInfo,
+    ClientConfig, ClientError, ControlSocket, CreateRequest, DataSocket, Port, Response, StateFlags,
+    StateInfo,
 };
 use nflua_data::Data;
 
@@ -134,10 +134,7 @@ const DATA_METHODS: [(&str, Callback); 6] = [
 pub(crate) fn open(lua: &Lua) -> LuaResult<Table> {
     crate::data::ensure_loaded(lua)?;
     let binder = Binder::new(lua)?;
-    lua.set_named_registry_value(
-        CONTROL_METHODS_KEY,
-        methods(lua, &binder, &CONTROL_METHODS)?,
-    )?;
+    lua.set_named_registry_value(CONTROL_METHODS_KEY, methods(lua, &binder, &CONTROL_METHODS)?)?;
     lua.set_named_registry_value(DATA_METHODS_KEY, methods(lua, &binder, &DATA_METHODS)?)?;
 
     let module = lua.create_table()?;
@@ -168,8 +165,7 @@ fn port_arg(args: &Args, pos: usize) -> Result<Port, Fail> {
         Value::Number(n) => float_to_integer(*n),
         _ => None,
     };
-    port.and_then(Port::explicit)
-        .ok_or_else(|| Fail::Contract(PORT_RANGE.to_owned()))
+    port.and_then(Port::explicit).ok_or_else(|| Fail::Contract(PORT_RANGE.to_owned()))
 }
 
 fn open_control(lua: &Lua, args: &Args) -> Outcome {
@@ -263,26 +259,14 @@ fn control_create(lua: &Lua, args: &Args) -> Outcome {
         Ok(name) => name,
         Err(err) => return failure(lua, &err),
     };
-    status(
-        lua,
-        this.sock.send_create(&CreateRequest {
-            name: &name,
-            max_runs,
-            max_alloc,
-            flags,
-        }),
-    )
+    status(lua, this.sock.send_create(&CreateRequest { name: &name, max_runs, max_alloc, flags }))
 }
 
 fn parse_flags(args: &Args, pos: usize, letters: &mlua::LuaString) -> Result<StateFlags, Fail> {
     // Bytes that are not UTF-8 become U+FFFD, which is as unknown a flag as any.
     let letters = String::from_utf8_lossy(&letters.as_bytes()).into_owned();
-    StateFlags::from_letters(&letters).map_err(|c| {
-        args.bad(
-            pos,
-            format!("unknown flag '{c}'; flags may contain only 'd'"),
-        )
-    })
+    StateFlags::from_letters(&letters)
+        .map_err(|c| args.bad(pos, format!("unknown flag '{c}'; flags may contain only 'd'")))
 }
 
 fn control_destroy(lua: &Lua, args: &Args) -> Outcome {
@@ -302,8 +286,7 @@ fn control_execute(lua: &Lua, args: &Args) -> Outcome {
             Some(name) => text(name, "script name")?,
             None => DEFAULT_CHUNK_NAME.to_owned(),
         };
-        this.sock
-            .send_execute(&state, &chunk.as_bytes(), &script_name)
+        this.sock.send_execute(&state, &chunk.as_bytes(), &script_name)
     });
     status(lua, result)
 }
@@ -319,6 +302,8 @@ fn control_receive(lua: &Lua, args: &Args) -> Outcome {
         Ok(Response::Done) => values(lua, true),
         Ok(Response::States(states)) => values(lua, state_list(lua, states)?),
         Ok(Response::Pending) => pending(lua),
+        // The seed API sends no hook requests, so no hook listing can answer one.
+        Ok(Response::Hooks(_)) => values(lua, true),
         Err(err) => failure(lua, &err),
     }
 }
@@ -375,9 +360,9 @@ fn data_send(lua: &Lua, args: &Args) -> Outcome {
     // The payload's type is checked before the name's content, whose faults are only failures.
     let payload = match args.get(3) {
         Value::String(s) => Payload::Bytes(s.clone()),
-        value => Payload::Buffer(
-            Data::from_lua_value(value).ok_or_else(|| args.expected(3, "data or string"))?,
-        ),
+        value => {
+            Payload::Buffer(Data::from_lua_value(value).ok_or_else(|| args.expected(3, "data or string"))?)
+        }
     };
     let state = match text(&state, "state name") {
         Ok(state) => state,
@@ -385,9 +370,9 @@ fn data_send(lua: &Lua, args: &Args) -> Outcome {
     };
     let result = match payload {
         Payload::Bytes(s) => this.sock.send(&state, &s.as_bytes()),
-        Payload::Buffer(buffer) => buffer
-            .with_bytes(|bytes| this.sock.send(&state, bytes))
-            .map_err(|e| args.bad(3, e))?,
+        Payload::Buffer(buffer) => {
+            buffer.with_bytes(|bytes| this.sock.send(&state, bytes)).map_err(|e| args.bad(3, e))?
+        }
     };
     status(lua, result)
 }

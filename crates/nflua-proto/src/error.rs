@@ -49,17 +49,17 @@ pub enum DecodeError {
     #[error("unknown message type {0}")]
     UnknownType(u16),
     #[error("{ty} payload must be {expected}, got {got} bytes")]
-    BadPayloadSize {
-        ty: &'static str,
-        expected: &'static str,
-        got: usize,
-    },
+    BadPayloadSize { ty: &'static str, expected: &'static str, got: usize },
     #[error("invalid flags 0x{flags:x} for {ty}")]
     BadFlags { ty: &'static str, flags: u16 },
     #[error("invalid state name: {0}")]
     StateName(NameError),
     #[error("invalid script name: {0}")]
     ScriptName(NameError),
+    #[error("invalid function name: {0}")]
+    FunctionName(NameError),
+    #[error("invalid {field} {value}")]
+    BadField { field: &'static str, value: u32 },
     #[error("unknown state flags 0x{0:x}")]
     UnknownStateFlags(u32),
     #[error("data total {total} does not match the {got} bytes carried")]
@@ -75,9 +75,9 @@ pub enum DecodeError {
 impl DecodeError {
     pub fn errno(&self) -> i32 {
         match self {
-            DecodeError::Truncated { .. }
-            | DecodeError::BadLength { .. }
-            | DecodeError::BadError => errno::EBADMSG,
+            DecodeError::Truncated { .. } | DecodeError::BadLength { .. } | DecodeError::BadError => {
+                errno::EBADMSG
+            }
             DecodeError::UnknownType(_) => errno::EOPNOTSUPP,
             DecodeError::BadPayloadSize { .. }
             | DecodeError::TooLong { .. }
@@ -86,6 +86,8 @@ impl DecodeError {
             DecodeError::BadFlags { .. } | DecodeError::NotARequest { .. } => errno::EPROTO,
             DecodeError::StateName(_)
             | DecodeError::ScriptName(_)
+            | DecodeError::FunctionName(_)
+            | DecodeError::BadField { .. }
             | DecodeError::UnknownStateFlags(_) => errno::EINVAL,
         }
     }

@@ -1,8 +1,6 @@
 //! Splitting a script into EXECUTE messages (the client side of SPEC §2).
 
-use crate::consts::{
-    DEFAULT_CHUNK_NAME, SCRIPT_FRAG_SIZE, SCRIPT_MAX, SCRIPT_NAME_MAX, STATE_NAME_MAX,
-};
+use crate::consts::{DEFAULT_CHUNK_NAME, SCRIPT_FRAG_SIZE, SCRIPT_MAX, SCRIPT_NAME_MAX, STATE_NAME_MAX};
 use crate::error::NameError;
 use crate::header::{emit_message, MsgFlags, MsgType};
 use crate::name::{check_name, check_state_name, emit_name};
@@ -29,20 +27,13 @@ pub fn execute_messages(
     script: &[u8],
 ) -> Result<Vec<Vec<u8>>, FragmentError> {
     check_state_name(state).map_err(FragmentError::StateName)?;
-    let script_name = if script_name.is_empty() {
-        DEFAULT_CHUNK_NAME
-    } else {
-        script_name
-    };
+    let script_name = if script_name.is_empty() { DEFAULT_CHUNK_NAME } else { script_name };
     check_name(script_name, SCRIPT_NAME_MAX).map_err(FragmentError::ScriptName)?;
     if script.len() > SCRIPT_MAX {
         return Err(FragmentError::TooLarge(script.len()));
     }
-    let chunks: Vec<&[u8]> = if script.is_empty() {
-        vec![&[][..]]
-    } else {
-        script.chunks(SCRIPT_FRAG_SIZE).collect()
-    };
+    let chunks: Vec<&[u8]> =
+        if script.is_empty() { vec![&[][..]] } else { script.chunks(SCRIPT_FRAG_SIZE).collect() };
     let last = chunks.len() - 1;
     let mut out = Vec::with_capacity(chunks.len());
     for (i, chunk) in chunks.iter().enumerate() {
@@ -64,14 +55,7 @@ pub fn execute_messages(
         put_u32(&mut head, i as u32);
         put_u32(&mut head, (i * SCRIPT_FRAG_SIZE) as u32);
         let mut msg = Vec::with_capacity(16 + head.len() + chunk.len() + 3);
-        emit_message(
-            &mut msg,
-            MsgType::Execute.as_u16(),
-            flags,
-            seq,
-            pid,
-            &[&head, chunk],
-        );
+        emit_message(&mut msg, MsgType::Execute.as_u16(), flags, seq, pid, &[&head, chunk]);
         out.push(msg);
     }
     Ok(out)
@@ -90,10 +74,7 @@ mod tests {
         let m = &msgs[0];
         let h = Header::parse(m).unwrap();
         assert_eq!(h.len as usize, 16 + 332 + 8);
-        assert_eq!(
-            h.msg_flags(),
-            MsgFlags::REQUEST | MsgFlags::INIT | MsgFlags::DONE
-        );
+        assert_eq!(h.msg_flags(), MsgFlags::REQUEST | MsgFlags::INIT | MsgFlags::DONE);
         assert_eq!(&m[16..20], &8u32.to_ne_bytes()); // total
         assert_eq!(&m[20..23], b"st\0"); // name[64]
         assert_eq!(&m[84..91], b"=chunk\0"); // scriptname[255]
@@ -124,10 +105,7 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        assert!(matches!(
-            execute_messages(1, 1, "", "", b""),
-            Err(FragmentError::StateName(_))
-        ));
+        assert!(matches!(execute_messages(1, 1, "", "", b""), Err(FragmentError::StateName(_))));
         assert!(matches!(
             execute_messages(1, 1, "s", &"x".repeat(255), b""),
             Err(FragmentError::ScriptName(_))

@@ -25,6 +25,12 @@ pub enum MsgType {
     List = 18,
     Execute = 19,
     Data = 20,
+    /// Our addition: bind queues to a state's function.
+    HookAdd = 32,
+    /// Our addition: unbind the hook holding a queue.
+    HookDel = 33,
+    /// Our addition: list hooks.
+    HookList = 34,
 }
 
 impl MsgType {
@@ -38,6 +44,9 @@ impl MsgType {
             18 => MsgType::List,
             19 => MsgType::Execute,
             20 => MsgType::Data,
+            32 => MsgType::HookAdd,
+            33 => MsgType::HookDel,
+            34 => MsgType::HookList,
             _ => return None,
         })
     }
@@ -57,6 +66,9 @@ impl MsgType {
             MsgType::List => "LIST",
             MsgType::Execute => "EXECUTE",
             MsgType::Data => "DATA",
+            MsgType::HookAdd => "HOOK_ADD",
+            MsgType::HookDel => "HOOK_DEL",
+            MsgType::HookList => "HOOK_LIST",
         }
     }
 }
@@ -96,10 +108,7 @@ impl Header {
     /// Reads a header from the first 16 bytes of `buf`.
     pub fn parse(buf: &[u8]) -> Result<Header, DecodeError> {
         if buf.len() < NLMSG_HDRLEN {
-            return Err(DecodeError::Truncated {
-                need: NLMSG_HDRLEN,
-                have: buf.len(),
-            });
+            return Err(DecodeError::Truncated { need: NLMSG_HDRLEN, have: buf.len() });
         }
         Ok(Header {
             len: get_u32(buf, 0),
@@ -170,39 +179,19 @@ impl<'a> Iterator for Messages<'a> {
         }
         if len > buf.len() {
             self.rest = &[];
-            return Some(Err(DecodeError::Truncated {
-                need: len,
-                have: buf.len(),
-            }));
+            return Some(Err(DecodeError::Truncated { need: len, have: buf.len() }));
         }
         let next = nlmsg_align(len).min(buf.len());
         self.rest = &buf[next..];
-        Some(Ok(Message {
-            header,
-            payload: &buf[NLMSG_HDRLEN..len],
-        }))
+        Some(Ok(Message { header, payload: &buf[NLMSG_HDRLEN..len] }))
     }
 }
 
 /// Appends a whole message (header, payload, padding to alignment) to `out`.
-pub fn emit_message(
-    out: &mut Vec<u8>,
-    ty: u16,
-    flags: MsgFlags,
-    seq: u32,
-    pid: u32,
-    parts: &[&[u8]],
-) {
+pub fn emit_message(out: &mut Vec<u8>, ty: u16, flags: MsgFlags, seq: u32, pid: u32, parts: &[&[u8]]) {
     let payload_len: usize = parts.iter().map(|p| p.len()).sum();
     let len = NLMSG_HDRLEN + payload_len;
-    Header {
-        len: len as u32,
-        ty,
-        flags: flags.bits(),
-        seq,
-        pid,
-    }
-    .emit(out);
+    Header { len: len as u32, ty, flags: flags.bits(), seq, pid }.emit(out);
     for p in parts {
         out.extend_from_slice(p);
     }
@@ -215,14 +204,7 @@ mod tests {
 
     fn raw(len: u32, ty: u16, flags: u16, seq: u32, pid: u32) -> Vec<u8> {
         let mut v = Vec::new();
-        Header {
-            len,
-            ty,
-            flags,
-            seq,
-            pid,
-        }
-        .emit(&mut v);
+        Header { len, ty, flags, seq, pid }.emit(&mut v);
         v
     }
 
@@ -252,22 +234,10 @@ mod tests {
 
     #[test]
     fn truncated_and_lying_lengths_are_errors() {
-        assert!(matches!(
-            messages(&[0u8; 10]).next(),
-            Some(Err(DecodeError::Truncated { .. }))
-        ));
+        assert!(matches!(messages(&[0u8; 10]).next(), Some(Err(DecodeError::Truncated { .. }))));
         let short = raw(8, 16, 1, 1, 1);
-        assert!(matches!(
-            messages(&short).next(),
-            Some(Err(DecodeError::BadLength { len: 8 }))
-        ));
+        assert!(matches!(messages(&short).next(), Some(Err(DecodeError::BadLength { len: 8 }))));
         let long = raw(100, 16, 1, 1, 1);
-        assert!(matches!(
-            messages(&long).next(),
-            Some(Err(DecodeError::Truncated {
-                need: 100,
-                have: 16
-            }))
-        ));
+        assert!(matches!(messages(&long).next(), Some(Err(DecodeError::Truncated { need: 100, have: 16 }))));
     }
 }

@@ -9,10 +9,7 @@ use crate::error::NameError;
 /// Reads a NUL-terminated name from a fixed field. Empty names are allowed
 /// here; [`state_name`] is the stricter reader for state names.
 pub fn read_name(field: &[u8]) -> Result<&str, NameError> {
-    let end = field
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or(NameError::NoNul { field: field.len() })?;
+    let end = field.iter().position(|&b| b == 0).ok_or(NameError::NoNul { field: field.len() })?;
     std::str::from_utf8(&field[..end]).map_err(|_| NameError::NotUtf8)
 }
 
@@ -38,10 +35,7 @@ pub fn check_state_name(name: &str) -> Result<(), NameError> {
 /// NUL inside (which would silently cut it).
 pub fn check_name(name: &str, field: usize) -> Result<(), NameError> {
     if name.len() >= field {
-        return Err(NameError::TooLong {
-            len: name.len(),
-            max: field - 1,
-        });
+        return Err(NameError::TooLong { len: name.len(), max: field - 1 });
     }
     if name.as_bytes().contains(&0) {
         return Err(NameError::InnerNul);
@@ -80,10 +74,7 @@ mod tests {
     #[test]
     fn length_limits() {
         assert!(check_state_name(&"a".repeat(63)).is_ok());
-        assert_eq!(
-            check_state_name(&"a".repeat(64)),
-            Err(NameError::TooLong { len: 64, max: 63 })
-        );
+        assert_eq!(check_state_name(&"a".repeat(64)), Err(NameError::TooLong { len: 64, max: 63 }));
         assert_eq!(check_state_name(""), Err(NameError::Empty));
         assert_eq!(check_state_name("a\0b"), Err(NameError::InnerNul));
     }

@@ -44,9 +44,7 @@ impl ExecuteReassembler {
 
     /// Bytes held for the pending script.
     pub fn pending_bytes(&self) -> usize {
-        self.pending
-            .as_ref()
-            .map_or(0, |p| p.script.body.capacity())
+        self.pending.as_ref().map_or(0, |p| p.script.body.capacity())
     }
 
     /// Drops whatever is pending.
@@ -74,10 +72,7 @@ impl ExecuteReassembler {
         frag: &ExecuteFragment<'_>,
     ) -> Result<Option<Script>, ReassemblyError> {
         if frag.bytes.len() > SCRIPT_FRAG_SIZE {
-            return Err(ReassemblyError::FragmentTooLarge {
-                len: frag.bytes.len(),
-                max: SCRIPT_FRAG_SIZE,
-            });
+            return Err(ReassemblyError::FragmentTooLarge { len: frag.bytes.len(), max: SCRIPT_FRAG_SIZE });
         }
         if let Some(head) = frag.script {
             // A new INIT replaces any pending script: a client that reopened
@@ -96,32 +91,18 @@ impl ExecuteReassembler {
             if frag.bytes.len() > total {
                 return Err(ReassemblyError::ExceedsTotal { total });
             }
-            let mut body = Vec::with_capacity(if frag.is_last() {
-                frag.bytes.len()
-            } else {
-                total
-            });
+            let mut body = Vec::with_capacity(if frag.is_last() { frag.bytes.len() } else { total });
             body.extend_from_slice(frag.bytes);
             self.pending = Some(PendingScript {
                 request_seq,
                 next_frag: 1,
                 total,
-                script: Script {
-                    state: head.state.to_owned(),
-                    name: head.script_name.to_owned(),
-                    body,
-                },
+                script: Script { state: head.state.to_owned(), name: head.script_name.to_owned(), body },
             });
         } else {
-            let p = self
-                .pending
-                .as_mut()
-                .ok_or(ReassemblyError::NoPendingScript)?;
+            let p = self.pending.as_mut().ok_or(ReassemblyError::NoPendingScript)?;
             if request_seq != p.request_seq {
-                return Err(ReassemblyError::WrongRequestSeq {
-                    expected: p.request_seq,
-                    got: request_seq,
-                });
+                return Err(ReassemblyError::WrongRequestSeq { expected: p.request_seq, got: request_seq });
             }
             if !frag.flags.contains(MsgFlags::MULTI) {
                 return Err(ReassemblyError::MissingMulti);
@@ -130,10 +111,7 @@ impl ExecuteReassembler {
                 return Err(ReassemblyError::TooManyFragments);
             }
             if frag.frag_seq != p.next_frag {
-                return Err(ReassemblyError::OutOfOrder {
-                    expected: p.next_frag,
-                    got: frag.frag_seq,
-                });
+                return Err(ReassemblyError::OutOfOrder { expected: p.next_frag, got: frag.frag_seq });
             }
             if frag.frag_offset as usize != p.script.body.len() {
                 return Err(ReassemblyError::BadOffset {
@@ -154,10 +132,7 @@ impl ExecuteReassembler {
             return Err(ReassemblyError::NoPendingScript);
         };
         if p.script.body.len() != p.total {
-            return Err(ReassemblyError::Incomplete {
-                got: p.script.body.len(),
-                total: p.total,
-            });
+            return Err(ReassemblyError::Incomplete { got: p.script.body.len(), total: p.total });
         }
         Ok(Some(p.script))
     }
@@ -199,12 +174,7 @@ const LIST_TOTAL_LIMIT: u32 = 65_536;
 
 impl ListReassembler {
     pub fn new(format: RecordFormat) -> Self {
-        ListReassembler {
-            format,
-            total: None,
-            next_frag: 0,
-            records: Vec::new(),
-        }
+        ListReassembler { format, total: None, next_frag: 0, records: Vec::new() }
     }
 
     /// Feeds one fragment; returns all records once the DONE fragment arrived.
@@ -220,23 +190,14 @@ impl ListReassembler {
             (Some(t), None) => t,
             (None, _) => return Err(ListError::MissingInit),
             (Some(_), Some(_)) => {
-                return Err(ListError::OutOfOrder {
-                    expected: self.next_frag,
-                    got: frag.frag_seq,
-                })
+                return Err(ListError::OutOfOrder { expected: self.next_frag, got: frag.frag_seq })
             }
         };
         if frag.frag_seq != self.next_frag {
-            return Err(ListError::OutOfOrder {
-                expected: self.next_frag,
-                got: frag.frag_seq,
-            });
+            return Err(ListError::OutOfOrder { expected: self.next_frag, got: frag.frag_seq });
         }
         if frag.frag_offset as usize != self.records.len() {
-            return Err(ListError::BadOffset {
-                expected: self.records.len(),
-                got: frag.frag_offset,
-            });
+            return Err(ListError::BadOffset { expected: self.records.len(), got: frag.frag_offset });
         }
         let size = self.format.record_len();
         if !frag.records.len().is_multiple_of(size) {
@@ -246,18 +207,14 @@ impl ListReassembler {
             return Err(ListError::ExceedsTotal(total));
         }
         for rec in frag.records.chunks_exact(size) {
-            self.records
-                .push(StateRecord::parse(rec).map_err(ListError::Record)?);
+            self.records.push(StateRecord::parse(rec).map_err(ListError::Record)?);
         }
         self.next_frag += 1;
         if !frag.flags.contains(MsgFlags::DONE) {
             return Ok(None);
         }
         if self.records.len() != total as usize {
-            return Err(ListError::Incomplete {
-                got: self.records.len(),
-                total,
-            });
+            return Err(ListError::Incomplete { got: self.records.len(), total });
         }
         Ok(Some(std::mem::take(&mut self.records)))
     }
@@ -305,10 +262,7 @@ mod tests {
         }
         let (seq, f) = &fs[fs.len() - 1];
         let s = r.push(*seq, f).unwrap().unwrap();
-        assert_eq!(
-            (s.state.as_str(), s.name.as_str(), s.body),
-            ("st", "x.lua", body)
-        );
+        assert_eq!((s.state.as_str(), s.name.as_str(), s.body), ("st", "x.lua", body));
         assert!(!r.is_pending());
     }
 
@@ -319,41 +273,26 @@ mod tests {
         let fs = frags(&msgs);
         let mut r = ExecuteReassembler::new();
         // skipped fragment 1
-        assert_eq!(
-            feed(&mut r, &[fs[0], fs[2]]),
-            Err(ReassemblyError::OutOfOrder {
-                expected: 1,
-                got: 2
-            })
-        );
+        assert_eq!(feed(&mut r, &[fs[0], fs[2]]), Err(ReassemblyError::OutOfOrder { expected: 1, got: 2 }));
         assert!(!r.is_pending());
         // duplicate of fragment 1
         assert_eq!(
             feed(&mut r, &[fs[0], fs[1], fs[1]]),
-            Err(ReassemblyError::OutOfOrder {
-                expected: 2,
-                got: 1
-            })
+            Err(ReassemblyError::OutOfOrder { expected: 2, got: 1 })
         );
         // wrong offset
         let mut bad = fs[1];
         bad.1.frag_offset = 5;
         assert_eq!(
             feed(&mut r, &[fs[0], bad]),
-            Err(ReassemblyError::BadOffset {
-                expected: SCRIPT_FRAG_SIZE,
-                got: 5
-            })
+            Err(ReassemblyError::BadOffset { expected: SCRIPT_FRAG_SIZE, got: 5 })
         );
         // wrong request seq
         let mut other = fs[1];
         other.0 = 10;
         assert_eq!(
             feed(&mut r, &[fs[0], other]),
-            Err(ReassemblyError::WrongRequestSeq {
-                expected: 9,
-                got: 10
-            })
+            Err(ReassemblyError::WrongRequestSeq { expected: 9, got: 10 })
         );
         // fragment with nothing pending
         assert_eq!(r.push(9, &fs[1].1), Err(ReassemblyError::NoPendingScript));
@@ -368,25 +307,13 @@ mod tests {
         let mut head = f.script.unwrap();
         head.total = 200;
         f.script = Some(head);
-        assert_eq!(
-            r.push(1, &f),
-            Err(ReassemblyError::Incomplete {
-                got: 100,
-                total: 200
-            })
-        );
+        assert_eq!(r.push(1, &f), Err(ReassemblyError::Incomplete { got: 100, total: 200 }));
         head.total = 50;
         f.script = Some(head);
-        assert_eq!(
-            r.push(1, &f),
-            Err(ReassemblyError::ExceedsTotal { total: 50 })
-        );
+        assert_eq!(r.push(1, &f), Err(ReassemblyError::ExceedsTotal { total: 50 }));
         head.total = SCRIPT_MAX as u32 + 1;
         f.script = Some(head);
-        assert_eq!(
-            r.push(1, &f),
-            Err(ReassemblyError::TooLarge(SCRIPT_MAX as u32 + 1))
-        );
+        assert_eq!(r.push(1, &f), Err(ReassemblyError::TooLarge(SCRIPT_MAX as u32 + 1)));
     }
 
     #[test]
@@ -441,12 +368,10 @@ mod tests {
         let msgs = encode_list_reply(&recs, RecordFormat::Extended, 1, 0);
         let decoded: Vec<ListFragment<'_>> = msgs
             .iter()
-            .map(
-                |m| match Reply::decode(&messages(m).next().unwrap().unwrap()).unwrap() {
-                    Reply::List(f) => f,
-                    other => panic!("{other:?}"),
-                },
-            )
+            .map(|m| match Reply::decode(&messages(m).next().unwrap().unwrap()).unwrap() {
+                Reply::List(f) => f,
+                other => panic!("{other:?}"),
+            })
             .collect();
         let mut l = ListReassembler::new(RecordFormat::Extended);
         assert_eq!(l.push(&decoded[0]), Ok(None));
@@ -457,13 +382,7 @@ mod tests {
         assert_eq!(l.push(&decoded[1]), Err(ListError::MissingInit));
         let mut l = ListReassembler::new(RecordFormat::Extended);
         l.push(&decoded[0]).unwrap();
-        assert_eq!(
-            l.push(&decoded[2]),
-            Err(ListError::OutOfOrder {
-                expected: 1,
-                got: 2
-            })
-        );
+        assert_eq!(l.push(&decoded[2]), Err(ListError::OutOfOrder { expected: 1, got: 2 }));
         let mut l = ListReassembler::new(RecordFormat::Legacy);
         assert_eq!(l.push(&decoded[0]), Err(ListError::PartialRecord(4000)));
     }

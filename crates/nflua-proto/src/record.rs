@@ -87,27 +87,18 @@ impl StateRecord {
             expected: "72 or 80 bytes",
             got: buf.len(),
         })?;
-        let name = state_name(&buf[..STATE_NAME_MAX])
-            .map_err(DecodeError::StateName)?
-            .to_owned();
+        let name = state_name(&buf[..STATE_NAME_MAX]).map_err(DecodeError::StateName)?.to_owned();
         let max_alloc = get_u32(buf, 64);
         let cur_alloc = get_u32(buf, 68);
         let (max_runs, flags) = match format {
             RecordFormat::Legacy => (None, None),
             RecordFormat::Extended => {
                 let raw = get_u32(buf, 76);
-                let flags =
-                    StateFlags::from_bits(raw).ok_or(DecodeError::UnknownStateFlags(raw))?;
+                let flags = StateFlags::from_bits(raw).ok_or(DecodeError::UnknownStateFlags(raw))?;
                 (Some(get_u32(buf, 72)), Some(flags))
             }
         };
-        Ok(StateRecord {
-            name,
-            max_alloc,
-            cur_alloc,
-            max_runs,
-            flags,
-        })
+        Ok(StateRecord { name, max_alloc, cur_alloc, max_runs, flags })
     }
 
     /// Appends the record in `format`; missing extended fields are zero.
@@ -165,14 +156,8 @@ mod tests {
         let mut out = Vec::new();
         rec().emit(RecordFormat::Extended, &mut out);
         out[76..80].copy_from_slice(&6u32.to_ne_bytes());
-        assert_eq!(
-            StateRecord::parse(&out),
-            Err(DecodeError::UnknownStateFlags(6))
-        );
-        assert!(matches!(
-            StateRecord::parse(&out[..70]),
-            Err(DecodeError::BadPayloadSize { got: 70, .. })
-        ));
+        assert_eq!(StateRecord::parse(&out), Err(DecodeError::UnknownStateFlags(6)));
+        assert!(matches!(StateRecord::parse(&out[..70]), Err(DecodeError::BadPayloadSize { got: 70, .. })));
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub enum Reply<'a> {
         state: &'a str,
         payload: &'a [u8],
     },
+    /// The answer to HOOK_LIST.
+    Hooks(Vec<crate::hook::HookSpec>),
 }
 
 impl<'a> Reply<'a> {
@@ -73,7 +75,10 @@ impl<'a> Reply<'a> {
         let flags = h.msg_flags();
         match ty {
             MsgType::Error => decode_error(p, flags),
-            MsgType::Create | MsgType::Destroy | MsgType::Execute => Ok(Reply::Ack { ty }),
+            MsgType::Create | MsgType::Destroy | MsgType::Execute | MsgType::HookAdd | MsgType::HookDel => {
+                Ok(Reply::Ack { ty })
+            }
+            MsgType::HookList => crate::hook::parse_hook_list(p).map(Reply::Hooks),
             MsgType::List => decode_list(p, flags).map(Reply::List),
             MsgType::Data => {
                 let (state, payload) = decode_data(p)?;
@@ -91,16 +96,10 @@ fn decode_error(p: &[u8], flags: MsgFlags) -> Result<Reply<'_>, DecodeError> {
     let code = get_i32(p, 0);
     let request = Header::parse(&p[4..])?;
     if code == 0 {
-        return Ok(Reply::Ack {
-            ty: MsgType::from_u16(request.ty).unwrap_or(MsgType::Error),
-        });
+        return Ok(Reply::Ack { ty: MsgType::from_u16(request.ty).unwrap_or(MsgType::Error) });
     }
     // Uncapped errors echo the whole request; attributes follow it.
-    let echoed = if flags.contains(MsgFlags::CAPPED) {
-        NLMSG_HDRLEN
-    } else {
-        request.len as usize
-    };
+    let echoed = if flags.contains(MsgFlags::CAPPED) { NLMSG_HDRLEN } else { request.len as usize };
     let mut message = None;
     if flags.contains(MsgFlags::ACK_TLVS) {
         let mut at = 4usize.saturating_add(nlmsg_align(echoed));
@@ -118,11 +117,7 @@ fn decode_error(p: &[u8], flags: MsgFlags) -> Result<Reply<'_>, DecodeError> {
             at += nlmsg_align(nla_len);
         }
     }
-    Ok(Reply::Error(ErrorReply {
-        errno: code.saturating_neg(),
-        message,
-        request,
-    }))
+    Ok(Reply::Error(ErrorReply { errno: code.saturating_neg(), message, request }))
 }
 
 fn decode_list(p: &[u8], flags: MsgFlags) -> Result<ListFragment<'_>, DecodeError> {
@@ -198,21 +193,12 @@ pub fn encode_error(out: &mut Vec<u8>, errno: i32, request: &Header, text: &str,
 /// list header (first message) or fragment header (the rest) holds, as the
 /// original kernel module did.
 pub fn records_per_fragment(format: RecordFormat, first: bool) -> usize {
-    let room = if first {
-        LIST_FRAG_SIZE
-    } else {
-        LIST_NEXT_FRAG_SIZE
-    };
+    let room = if first { LIST_FRAG_SIZE } else { LIST_NEXT_FRAG_SIZE };
     room / format.record_len()
 }
 
 /// Encodes a LIST answer as one datagram per fragment.
-pub fn encode_list_reply(
-    records: &[StateRecord],
-    format: RecordFormat,
-    seq: u32,
-    pid: u32,
-) -> Vec<Vec<u8>> {
+pub fn encode_list_reply(records: &[StateRecord], format: RecordFormat, seq: u32, pid: u32) -> Vec<Vec<u8>> {
     let first_n = records_per_fragment(format, true);
     let next_n = records_per_fragment(format, false);
     let mut out = Vec::new();
@@ -223,11 +209,7 @@ pub fn encode_list_reply(
         let n = (records.len() - at).min(if first { first_n } else { next_n });
         let last = at + n >= records.len();
         let mut body = Vec::with_capacity(LIST_HEADER_LEN + n * format.record_len());
-        let mut flags = if first {
-            MsgFlags::INIT
-        } else {
-            MsgFlags::MULTI
-        };
+        let mut flags = if first { MsgFlags::INIT } else { MsgFlags::MULTI };
         if first {
             put_u32(&mut body, records.len() as u32);
             if !last {
@@ -264,13 +246,7 @@ mod tests {
 
     #[test]
     fn error_with_text_round_trips() {
-        let req = Header {
-            len: 80,
-            ty: 16,
-            flags: 1,
-            seq: 42,
-            pid: 7,
-        };
+        let req = Header { len: 80, ty: 16, flags: 1, seq: 42, pid: 7 };
         let mut b = Vec::new();
         encode_error(&mut b, 17, &req, "state 'x' already exists", 99);
         let h = Header::parse(&b).unwrap();
@@ -289,29 +265,17 @@ mod tests {
         assert_eq!(b.len() % 4, 0);
         assert_eq!(
             decode(&b),
-            Reply::Error(ErrorReply {
-                errno: 17,
-                message: Some("state 'x' already exists"),
-                request: req
-            })
+            Reply::Error(ErrorReply { errno: 17, message: Some("state 'x' already exists"), request: req })
         );
     }
 
     #[test]
     fn long_error_text_is_cut_to_a_page() {
-        let req = Header {
-            len: 16,
-            ty: 19,
-            flags: 1,
-            seq: 1,
-            pid: 1,
-        };
+        let req = Header { len: 16, ty: 19, flags: 1, seq: 1, pid: 1 };
         let mut b = Vec::new();
         encode_error(&mut b, 5, &req, &"é".repeat(5000), 1);
         assert!(b.len() <= PAYLOAD_MAX);
-        let Reply::Error(e) = decode(&b) else {
-            panic!()
-        };
+        let Reply::Error(e) = decode(&b) else { panic!() };
         assert!(e.message.unwrap().len() <= ERROR_TEXT_MAX);
     }
 
@@ -320,12 +284,7 @@ mod tests {
         let mut b = Vec::new();
         encode_ack(&mut b, MsgType::Create, 5, 0);
         assert_eq!(b.len(), 16);
-        assert_eq!(
-            decode(&b),
-            Reply::Ack {
-                ty: MsgType::Create
-            }
-        );
+        assert_eq!(decode(&b), Reply::Ack { ty: MsgType::Create });
     }
 
     fn recs(n: usize) -> Vec<StateRecord> {
@@ -346,22 +305,10 @@ mod tests {
         assert_eq!(records_per_fragment(RecordFormat::Legacy, false), 56);
         assert_eq!(records_per_fragment(RecordFormat::Extended, true), 50);
         assert_eq!(encode_list_reply(&[], RecordFormat::Legacy, 1, 0).len(), 1);
-        assert_eq!(
-            encode_list_reply(&recs(56), RecordFormat::Legacy, 1, 0).len(),
-            1
-        );
-        assert_eq!(
-            encode_list_reply(&recs(57), RecordFormat::Legacy, 1, 0).len(),
-            2
-        );
-        assert_eq!(
-            encode_list_reply(&recs(904), RecordFormat::Legacy, 1, 0).len(),
-            17
-        );
-        assert_eq!(
-            encode_list_reply(&recs(904), RecordFormat::Extended, 1, 0).len(),
-            19
-        );
+        assert_eq!(encode_list_reply(&recs(56), RecordFormat::Legacy, 1, 0).len(), 1);
+        assert_eq!(encode_list_reply(&recs(57), RecordFormat::Legacy, 1, 0).len(), 2);
+        assert_eq!(encode_list_reply(&recs(904), RecordFormat::Legacy, 1, 0).len(), 17);
+        assert_eq!(encode_list_reply(&recs(904), RecordFormat::Extended, 1, 0).len(), 19);
         for m in encode_list_reply(&recs(904), RecordFormat::Extended, 1, 0) {
             assert!(m.len() <= PAYLOAD_MAX);
         }
@@ -370,9 +317,7 @@ mod tests {
     #[test]
     fn empty_list_is_one_done_message() {
         let msgs = encode_list_reply(&[], RecordFormat::Legacy, 3, 0);
-        let Reply::List(f) = decode(&msgs[0]) else {
-            panic!()
-        };
+        let Reply::List(f) = decode(&msgs[0]) else { panic!() };
         assert_eq!(f.total, Some(0));
         assert_eq!(f.flags, MsgFlags::INIT | MsgFlags::DONE);
         assert!(f.records.is_empty());
@@ -385,24 +330,12 @@ mod tests {
         let frags: Vec<_> = msgs
             .iter()
             .map(|m| match decode(m) {
-                Reply::List(f) => (
-                    f.total,
-                    f.frag_seq,
-                    f.frag_offset,
-                    f.records.len() / 80,
-                    f.flags,
-                ),
+                Reply::List(f) => (f.total, f.frag_seq, f.frag_offset, f.records.len() / 80, f.flags),
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(
-            frags[0],
-            (Some(120), 0, 0, 50, MsgFlags::INIT | MsgFlags::MULTI)
-        );
+        assert_eq!(frags[0], (Some(120), 0, 0, 50, MsgFlags::INIT | MsgFlags::MULTI));
         assert_eq!(frags[1], (None, 1, 50, 50, MsgFlags::MULTI));
-        assert_eq!(
-            frags[2],
-            (None, 2, 100, 20, MsgFlags::MULTI | MsgFlags::DONE)
-        );
+        assert_eq!(frags[2], (None, 2, 100, 20, MsgFlags::MULTI | MsgFlags::DONE));
     }
 }

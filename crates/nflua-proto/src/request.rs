@@ -10,8 +10,8 @@
 //! ```
 
 use crate::consts::{
-    DATA_HEADER_LEN, DATA_MAX, DESTROY_LEN, FRAGMENT_LEN, PAYLOAD_MAX, SCRIPT_HEADER_LEN,
-    SCRIPT_NAME_MAX, STATE_NAME_MAX,
+    DATA_HEADER_LEN, DATA_MAX, DESTROY_LEN, FRAGMENT_LEN, PAYLOAD_MAX, SCRIPT_HEADER_LEN, SCRIPT_NAME_MAX,
+    STATE_NAME_MAX,
 };
 use crate::error::DecodeError;
 use crate::header::{emit_message, Message, MsgFlags, MsgType};
@@ -57,6 +57,9 @@ pub enum Request<'a> {
     List { ext: bool },
     Execute(ExecuteFragment<'a>),
     Data { name: &'a str, payload: &'a [u8] },
+    HookAdd(crate::hook::HookSpec),
+    HookDel { queue: u16 },
+    HookList,
 }
 
 impl<'a> Request<'a> {
@@ -69,26 +72,18 @@ impl<'a> Request<'a> {
         let h = &msg.header;
         let p = msg.payload;
         if h.len as usize > PAYLOAD_MAX {
-            return Err(DecodeError::TooLong {
-                len: h.len as usize,
-            });
+            return Err(DecodeError::TooLong { len: h.len as usize });
         }
         let ty = MsgType::from_u16(h.ty).ok_or(DecodeError::UnknownType(h.ty))?;
         let flags = h.msg_flags();
         match ty {
-            MsgType::Noop | MsgType::Error | MsgType::Done => {
-                Err(DecodeError::NotARequest { ty: ty.name() })
-            }
-            MsgType::Create => Ok(Request::Create(StateRecord::parse(p).map_err(
-                |e| match e {
-                    DecodeError::BadPayloadSize { got, .. } => DecodeError::BadPayloadSize {
-                        ty: "CREATE",
-                        expected: "72 or 80 bytes",
-                        got,
-                    },
-                    other => other,
-                },
-            )?)),
+            MsgType::Noop | MsgType::Error | MsgType::Done => Err(DecodeError::NotARequest { ty: ty.name() }),
+            MsgType::Create => Ok(Request::Create(StateRecord::parse(p).map_err(|e| match e {
+                DecodeError::BadPayloadSize { got, .. } => {
+                    DecodeError::BadPayloadSize { ty: "CREATE", expected: "72 or 80 bytes", got }
+                }
+                other => other,
+            })?)),
             MsgType::Destroy => {
                 if p.len() != DESTROY_LEN {
                     return Err(DecodeError::BadPayloadSize {
@@ -97,21 +92,17 @@ impl<'a> Request<'a> {
                         got: p.len(),
                     });
                 }
-                Ok(Request::Destroy {
-                    name: state_name(p).map_err(DecodeError::StateName)?,
-                })
+                Ok(Request::Destroy { name: state_name(p).map_err(DecodeError::StateName)? })
             }
             // Old clients send LIST with no payload; anything they add is ignored.
-            MsgType::List => Ok(Request::List {
-                ext: flags.contains(MsgFlags::EXT),
-            }),
+            MsgType::List => Ok(Request::List { ext: flags.contains(MsgFlags::EXT) }),
             MsgType::Execute => decode_execute(p, flags).map(Request::Execute),
+            MsgType::HookAdd => Ok(Request::HookAdd(crate::hook::HookSpec::parse(p)?)),
+            MsgType::HookDel => Ok(Request::HookDel { queue: crate::hook::parse_hook_del(p)? }),
+            MsgType::HookList => Ok(Request::HookList),
             MsgType::Data => {
                 if flags & !MsgFlags::EXT != MsgFlags::REQUEST | MsgFlags::DONE {
-                    return Err(DecodeError::BadFlags {
-                        ty: "DATA",
-                        flags: h.flags,
-                    });
+                    return Err(DecodeError::BadFlags { ty: "DATA", flags: h.flags });
                 }
                 let (name, payload) = decode_data(p)?;
                 Ok(Request::Data { name, payload })
@@ -135,11 +126,7 @@ fn decode_execute(p: &[u8], flags: MsgFlags) -> Result<ExecuteFragment<'_>, Deco
             read_name(&p[name_at..name_at + SCRIPT_NAME_MAX]).map_err(DecodeError::ScriptName)?;
         let frag_at = SCRIPT_HEADER_LEN - FRAGMENT_LEN;
         Ok(ExecuteFragment {
-            script: Some(ScriptHeader {
-                total: get_u32(p, 0),
-                state,
-                script_name,
-            }),
+            script: Some(ScriptHeader { total: get_u32(p, 0), state, script_name }),
             frag_seq: get_u32(p, frag_at),
             frag_offset: get_u32(p, frag_at + 4),
             bytes: &p[SCRIPT_HEADER_LEN..],
@@ -180,55 +167,28 @@ pub fn decode_data(p: &[u8]) -> Result<(&str, &[u8]), DecodeError> {
         return Err(DecodeError::DataTooLarge(bytes.len()));
     }
     if total as usize != bytes.len() {
-        return Err(DecodeError::DataTotalMismatch {
-            total,
-            got: bytes.len(),
-        });
+        return Err(DecodeError::DataTotalMismatch { total, got: bytes.len() });
     }
     Ok((name, bytes))
 }
 
 /// Appends a CREATE request. The caller has validated the record's name.
-pub fn encode_create(
-    out: &mut Vec<u8>,
-    seq: u32,
-    pid: u32,
-    record: &StateRecord,
-    format: RecordFormat,
-) {
+pub fn encode_create(out: &mut Vec<u8>, seq: u32, pid: u32, record: &StateRecord, format: RecordFormat) {
     let mut body = Vec::with_capacity(format.record_len());
     record.emit(format, &mut body);
-    emit_message(
-        out,
-        MsgType::Create.as_u16(),
-        MsgFlags::REQUEST,
-        seq,
-        pid,
-        &[&body],
-    );
+    emit_message(out, MsgType::Create.as_u16(), MsgFlags::REQUEST, seq, pid, &[&body]);
 }
 
 /// Appends a DESTROY request.
 pub fn encode_destroy(out: &mut Vec<u8>, seq: u32, pid: u32, name: &str) {
     let mut body = Vec::with_capacity(DESTROY_LEN);
     emit_name(&mut body, name, STATE_NAME_MAX);
-    emit_message(
-        out,
-        MsgType::Destroy.as_u16(),
-        MsgFlags::REQUEST,
-        seq,
-        pid,
-        &[&body],
-    );
+    emit_message(out, MsgType::Destroy.as_u16(), MsgFlags::REQUEST, seq, pid, &[&body]);
 }
 
 /// Appends a LIST request; `ext` asks for extended records.
 pub fn encode_list(out: &mut Vec<u8>, seq: u32, pid: u32, ext: bool) {
-    let flags = if ext {
-        MsgFlags::REQUEST | MsgFlags::EXT
-    } else {
-        MsgFlags::REQUEST
-    };
+    let flags = if ext { MsgFlags::REQUEST | MsgFlags::EXT } else { MsgFlags::REQUEST };
     emit_message(out, MsgType::List.as_u16(), flags, seq, pid, &[]);
 }
 
@@ -275,9 +235,7 @@ mod tests {
         let mut b = Vec::new();
         encode_create(&mut b, 1, 9, &rec, RecordFormat::Legacy);
         assert_eq!(b.len(), 16 + 72);
-        let Ok(Request::Create(r)) = one(&b) else {
-            panic!("not a create")
-        };
+        let Ok(Request::Create(r)) = one(&b) else { panic!("not a create") };
         assert_eq!((r.max_runs, r.flags), (None, None));
     }
 
@@ -287,11 +245,7 @@ mod tests {
         emit_message(&mut b, 16, MsgFlags::REQUEST, 1, 1, &[&[0u8; 76]]);
         assert_eq!(
             one(&b),
-            Err(DecodeError::BadPayloadSize {
-                ty: "CREATE",
-                expected: "72 or 80 bytes",
-                got: 76
-            })
+            Err(DecodeError::BadPayloadSize { ty: "CREATE", expected: "72 or 80 bytes", got: 76 })
         );
     }
 
@@ -312,28 +266,13 @@ mod tests {
     fn data_checks_total_and_flags() {
         let mut b = Vec::new();
         encode_data(&mut b, 1, 1, "st", b"hello");
-        assert_eq!(
-            one(&b),
-            Ok(Request::Data {
-                name: "st",
-                payload: b"hello"
-            })
-        );
+        assert_eq!(one(&b), Ok(Request::Data { name: "st", payload: b"hello" }));
         // total says 6, 5 bytes follow
         b[16..20].copy_from_slice(&6u32.to_ne_bytes());
-        assert_eq!(
-            one(&b),
-            Err(DecodeError::DataTotalMismatch { total: 6, got: 5 })
-        );
+        assert_eq!(one(&b), Err(DecodeError::DataTotalMismatch { total: 6, got: 5 }));
         b[16..20].copy_from_slice(&5u32.to_ne_bytes());
         b[6..8].copy_from_slice(&1u16.to_ne_bytes()); // REQUEST only
-        assert_eq!(
-            one(&b),
-            Err(DecodeError::BadFlags {
-                ty: "DATA",
-                flags: 1
-            })
-        );
+        assert_eq!(one(&b), Err(DecodeError::BadFlags { ty: "DATA", flags: 1 }));
     }
 
     #[test]
@@ -342,14 +281,7 @@ mod tests {
         emit_message(&mut b, 99, MsgFlags::REQUEST, 1, 1, &[]);
         assert_eq!(one(&b), Err(DecodeError::UnknownType(99)));
         let mut b = Vec::new();
-        emit_message(
-            &mut b,
-            20,
-            MsgFlags::REQUEST | MsgFlags::DONE,
-            1,
-            1,
-            &[&vec![0u8; 4096]],
-        );
+        emit_message(&mut b, 20, MsgFlags::REQUEST | MsgFlags::DONE, 1, 1, &[&vec![0u8; 4096]]);
         assert_eq!(one(&b), Err(DecodeError::TooLong { len: 4112 }));
     }
 

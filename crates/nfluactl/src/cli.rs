@@ -78,6 +78,69 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bind NFQUEUE queues to a state's function, remove or list such hooks.
+    #[command(subcommand)]
+    Hook(HookCommand),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Bind a queue (or a balanced range) to `FUNCTION` of `STATE`, and print
+    /// the iptables and nft rules that feed it.
+    Add {
+        /// Queue number, or FIRST:LAST for one worker per queue of a balanced range.
+        #[arg(long)]
+        queue: String,
+        #[arg(long)]
+        state: String,
+        #[arg(long)]
+        function: String,
+        /// match: the function returns true/false and the packet is marked;
+        /// target: the returned string is the verdict.
+        #[arg(long, value_enum, default_value_t = ModeArg::Match)]
+        mode: ModeArg,
+        /// Give Lua only the TCP payload (packets without one do not match).
+        #[arg(long)]
+        tcp_payload: bool,
+        /// Verdict when Lua fails: continue (fail-open), accept, drop.
+        #[arg(long, value_enum, default_value_t = OnErrorArg::Continue)]
+        on_error: OnErrorArg,
+        /// Mark bit meaning "evaluated by nflua".
+        #[arg(long, default_value = "0x10000000")]
+        eval_mark: String,
+        /// Mark bit meaning "matched" (match mode).
+        #[arg(long, default_value = "0x20000000")]
+        match_mark: String,
+        /// Chain the printed rules go to.
+        #[arg(long, default_value = "INPUT")]
+        chain: String,
+        /// The operator's own match, copied into the printed rules (e.g. "-p tcp --dport 80").
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        rule: String,
+        /// What the printed match-mode rule does with matched packets.
+        #[arg(long, default_value = "DROP")]
+        target: String,
+    },
+    /// Remove the hook holding QUEUE.
+    Del { queue: u16 },
+    /// List hooks.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Match,
+    Target,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OnErrorArg {
+    Continue,
+    Accept,
+    Drop,
 }

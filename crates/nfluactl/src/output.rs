@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use nflua_client::StateInfo;
+use nflua_client::{HookMode, HookSpec, OnError, StateInfo};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -29,17 +29,8 @@ pub fn states(out: &mut impl Write, states: &[StateInfo], json: bool) -> std::io
         serde_json::to_writer_pretty(&mut *out, &list)?;
         return writeln!(out);
     }
-    let width = states
-        .iter()
-        .map(|s| s.name.len())
-        .max()
-        .unwrap_or(0)
-        .max(4);
-    writeln!(
-        out,
-        "{:<width$}  {:>10}  {:>10}  {:>10}  FLAGS",
-        "NAME", "MAXALLOC", "CURRALLOC", "MAXRUNS"
-    )?;
+    let width = states.iter().map(|s| s.name.len()).max().unwrap_or(0).max(4);
+    writeln!(out, "{:<width$}  {:>10}  {:>10}  {:>10}  FLAGS", "NAME", "MAXALLOC", "CURRALLOC", "MAXRUNS")?;
     for s in states {
         let runs = s.max_runs.map_or_else(|| "-".to_owned(), |r| r.to_string());
         writeln!(
@@ -73,10 +64,123 @@ pub fn message(out: &mut impl Write, state: &str, bytes: &[u8], json: bool) -> s
     }
     match text {
         Some(t) => writeln!(out, "{state}: {t}"),
-        None => writeln!(
-            out,
-            "{state}: 0x{}",
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ),
+        None => writeln!(out, "{state}: 0x{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),
     }
+}
+
+fn queue_option(spec: &HookSpec) -> String {
+    if spec.queue_first == spec.queue_last {
+        format!("--queue-num {}", spec.queue_first)
+    } else {
+        format!("--queue-balance {}:{}", spec.queue_first, spec.queue_last)
+    }
+}
+
+fn nft_queue(spec: &HookSpec) -> String {
+    if spec.queue_first == spec.queue_last {
+        format!("queue num {} bypass", spec.queue_first)
+    } else {
+        format!("queue num {}-{} fanout,bypass", spec.queue_first, spec.queue_last)
+    }
+}
+
+/// The rules a hook expects, for iptables and for nft where `queue` exists.
+pub fn hook_rules(
+    out: &mut impl Write,
+    spec: &HookSpec,
+    chain: &str,
+    rule: &str,
+    target: &str,
+) -> std::io::Result<()> {
+    let rule = if rule.is_empty() { String::new() } else { format!("{rule} ") };
+    let (eval, matched) = (spec.eval_mark, spec.match_mark);
+    let nft_chain = chain.to_lowercase();
+    writeln!(
+        out,
+        "# Feed packets not yet evaluated to nflua; --queue-bypass keeps traffic flowing if nfluad is down:"
+    )?;
+    writeln!(
+        out,
+        "iptables -A {chain} {rule}-m mark ! --mark {eval:#x}/{eval:#x} -j NFQUEUE {} --queue-bypass",
+        queue_option(spec)
+    )?;
+    if spec.mode == HookMode::Match {
+        writeln!(out, "# Act on packets the Lua function matched:")?;
+        writeln!(out, "iptables -A {chain} {rule}-m mark --mark {matched:#x}/{matched:#x} -j {target}")?;
+    }
+    writeln!(out, "# nft equivalent (where nft's queue statement is available):")?;
+    writeln!(
+        out,
+        "nft add rule inet filter {nft_chain} meta mark and {eval:#x} != {eval:#x} {}",
+        nft_queue(spec)
+    )?;
+    if spec.mode == HookMode::Match {
+        writeln!(
+            out,
+            "nft add rule inet filter {nft_chain} meta mark and {matched:#x} == {matched:#x} {}",
+            target.to_lowercase()
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct HookJson<'a> {
+    queue_first: u16,
+    queue_last: u16,
+    state: &'a str,
+    function: &'a str,
+    mode: &'static str,
+    tcp_payload: bool,
+    on_error: &'static str,
+    eval_mark: u32,
+    match_mark: u32,
+}
+
+fn on_error_name(e: OnError) -> &'static str {
+    match e {
+        OnError::Continue => "continue",
+        OnError::Verdict(0) => "drop",
+        OnError::Verdict(_) => "accept",
+    }
+}
+
+pub fn hooks(out: &mut impl Write, hooks: &[HookSpec], json: bool) -> std::io::Result<()> {
+    if json {
+        let list: Vec<HookJson<'_>> = hooks
+            .iter()
+            .map(|h| HookJson {
+                queue_first: h.queue_first,
+                queue_last: h.queue_last,
+                state: &h.state,
+                function: &h.function,
+                mode: if h.mode == HookMode::Match { "match" } else { "target" },
+                tcp_payload: h.tcp_payload,
+                on_error: on_error_name(h.on_error),
+                eval_mark: h.eval_mark,
+                match_mark: h.match_mark,
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &list)?;
+        return writeln!(out);
+    }
+    writeln!(out, "QUEUES     STATE            FUNCTION         MODE    TCP-PAYLOAD  ON-ERROR")?;
+    for h in hooks {
+        let queues = if h.queue_first == h.queue_last {
+            h.queue_first.to_string()
+        } else {
+            format!("{}:{}", h.queue_first, h.queue_last)
+        };
+        writeln!(
+            out,
+            "{:<10} {:<16} {:<16} {:<7} {:<12} {}",
+            queues,
+            h.state,
+            h.function,
+            if h.mode == HookMode::Match { "match" } else { "target" },
+            if h.tcp_payload { "yes" } else { "no" },
+            on_error_name(h.on_error)
+        )?;
+    }
+    Ok(())
 }

@@ -62,8 +62,7 @@ impl Clients {
     /// Drops entries idle for longer than `timeout`; returns how many.
     pub fn expire(&mut self, now: Instant, timeout: Duration) -> usize {
         let before = self.by_port.len();
-        self.by_port
-            .retain(|_, c| c.last_seen.is_some_and(|t| now.duration_since(t) < timeout));
+        self.by_port.retain(|_, c| c.last_seen.is_some_and(|t| now.duration_since(t) < timeout));
         before - self.by_port.len()
     }
 
@@ -77,23 +76,12 @@ impl Clients {
 
     /// Bytes held for scripts being reassembled.
     pub fn pending_bytes(&self) -> usize {
-        self.by_port
-            .values()
-            .map(|c| c.reassembler.pending_bytes())
-            .sum()
+        self.by_port.values().map(|c| c.reassembler.pending_bytes()).sum()
     }
 
     fn evict_oldest(&mut self) {
-        if let Some(port) = self
-            .by_port
-            .iter()
-            .min_by_key(|(_, c)| c.last_seen)
-            .map(|(p, _)| *p)
-        {
-            tracing::warn!(
-                port,
-                "too many clients with requests in flight; dropping the oldest"
-            );
+        if let Some(port) = self.by_port.iter().min_by_key(|(_, c)| c.last_seen).map(|(p, _)| *p) {
+            tracing::warn!(port, "too many clients with requests in flight; dropping the oldest");
             self.by_port.remove(&port);
         }
     }
@@ -111,10 +99,7 @@ mod tests {
         c.get(2, t0);
         c.release(2);
         assert_eq!(c.len(), 1);
-        assert_eq!(
-            c.expire(t0 + Duration::from_secs(31), Duration::from_secs(30)),
-            1
-        );
+        assert_eq!(c.expire(t0 + Duration::from_secs(31), Duration::from_secs(30)), 1);
         assert!(c.is_empty());
         for p in 0..(MAX_CLIENTS as u32 + 10) {
             c.get(p, t0 + Duration::from_millis(p as u64)).discard_seq = Some(1);

@@ -32,6 +32,14 @@ pub struct Args {
     #[arg(long, default_value_t = 30)]
     pub fragment_timeout: u64,
 
+    /// Kernel queue length of each NFQUEUE queue (packets waiting for a verdict).
+    #[arg(long, default_value_t = 4096)]
+    pub queue_maxlen: u32,
+
+    /// Receive buffer of each NFQUEUE socket in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    pub queue_recv_buffer: usize,
+
     /// Log filter (tracing's env-filter syntax), e.g. "info" or "nflua=debug".
     #[arg(long, env = "NFLUA_LOG", default_value = "info")]
     pub log: String,
@@ -46,18 +54,15 @@ pub struct Config {
     pub default_max_runs: u32,
     pub recv_buffer: usize,
     pub fragment_timeout: std::time::Duration,
+    pub queue_maxlen: u32,
+    pub queue_recv_buffer: usize,
 }
 
 impl Args {
     pub fn into_config(self) -> anyhow::Result<Config> {
         let port = nflua_client::parse_port(&self.port)
             .filter(|&p| p != 0)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "invalid --port {:?}: expected a non-zero port id",
-                    self.port
-                )
-            })?;
+            .ok_or_else(|| anyhow::anyhow!("invalid --port {:?}: expected a non-zero port id", self.port))?;
         Ok(Config {
             port,
             allow_uids: self.allow_uid,
@@ -65,6 +70,8 @@ impl Args {
             default_max_runs: self.default_maxruns,
             recv_buffer: self.recv_buffer,
             fragment_timeout: std::time::Duration::from_secs(self.fragment_timeout.max(1)),
+            queue_maxlen: self.queue_maxlen,
+            queue_recv_buffer: self.queue_recv_buffer,
         })
     }
 }

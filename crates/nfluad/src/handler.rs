@@ -2,17 +2,20 @@
 //! No sockets here: the server feeds bytes in and sends what comes out, so
 //! this is also what a fuzzer of the daemon's request handling drives.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use nflua_client::socket::Credentials;
 use nflua_engine::{Engine, EngineError, StateConfig};
 use nflua_proto::consts::{DEFAULT_CHUNK_NAME, NLMSG_HDRLEN};
+use nflua_proto::hook::encode_hook_list_reply;
 use nflua_proto::{
-    encode_ack, encode_error, encode_list_reply, errno, messages, DecodeError, Header, Message,
-    MsgFlags, MsgType, RecordFormat, Request, StateFlags, StateRecord,
+    encode_ack, encode_error, encode_list_reply, errno, messages, DecodeError, Header, Message, MsgFlags,
+    MsgType, RecordFormat, Request, StateFlags, StateRecord,
 };
 
 use crate::clients::Clients;
+use crate::queue::hooks::{HookError, Hooks};
 
 /// Who sent a datagram.
 #[derive(Debug, Clone, Copy)]
@@ -46,15 +49,18 @@ struct Failure {
 
 impl Failure {
     fn new(errno: i32, text: impl Into<String>) -> Self {
-        Failure {
-            errno,
-            text: text.into(),
-        }
+        Failure { errno, text: text.into() }
     }
 }
 
 impl From<DecodeError> for Failure {
     fn from(e: DecodeError) -> Self {
+        Failure::new(e.errno(), e.to_string())
+    }
+}
+
+impl From<HookError> for Failure {
+    fn from(e: HookError) -> Self {
         Failure::new(e.errno(), e.to_string())
     }
 }
@@ -67,7 +73,8 @@ impl From<EngineError> for Failure {
 
 /// Request handling state: the engine, per-client reassembly, and policy.
 pub struct Handler {
-    pub engine: Engine,
+    pub engine: Arc<Engine>,
+    pub hooks: Hooks,
     pub clients: Clients,
     pub policy: Policy,
     /// Our own port id, the sender field of every reply header.
@@ -80,16 +87,12 @@ impl Handler {
     pub fn handle_datagram(&mut self, datagram: &[u8], from: Sender, now: Instant) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         if !self.policy.allows(from.creds) {
-            let uid = from
-                .creds
-                .map_or_else(|| "unknown".to_owned(), |c| c.uid.to_string());
-            tracing::warn!(
-                port = from.port,
-                uid,
-                "request from a sender without permission"
-            );
+            let uid = from.creds.map_or_else(|| "unknown".to_owned(), |c| c.uid.to_string());
+            tracing::warn!(port = from.port, uid, "request from a sender without permission");
             let header = Header::parse(datagram).unwrap_or_else(|_| synthetic_header(datagram));
-            let text = format!("permission denied: uid {uid} may not use nfluad (see nfluad --allow-uid/--allow-gid)");
+            let text = format!(
+                "permission denied: uid {uid} may not use nfluad (see nfluad --allow-uid/--allow-gid)"
+            );
             out.push(error_datagram(errno::EPERM, &header, &text, self.port));
             return out;
         }
@@ -111,13 +114,7 @@ impl Handler {
         out
     }
 
-    fn handle_message(
-        &mut self,
-        msg: &Message<'_>,
-        from: Sender,
-        now: Instant,
-        out: &mut Vec<Vec<u8>>,
-    ) {
+    fn handle_message(&mut self, msg: &Message<'_>, from: Sender, now: Instant, out: &mut Vec<Vec<u8>>) {
         let request = match Request::decode(msg) {
             Ok(r) => r,
             // Never answer Netlink's own control messages: two peers must not
@@ -128,20 +125,13 @@ impl Handler {
                     self.abandon_execute(from.port, &msg.header, now);
                 }
                 tracing::debug!(port = from.port, error = %e, "bad request");
-                out.push(error_datagram(
-                    e.errno(),
-                    &msg.header,
-                    &e.to_string(),
-                    self.port,
-                ));
+                out.push(error_datagram(e.errno(), &msg.header, &e.to_string(), self.port));
                 return;
             }
         };
         let seq = msg.header.seq;
         let result = match request {
-            Request::Create(record) => self
-                .create(record)
-                .map(|()| ack(MsgType::Create, seq, self.port)),
+            Request::Create(record) => self.create(record).map(|()| ack(MsgType::Create, seq, self.port)),
             Request::Destroy { name } => self
                 .engine
                 .destroy(name)
@@ -162,6 +152,17 @@ impl Handler {
                     Ok(()) => return,
                     Err(e) => Err(Failure::from(e)),
                 }
+            }
+            Request::HookAdd(spec) => {
+                self.hooks.add(spec).map_err(Failure::from).map(|()| ack(MsgType::HookAdd, seq, self.port))
+            }
+            Request::HookDel { queue } => {
+                self.hooks.del(queue).map_err(Failure::from).map(|()| ack(MsgType::HookDel, seq, self.port))
+            }
+            Request::HookList => {
+                let mut b = Vec::new();
+                encode_hook_list_reply(&mut b, seq, self.port, &self.hooks.list());
+                Ok(b)
             }
         };
         match result {
@@ -195,18 +196,10 @@ impl Handler {
                 max_alloc: clamp_u32(s.max_alloc_bytes),
                 cur_alloc: clamp_u32(s.cur_alloc_bytes),
                 max_runs: Some(s.max_runs),
-                flags: Some(if s.debug {
-                    StateFlags::DEBUG
-                } else {
-                    StateFlags::empty()
-                }),
+                flags: Some(if s.debug { StateFlags::DEBUG } else { StateFlags::empty() }),
             })
             .collect();
-        let format = if ext {
-            RecordFormat::Extended
-        } else {
-            RecordFormat::Legacy
-        };
+        let format = if ext { RecordFormat::Extended } else { RecordFormat::Legacy };
         encode_list_reply(&records, format, seq, self.port)
     }
 
@@ -238,13 +231,8 @@ impl Handler {
                 return Err(Failure::new(e.errno(), e.to_string()));
             }
         };
-        let chunk_name = if script.name.is_empty() {
-            DEFAULT_CHUNK_NAME
-        } else {
-            script.name.as_str()
-        };
-        self.engine
-            .execute(&script.state, &script.body, chunk_name)?;
+        let chunk_name = if script.name.is_empty() { DEFAULT_CHUNK_NAME } else { script.name.as_str() };
+        self.engine.execute(&script.state, &script.body, chunk_name)?;
         Ok(Some(ack(MsgType::Execute, header.seq, self.port)))
     }
 

@@ -14,8 +14,11 @@
 mod clients;
 mod config;
 mod handler;
+mod inject;
+mod queue;
 mod server;
 mod sink;
+mod timers;
 
 use std::process::ExitCode;
 
@@ -42,8 +45,11 @@ fn run(args: config::Args) -> anyhow::Result<()> {
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: logs in files and journals stay plain text.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -15,7 +15,10 @@ use nflua_proto::consts::{MAX_STATES, MIN_ALLOC_BYTES, PAYLOAD_MAX};
 use crate::clients::Clients;
 use crate::config::Config;
 use crate::handler::{Handler, Policy, Sender};
+use crate::inject::Injector;
+use crate::queue::hooks::{Hooks, QueueDefaults};
 use crate::sink::SocketSink;
+use crate::timers::TimerThread;
 
 /// A datagram larger than this is cut and answered with an error; requests
 /// are at most a page, so anything bigger is malformed anyway.
@@ -29,6 +32,8 @@ pub struct Server {
     handler: Handler,
     config: Config,
     signals: UnixStream,
+    /// Stopped (and joined) when the server is dropped.
+    _timers: TimerThread,
 }
 
 impl Server {
@@ -44,20 +49,19 @@ impl Server {
                 anyhow::Error::new(e).context(format!("binding NETLINK_USERSOCK port {:#x}", config.port))
             }
         })?;
-        sock.set_nonblocking(true)
-            .context("making the socket non-blocking")?;
+        sock.set_nonblocking(true).context("making the socket non-blocking")?;
         if let Err(e) = sock.set_recv_buffer(config.recv_buffer) {
             tracing::warn!(error = %e, "could not set the receive buffer");
         }
         let sock = Arc::new(sock);
-        let engine = Engine::new(
-            EngineConfig {
-                max_states: MAX_STATES,
-                min_alloc_bytes: MIN_ALLOC_BYTES,
-            },
-            Arc::new(SocketSink {
-                sock: Arc::clone(&sock),
-            }),
+        let engine = Arc::new(Engine::new(
+            EngineConfig { max_states: MAX_STATES, min_alloc_bytes: MIN_ALLOC_BYTES },
+            Arc::new(SocketSink { sock: Arc::clone(&sock), injector: Injector::default() }),
+        ));
+        let timers = TimerThread::spawn(Arc::clone(&engine)).context("starting the timer thread")?;
+        let hooks = Hooks::new(
+            Arc::clone(&engine),
+            QueueDefaults { max_len: config.queue_maxlen, recv_buffer: config.queue_recv_buffer },
         );
         let (signals, signal_writer) = UnixStream::pair().context("creating the signal pipe")?;
         signals.set_nonblocking(true)?;
@@ -67,6 +71,7 @@ impl Server {
         }
         let handler = Handler {
             engine,
+            hooks,
             clients: Clients::default(),
             policy: Policy {
                 allow_uids: config.allow_uids.clone(),
@@ -75,30 +80,17 @@ impl Server {
             },
             port: config.port,
         };
-        Ok(Server {
-            sock,
-            handler,
-            config,
-            signals,
-        })
+        Ok(Server { sock, handler, config, signals, _timers: timers })
     }
 
     /// Serves until a termination signal arrives.
     pub fn run(mut self) -> anyhow::Result<()> {
-        tracing::info!(
-            port = format_args!("{:#x}", self.config.port),
-            "nfluad serving"
-        );
+        tracing::info!(port = format_args!("{:#x}", self.config.port), "nfluad serving");
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut last_housekeeping = Instant::now();
         loop {
-            let timeout = if self.handler.clients.is_empty() {
-                -1
-            } else {
-                HOUSEKEEPING.as_millis() as i32
-            };
-            let (net_ready, sig_ready) =
-                poll2(self.sock.as_raw_fd(), self.signals.as_raw_fd(), timeout)?;
+            let timeout = if self.handler.clients.is_empty() { -1 } else { HOUSEKEEPING.as_millis() as i32 };
+            let (net_ready, sig_ready) = poll2(self.sock.as_raw_fd(), self.signals.as_raw_fd(), timeout)?;
             if sig_ready {
                 let mut drain = [0u8; 16];
                 let _ = self.signals.read(&mut drain);
@@ -111,10 +103,7 @@ impl Server {
             let now = Instant::now();
             if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
                 last_housekeeping = now;
-                let expired = self
-                    .handler
-                    .clients
-                    .expire(now, self.config.fragment_timeout);
+                let expired = self.handler.clients.expire(now, self.config.fragment_timeout);
                 if expired > 0 {
                     tracing::info!(
                         expired,
@@ -125,6 +114,8 @@ impl Server {
                 }
             }
         }
+        // Workers flush their pending verdicts and unbind their queues.
+        self.handler.hooks.clear();
         let states = self.handler.engine.list().len();
         drop(self.handler);
         tracing::info!(states, "nfluad stopped");
@@ -154,10 +145,7 @@ impl Server {
                 continue; // the kernel has nothing to say on this protocol
             }
             let datagram = &buf[..info.len];
-            let from = Sender {
-                port: info.src_port,
-                creds: info.creds,
-            };
+            let from = Sender { port: info.src_port, creds: info.creds };
             let replies = if info.truncated {
                 vec![oversized_reply(datagram, self.config.port)]
             } else {
@@ -196,16 +184,8 @@ fn oversized_reply(datagram: &[u8], port: u32) -> Vec<u8> {
 /// Polls two descriptors for input.
 fn poll2(a: i32, b: i32, timeout_ms: i32) -> anyhow::Result<(bool, bool)> {
     let mut fds = [
-        libc::pollfd {
-            fd: a,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: b,
-            events: libc::POLLIN,
-            revents: 0,
-        },
+        libc::pollfd { fd: a, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: b, events: libc::POLLIN, revents: 0 },
     ];
     // SAFETY: two pollfds owned by this frame, alive for the call.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };

@@ -12,14 +12,10 @@ use super::Lib;
 
 pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
     let module = lib.lua.create_table_with_capacity(0, 2)?;
-    let encode =
-        lib.function(|lua, s: LuaString| lua.create_string(STANDARD.encode(s.as_bytes())))?;
+    let encode = lib.function(|lua, s: LuaString| lua.create_string(STANDARD.encode(s.as_bytes())))?;
     let decode = lib.function(|lua, s: LuaString| match STANDARD.decode(s.as_bytes()) {
         Ok(bytes) => Ok((Value::String(lua.create_string(bytes)?), Value::Nil)),
-        Err(e) => Ok((
-            Value::Nil,
-            Value::String(lua.create_string(format!("base64.decode: {e}"))?),
-        )),
+        Err(e) => Ok((Value::Nil, Value::String(lua.create_string(format!("base64.decode: {e}"))?))),
     })?;
     module.raw_set("encode", encode)?;
     module.raw_set("decode", decode)?;
@@ -38,9 +34,6 @@ mod tests {
              local bad, err = b.decode('Zm9v!') \
              return b.encode('foob') .. ' ' .. b.decode('Zm9vYmFy') .. ' ' .. tostring(bad) .. ' ' .. err",
         );
-        assert!(
-            got.starts_with("Zm9vYg== foobar nil base64.decode: "),
-            "{got}"
-        );
+        assert!(got.starts_with("Zm9vYg== foobar nil base64.decode: "), "{got}");
     }
 }

@@ -33,10 +33,7 @@ pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
     let decode = lib.function(|lua, text: LuaString| {
         match serde_json::from_slice::<serde_json::Value>(&text.as_bytes()) {
             Ok(parsed) => Ok((to_lua(lua, &parsed)?, Value::Nil)),
-            Err(e) => Ok((
-                Value::Nil,
-                Value::String(lua.create_string(format!("json.decode: {e}"))?),
-            )),
+            Err(e) => Ok((Value::Nil, Value::String(lua.create_string(format!("json.decode: {e}"))?))),
         }
     })?;
     module.raw_set("null", null())?;
@@ -73,20 +70,11 @@ impl Encoder {
                 Some(number) => {
                     let _ = write!(self.out, "{number}");
                 }
-                None => {
-                    return Err(fail(format_args!(
-                        "cannot encode {n} (JSON has no NaN or infinity)"
-                    )))
-                }
+                None => return Err(fail(format_args!("cannot encode {n} (JSON has no NaN or infinity)"))),
             },
             Value::String(s) => self.string(&s.as_bytes())?,
             Value::Table(t) => self.table(t, depth)?,
-            other => {
-                return Err(fail(format_args!(
-                    "cannot encode a {} value",
-                    other.type_name()
-                )))
-            }
+            other => return Err(fail(format_args!("cannot encode a {} value", other.type_name()))),
         }
         Ok(())
     }
@@ -179,10 +167,7 @@ fn classify(entries: &[(Value, Value)]) -> mlua::Result<Shape> {
             }
             Value::String(_) => strings += 1,
             other => {
-                return Err(fail(format_args!(
-                    "cannot encode a table key of type {}",
-                    other.type_name()
-                )))
+                return Err(fail(format_args!("cannot encode a table key of type {}", other.type_name())))
             }
         }
     }
@@ -237,10 +222,7 @@ mod tests {
         assert_eq!(encode("1.5"), "1.5");
         assert_eq!(encode("'a\"b\\n'"), r#""a\"b\n""#);
         assert_eq!(encode("{1, 'two', {3}}"), r#"[1,"two",[3]]"#);
-        assert_eq!(
-            encode("{b = 1, a = {x = false}}"),
-            r#"{"a":{"x":false},"b":1}"#
-        );
+        assert_eq!(encode("{b = 1, a = {x = false}}"), r#"{"a":{"x":false},"b":1}"#);
         assert_eq!(encode("{}"), "{}");
     }
 
@@ -253,14 +235,8 @@ mod tests {
             ("{[true] = 1}", "table key of type boolean"),
             ("0/0", "NaN"),
             ("'\\xff'", "not valid UTF-8"),
-            (
-                "(function() local t = {} t.self = t return t end)()",
-                "cycle",
-            ),
-            (
-                "(function() local t = {} for _ = 1, 200 do t = {t} end return t end)()",
-                "deeper than 128",
-            ),
+            ("(function() local t = {} t.self = t return t end)()", "cycle"),
+            ("(function() local t = {} for _ = 1, 200 do t = {t} end return t end)()", "deeper than 128"),
         ];
         for (expr, expected) in cases {
             let err = eval_err(&format!("require('json').encode({expr})"));
@@ -287,11 +263,11 @@ mod tests {
 
     #[test]
     fn bad_or_deep_input_gives_nil_and_message() {
-        let got = eval(
-            "local v, err = require('json').decode('{\"a\":') return tostring(v) .. ' ' .. err",
-        );
+        let got = eval("local v, err = require('json').decode('{\"a\":') return tostring(v) .. ' ' .. err");
         assert!(got.starts_with("nil json.decode: "), "{got}");
-        let got = eval("local v, err = require('json').decode(string.rep('[', 100000)) return tostring(v) .. ' ' .. err");
+        let got = eval(
+            "local v, err = require('json').decode(string.rep('[', 100000)) return tostring(v) .. ' ' .. err",
+        );
         assert!(got.starts_with("nil json.decode: recursion limit"), "{got}");
     }
 }

@@ -11,6 +11,7 @@ use crate::traceback;
 mod base64;
 mod json;
 mod nf;
+mod packet;
 mod timer;
 
 /// Names `require` resolves, in the order the SPEC lists them.
@@ -43,10 +44,7 @@ impl<'a> Lib<'a> {
                 Ok(results) => results.into_lua_multi(lua)?,
                 Err(e) => {
                     let message = lua.create_string(traceback::error_message(&e))?;
-                    return Ok(MultiValue::from_vec(vec![
-                        Value::Boolean(false),
-                        Value::String(message),
-                    ]));
+                    return Ok(MultiValue::from_vec(vec![Value::Boolean(false), Value::String(message)]));
                 }
             };
             answer.push_front(Value::Boolean(true));
@@ -73,4 +71,30 @@ pub(crate) fn open(lib: &Lib, name: &str) -> mlua::Result<Option<Table>> {
 /// Shorthand for a library error with `message`.
 pub(crate) fn error(message: impl Into<String>) -> mlua::Error {
     mlua::Error::RuntimeError(message.into())
+}
+
+/// Lua's own wording for a bad argument: "bad argument #2 to 'create' (function expected, got
+/// nil)".
+pub(crate) fn bad_argument(position: usize, function: &str, expected: &str, got: &Value) -> mlua::Error {
+    error(format!("bad argument #{position} to '{function}' ({expected} expected, got {})", type_name(got)))
+}
+
+/// The type name Lua's `type` reports (integers are "number").
+pub(crate) fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Integer(_) => "number",
+        other => other.type_name(),
+    }
+}
+
+/// The bytes of a string or `data` argument (copied: the caller may hold no buffer lock while it
+/// goes on), or `None` for anything else.
+pub(crate) fn bytes_of(value: &Value) -> Option<mlua::Result<Vec<u8>>> {
+    match value {
+        Value::String(s) => Some(Ok(s.as_bytes().to_vec())),
+        other => {
+            let data = nflua_data::Data::from_lua_value(other)?;
+            Some(data.to_vec().map_err(|e| error(e.to_string())))
+        }
+    }
 }

@@ -1,39 +1,110 @@
 //! `nf`: talking to userspace (`nf.netlink`), the clock (`nf.time`), and the packet functions.
 //!
-//! `nf.reply`, `nf.getpacket`, `nf.connid` and `nf.hotdrop` act on the packet a hook is
-//! handling; until packet hooks exist they always raise. The packet path will put the packet of
-//! the running entry into the state's `Context`, where these functions will find it.
+//! `nf.reply`, `nf.getpacket`, `nf.connid` and `nf.hotdrop` act on the packet of the running
+//! hook call, which `hook::call` puts in the state's `Context` for the duration of the call;
+//! anywhere else (execute, callbacks, timers) they raise "not available outside a packet hook".
+//! They lock the hook context only to read or record a field, never while Lua runs or
+//! allocates.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mlua::{Integer, MultiValue, Table, Value};
+use mlua::{AnyUserData, Integer, Lua, Table, Value};
 use nflua_data::Data;
 
-use super::{error, Lib};
+use super::{bad_argument, bytes_of, error, packet, Lib};
+use crate::hook::{HookCall, HookMode, ETHERNET_HEADER_LEN};
 use crate::state::Context;
 use crate::DATA_MAX_SIZE;
 
 pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
     let nf = lib.lua.create_table_with_capacity(0, 6)?;
     let ctx = Arc::clone(lib.ctx);
-    let netlink_fn = lib.function(
-        move |_, (port, groups, payload): (Integer, Integer, Value)| {
-            netlink(&ctx, port, groups, &payload)
-        },
-    )?;
+    let netlink_fn = lib.function(move |_, (port, groups, payload): (Integer, Integer, Value)| {
+        netlink(&ctx, port, groups, &payload)
+    })?;
     nf.raw_set("netlink", netlink_fn)?;
     nf.raw_set("time", lib.function(|_, ()| Ok(time()))?)?;
-    for name in ["reply", "getpacket", "connid", "hotdrop"] {
-        let outside_hook = lib.function(move |_, _: MultiValue| -> mlua::Result<()> {
-            Err(error(format!(
-                "nf.{name}: not available outside a packet hook"
-            )))
-        })?;
-        nf.raw_set(name, outside_hook)?;
-    }
+
+    packet::register(lib)?;
+    let ctx = Arc::clone(lib.ctx);
+    let reply_fn = lib.function(move |_, (kind, message): (Value, Value)| reply(&ctx, &kind, &message))?;
+    nf.raw_set("reply", reply_fn)?;
+    let ctx = Arc::clone(lib.ctx);
+    nf.raw_set("getpacket", lib.function(move |lua, ()| getpacket(lua, &ctx))?)?;
+    let ctx = Arc::clone(lib.ctx);
+    nf.raw_set("connid", lib.function(move |_, ()| connid(&ctx))?)?;
+    let ctx = Arc::clone(lib.ctx);
+    nf.raw_set("hotdrop", lib.function(move |_, drop: Value| hotdrop(&ctx, &drop))?)?;
     Ok(nf)
+}
+
+/// Runs `f` on the running hook call, or raises for `nf.<function>` outside hooks. `f` runs with
+/// the hook context locked: it must not touch Lua.
+fn with_hook<R>(
+    ctx: &Context,
+    function: &str,
+    f: impl FnOnce(&mut HookCall) -> mlua::Result<R>,
+) -> mlua::Result<R> {
+    match ctx.hook().as_mut() {
+        Some(call) => f(call),
+        None => Err(error(format!("nf.{function}: not available outside a packet hook"))),
+    }
+}
+
+/// `nf.reply(type, message)`: a TCP (`type` starting with "t") or UDP ("u") packet answering the
+/// current packet's sender with `message`, sent through the sink. Returns true.
+fn reply(ctx: &Context, kind: &Value, message: &Value) -> mlua::Result<bool> {
+    let frame = with_hook(ctx, "reply", |call| Ok(call.frame.clone()))?;
+    let build = match kind {
+        Value::String(s) => match s.as_bytes().first() {
+            Some(b't') => nflua_packet::tcp_reply,
+            Some(b'u') => nflua_packet::udp_reply,
+            _ => {
+                return Err(error(format!(
+                    "nf.reply: type must start with 't' (TCP) or 'u' (UDP), got '{}'",
+                    s.to_string_lossy()
+                )))
+            }
+        },
+        other => return Err(bad_argument(1, "reply", "string", other)),
+    };
+    let message = bytes_of(message)
+        .ok_or_else(|| bad_argument(2, "reply", "string or data", message))?
+        .map_err(|e| error(format!("nf.reply: {e}")))?;
+    let packet = frame
+        .with_bytes(|frame| build(frame.get(ETHERNET_HEADER_LEN..).unwrap_or_default(), &message))
+        .map_err(|e| error(format!("nf.reply: {e}")))?
+        .map_err(|e| error(format!("nf.reply: {e}")))?;
+    ctx.sink.send_packet(&packet).map_err(|e| error(format!("nf.reply: {e}")))?;
+    Ok(true)
+}
+
+/// `nf.getpacket()`: the current packet as an object for `packet:send` (target mode only).
+fn getpacket(lua: &Lua, ctx: &Context) -> mlua::Result<AnyUserData> {
+    let generation = with_hook(ctx, "getpacket", |call| match call.mode {
+        HookMode::Target => Ok(call.generation),
+        HookMode::Match => Err(error("nf.getpacket: only in target mode")),
+    })?;
+    packet::new(lua, generation)
+}
+
+/// `nf.connid()`: the conntrack id, or nil for an untracked packet.
+fn connid(ctx: &Context) -> mlua::Result<Option<Integer>> {
+    with_hook(ctx, "connid", |call| Ok(call.conntrack_id.map(Integer::from)))
+}
+
+/// `nf.hotdrop(drop)`: whether to drop the packet whatever the match result (match mode only).
+fn hotdrop(ctx: &Context, drop: &Value) -> mlua::Result<()> {
+    with_hook(ctx, "hotdrop", |call| match (call.mode, drop) {
+        (HookMode::Match, Value::Boolean(drop)) => {
+            call.hotdrop = *drop;
+            Ok(())
+        }
+        (HookMode::Match, other) => Err(bad_argument(1, "hotdrop", "boolean", other)),
+        (HookMode::Target, _) => Err(error("nf.hotdrop: only in match mode")),
+    })
 }
 
 /// `nf.netlink(port, groups, payload)`: one DATA message from this state; returns the bytes sent.
@@ -45,14 +116,9 @@ fn netlink(ctx: &Context, port: Integer, groups: Integer, payload: &Value) -> ml
     match payload {
         Value::String(s) => send(ctx, port, groups, &s.as_bytes()),
         Value::UserData(ud) => {
-            let data = ud
-                .borrow::<Data>()
-                .map_err(|_| bad_payload(payload))?
-                .clone();
+            let data = ud.borrow::<Data>().map_err(|_| bad_payload(payload))?.clone();
             check_size(data.len())?;
-            let bytes = data
-                .to_vec()
-                .map_err(|e| error(format!("nf.netlink: {e}")))?;
+            let bytes = data.to_vec().map_err(|e| error(format!("nf.netlink: {e}")))?;
             send(ctx, port, groups, &bytes)
         }
         other => Err(bad_payload(other)),
@@ -62,9 +128,7 @@ fn netlink(ctx: &Context, port: Integer, groups: Integer, payload: &Value) -> ml
 fn send(ctx: &Context, port: u32, groups: u32, payload: &[u8]) -> mlua::Result<usize> {
     check_size(payload.len())?;
     let seq = ctx.netlink_seq.fetch_add(1, Relaxed);
-    ctx.sink
-        .send_data(&ctx.name, seq, port, groups, payload)
-        .map_err(|e| error(format!("nf.netlink: {e}")))
+    ctx.sink.send_data(&ctx.name, seq, port, groups, payload).map_err(|e| error(format!("nf.netlink: {e}")))
 }
 
 fn check_size(len: usize) -> mlua::Result<()> {
@@ -77,21 +141,13 @@ fn check_size(len: usize) -> mlua::Result<()> {
 }
 
 fn bad_payload(value: &Value) -> mlua::Error {
-    error(format!(
-        "nf.netlink: payload must be a string or a data object, got {}",
-        value.type_name()
-    ))
+    error(format!("nf.netlink: payload must be a string or a data object, got {}", value.type_name()))
 }
 
 /// `nf.time()` → seconds since the epoch, milliseconds within the second.
 fn time() -> (i64, i64) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (
-        i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
-        i64::from(now.subsec_millis()),
-    )
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (i64::try_from(now.as_secs()).unwrap_or(i64::MAX), i64::from(now.subsec_millis()))
 }
 
 #[cfg(test)]

@@ -1,21 +1,94 @@
-//! `timer.create(msecs, callback)` / `timer.destroy(t)`.
+//! `timer.create(msecs, callback)` → timer; `timer.destroy(timer)` → true if it cancelled a
+//! pending timer, false if the timer had already fired or been destroyed (harmless either way).
 //!
-//! Not available yet: timers need the daemon's event loop to call back into the state. When they
-//! come, the state's `Context` will carry a handle to the daemon's timer wheel; `create` will
-//! keep the callback in the registry and `destroy` cancel it, and a timer firing will go through
-//! `State`'s entry door like every other call, under the state's limits.
+//! Timers are one-shot, as the original's: the callback runs once, with no arguments, after
+//! `msecs` milliseconds (an integer ≥ 0; 0 means "on the timer thread's next pass"), under the
+//! state's limits like any entry. A callback may create timers, which is how a script repeats
+//! something. The callback lives in the state's registry until the timer fires or is destroyed,
+//! so it counts against the state's memory; a state may hold [`MAX_TIMERS_PER_STATE`] pending
+//! timers. The timer object itself is only a handle: dropping it does not cancel the timer.
 
-use mlua::{MultiValue, Table};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::{error, Lib};
+use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataFields, Value};
+
+use super::{bad_argument, error, Lib};
+use crate::state::Context;
+use crate::timers::{Pending, MAX_TIMERS_PER_STATE};
+
+/// The Lua timer object: the id of its entry in the engine's timer queue.
+struct TimerHandle {
+    /// `None` only while `create` is still scheduling it.
+    id: Option<u64>,
+}
+
+impl UserData for TimerHandle {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_meta_field(MetaMethod::Type, "timer");
+    }
+}
 
 pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
     let timer = lib.lua.create_table_with_capacity(0, 2)?;
-    for name in ["create", "destroy"] {
-        let unavailable = lib.function(|_, _: MultiValue| -> mlua::Result<()> {
-            Err(error("timer: not available yet"))
-        })?;
-        timer.raw_set(name, unavailable)?;
-    }
+    let ctx = Arc::clone(lib.ctx);
+    let create_fn =
+        lib.function(move |lua, (msecs, callback): (Value, Value)| create(lua, &ctx, &msecs, callback))?;
+    timer.raw_set("create", create_fn)?;
+    let ctx = Arc::clone(lib.ctx);
+    timer.raw_set("destroy", lib.function(move |lua, handle: Value| destroy(lua, &ctx, &handle))?)?;
     Ok(timer)
+}
+
+fn create(lua: &Lua, ctx: &Context, msecs: &Value, callback: Value) -> mlua::Result<AnyUserData> {
+    let delay_ms = match *msecs {
+        Value::Integer(ms) => ms,
+        // As `luaL_checkinteger`: a float with an exact integer value will do.
+        Value::Number(ms) if ms.fract() == 0.0 && ms >= i64::MIN as f64 && ms < -(i64::MIN as f64) => {
+            ms as i64
+        }
+        Value::Number(_) => {
+            return Err(error("bad argument #1 to 'create' (number has no integer representation)"))
+        }
+        ref other => return Err(bad_argument(1, "create", "number", other)),
+    };
+    let delay_ms = u64::try_from(delay_ms).map_err(|_| error("timer.create: msecs must not be negative"))?;
+    let deadline = Instant::now()
+        .checked_add(Duration::from_millis(delay_ms))
+        .ok_or_else(|| error(format!("timer.create: {delay_ms} ms is too far in the future")))?;
+    let Value::Function(callback) = callback else {
+        return Err(bad_argument(2, "create", "function", &callback));
+    };
+    // Everything that allocates in Lua comes before scheduling, so a memory error leaves no
+    // timer behind.
+    let handle = lua.create_userdata(TimerHandle { id: None })?;
+    let key = lua.create_registry_value(callback)?;
+    let timer = Pending { state_id: ctx.id, state_name: Arc::clone(&ctx.name), callback: key };
+    match ctx.timers.schedule(deadline, timer) {
+        Ok(id) => {
+            handle.borrow_mut::<TimerHandle>()?.id = Some(id);
+            Ok(handle)
+        }
+        Err(timer) => {
+            let _ = lua.remove_registry_value(timer.callback);
+            Err(error(format!("timer.create: too many timers (max {MAX_TIMERS_PER_STATE})")))
+        }
+    }
+}
+
+fn destroy(lua: &Lua, ctx: &Context, handle: &Value) -> mlua::Result<bool> {
+    let id = match handle {
+        Value::UserData(ud) => ud.borrow::<TimerHandle>().ok().map(|t| t.id),
+        _ => None,
+    };
+    let Some(id) = id else {
+        return Err(bad_argument(1, "destroy", "timer", handle));
+    };
+    match id.and_then(|id| ctx.timers.cancel(ctx.id, id)) {
+        Some(callback) => {
+            let _ = lua.remove_registry_value(callback);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }

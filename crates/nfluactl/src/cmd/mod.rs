@@ -1,13 +1,14 @@
 //! One function per subcommand.
 
+mod hook;
+
 use std::io::{Read, Write};
 
 use anyhow::Context;
 use clap::CommandFactory;
 use nflua_client::consts::DATA_MAX;
 use nflua_client::{
-    parse_port, ClientConfig, ClientError, ControlSocket, CreateRequest, DataSocket, Port,
-    StateFlags,
+    parse_port, ClientConfig, ClientError, ControlSocket, CreateRequest, DataSocket, Port, StateFlags,
 };
 
 use crate::cli::{Cli, Command};
@@ -21,23 +22,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.command {
-        Command::Create {
-            name,
-            instructions,
-            memory,
-            debug,
-        } => {
-            let flags = if debug {
-                StateFlags::DEBUG
-            } else {
-                StateFlags::empty()
-            };
-            let req = CreateRequest {
-                name: &name,
-                max_runs: instructions,
-                max_alloc: memory,
-                flags,
-            };
+        Command::Create { name, instructions, memory, debug } => {
+            let flags = if debug { StateFlags::DEBUG } else { StateFlags::empty() };
+            let req = CreateRequest { name: &name, max_runs: instructions, max_alloc: memory, flags };
             control(config)?.create(&req)?;
         }
         Command::Destroy { name } => control(config)?.destroy(&name)?,
@@ -45,20 +32,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let states = control(config)?.list()?;
             output::states(&mut out, &states, json)?;
         }
-        Command::Execute {
-            name,
-            file,
-            code,
-            chunk_name,
-        } => {
+        Command::Execute { name, file, code, chunk_name } => {
             let (chunk, default_name) = match (code, file) {
                 (Some(code), _) => (code.into_bytes(), "=chunk".to_owned()),
-                (None, Some(path)) if path.as_os_str() == "-" => {
-                    (read_stdin()?, "=stdin".to_owned())
-                }
+                (None, Some(path)) if path.as_os_str() == "-" => (read_stdin()?, "=stdin".to_owned()),
                 (None, Some(path)) => {
-                    let bytes = std::fs::read(&path)
-                        .with_context(|| format!("reading {}", path.display()))?;
+                    let bytes =
+                        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                     (bytes, format!("@{}", path.display()))
                 }
                 (None, None) => anyhow::bail!("give a FILE or -e CODE"),
@@ -82,12 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Receive {
-            pid,
-            timeout,
-            count,
-            json,
-        } => {
+        Command::Receive { pid, timeout, count, json } => {
             let port = match pid {
                 Some(p) => Port::explicit(p as i64).context("--pid must be in range [1, 2^31)")?,
                 None => Port::Auto,
@@ -102,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 out.flush()?;
             }
         }
+        Command::Hook(cmd) => hook::run(config, cmd, &mut out)?,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "nfluactl", &mut out);
         }
@@ -115,8 +91,6 @@ fn control(config: ClientConfig) -> Result<ControlSocket, ClientError> {
 
 fn read_stdin() -> anyhow::Result<Vec<u8>> {
     let mut buf = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut buf)
-        .context("reading standard input")?;
+    std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
     Ok(buf)
 }

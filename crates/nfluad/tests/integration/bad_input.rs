@@ -57,14 +57,7 @@ fn truncated_oversized_and_lying_lengths() {
     raw.expect_error(EBADMSG, "invalid message length 8");
     // one message bigger than a page
     let mut big = Vec::new();
-    emit_message(
-        &mut big,
-        20,
-        MsgFlags::REQUEST | MsgFlags::DONE,
-        1,
-        raw.port(),
-        &[&vec![0u8; 5000]],
-    );
+    emit_message(&mut big, 20, MsgFlags::REQUEST | MsgFlags::DONE, 1, raw.port(), &[&vec![0u8; 5000]]);
     raw.send(&big);
     raw.expect_error(EMSGSIZE, "exceeds");
     d.assert_serving(Some("keeper"));
@@ -92,15 +85,8 @@ fn unknown_type() {
     emit_message(&mut b, 99, MsgFlags::REQUEST, 5, raw.port(), &[]);
     raw.send(&b);
     match raw.recv() {
-        Answer::Error {
-            errno,
-            message,
-            seq,
-        } => {
-            assert_eq!(
-                (errno, message.as_str(), seq),
-                (libc::EOPNOTSUPP, "unknown message type 99", 5)
-            );
+        Answer::Error { errno, message, seq } => {
+            assert_eq!((errno, message.as_str(), seq), (libc::EOPNOTSUPP, "unknown message type 99", 5));
         }
         other => panic!("{other:?}"),
     }
@@ -138,10 +124,7 @@ fn fragments_out_of_order_duplicated_and_wrong_seq() {
     let g = exec_frags(&raw, 10, 2 * SCRIPT_FRAG_SIZE);
     raw.send(&f[0]);
     raw.send(&g[1]);
-    raw.expect_error(
-        EPROTO,
-        "fragment belongs to request seq 10, pending request has seq 9",
-    );
+    raw.expect_error(EPROTO, "fragment belongs to request seq 10, pending request has seq 9");
 
     // A follow-up fragment with nothing pending.
     raw.send(&g[1]);
@@ -157,10 +140,7 @@ fn fragments_with_wrong_offsets_or_totals() {
     f[1][20..24].copy_from_slice(&5u32.to_ne_bytes()); // fragment offset
     raw.send(&f[0]);
     raw.send(&f[1]);
-    raw.expect_error(
-        EPROTO,
-        &format!("fragment offset 5 is wrong, expected {SCRIPT_FRAG_SIZE}"),
-    );
+    raw.expect_error(EPROTO, &format!("fragment offset 5 is wrong, expected {SCRIPT_FRAG_SIZE}"));
 
     // total larger than what arrives
     let mut f = exec_frags(&raw, 4, 100);
@@ -170,10 +150,7 @@ fn fragments_with_wrong_offsets_or_totals() {
     // total over the maximum
     f[0][16..20].copy_from_slice(&60_000u32.to_ne_bytes());
     raw.send(&f[0]);
-    raw.expect_error(
-        EMSGSIZE,
-        "script of 60000 bytes exceeds the maximum of 59968",
-    );
+    raw.expect_error(EMSGSIZE, "script of 60000 bytes exceeds the maximum of 59968");
     // first fragment with a non-zero fragment seq
     let mut f = exec_frags(&raw, 5, 10);
     f[0][16 + 324..16 + 328].copy_from_slice(&1u32.to_ne_bytes());
@@ -193,25 +170,14 @@ fn more_than_sixteen_fragments() {
     first.truncate(16 + 332);
     first.extend_from_slice(&body);
     first[0..4].copy_from_slice(&((16 + 332 + 10) as u32).to_ne_bytes());
-    first[6..8].copy_from_slice(
-        &(MsgFlags::REQUEST | MsgFlags::INIT | MsgFlags::MULTI)
-            .bits()
-            .to_ne_bytes(),
-    );
+    first[6..8].copy_from_slice(&(MsgFlags::REQUEST | MsgFlags::INIT | MsgFlags::MULTI).bits().to_ne_bytes());
     raw.send(&first);
     for i in 1..=16u32 {
         let mut head = Vec::new();
         head.extend_from_slice(&i.to_ne_bytes());
         head.extend_from_slice(&(i * 10).to_ne_bytes());
         let mut b = Vec::new();
-        emit_message(
-            &mut b,
-            19,
-            MsgFlags::REQUEST | MsgFlags::MULTI,
-            11,
-            raw.port(),
-            &[&head, &body],
-        );
+        emit_message(&mut b, 19, MsgFlags::REQUEST | MsgFlags::MULTI, 11, raw.port(), &[&head, &body]);
         raw.send(&b);
     }
     raw.expect_error(EMSGSIZE, "script needs more than 16 fragments");
@@ -225,10 +191,7 @@ fn bad_names() {
     let raw = Raw::new(&d);
     let cases: [(&[u8], &str); 3] = [
         (&[0u8; 64], "invalid state name: name is empty"),
-        (
-            &[b'a'; 64],
-            "invalid state name: name has no terminating NUL in its 64 bytes",
-        ),
+        (&[b'a'; 64], "invalid state name: name has no terminating NUL in its 64 bytes"),
         (b"\xff\xfe\0", "invalid state name: name is not valid UTF-8"),
     ];
     for (name, text) in cases {
@@ -257,18 +220,12 @@ fn duplicate_names_memory_and_flags() {
     let d = with_keeper();
     let mut c = d.control();
     let err = c.create(&CreateRequest::new("keeper", 10)).unwrap_err();
-    assert_eq!(
-        (err.errno(), err.to_string()),
-        (libc::EEXIST, "state 'keeper' already exists".into())
-    );
+    assert_eq!((err.errno(), err.to_string()), (libc::EEXIST, "state 'keeper' already exists".into()));
     let mut req = CreateRequest::new("tiny", 10);
     req.max_alloc = 32767;
     let err = c.create(&req).unwrap_err();
     assert_eq!(err.errno(), libc::EINVAL);
-    assert_eq!(
-        err.to_string(),
-        "memory limit 32767 is below the minimum of 32768 bytes"
-    );
+    assert_eq!(err.to_string(), "memory limit 32767 is below the minimum of 32768 bytes");
     req.max_alloc = 32768;
     c.create(&req).expect("the minimum itself is fine");
 
@@ -299,14 +256,9 @@ fn more_than_maxstates() {
         req.max_alloc = 32768;
         c.create(&req).unwrap_or_else(|e| panic!("state {i}: {e}"));
     }
-    let err = c
-        .create(&CreateRequest::new("one-too-many", 10))
-        .unwrap_err();
+    let err = c.create(&CreateRequest::new("one-too-many", 10)).unwrap_err();
     assert_eq!(err.errno(), libc::ENOSPC);
-    assert_eq!(
-        err.to_string(),
-        format!("too many states (max {MAX_STATES})")
-    );
+    assert_eq!(err.to_string(), format!("too many states (max {MAX_STATES})"));
     assert_eq!(c.list().unwrap().len(), MAX_STATES);
     // a legacy listing of all 904 fits what an old client can hold
     c.set_extended_list(false);
@@ -337,24 +289,13 @@ fn hostile_scripts() {
         .unwrap();
     assert!(lua_error(&d, "x = = 1").contains("unexpected symbol"));
     assert!(lua_error(&d, "while true do end").contains("instruction limit"));
-    assert!(
-        lua_error(&d, "local t = {} for i = 1, 1e9 do t[i] = i end").contains("not enough memory")
-    );
+    assert!(lua_error(&d, "local t = {} for i = 1, 1e9 do t[i] = i end").contains("not enough memory"));
     assert!(lua_error(&d, "local s = string.rep('x', 1 << 30)").contains("not enough memory"));
     // Whichever limit a runaway recursion meets first (stack, memory) must stop it.
     let deep = lua_error(&d, "local function f() return 1 + f() end f()");
-    assert!(
-        deep.contains("stack overflow") || deep.contains("not enough memory"),
-        "{deep}"
-    );
+    assert!(deep.contains("stack overflow") || deep.contains("not enough memory"), "{deep}");
     assert!(lua_error(&d, "coroutine.yield(1)").contains("yield"));
-    let victim = d
-        .control()
-        .list()
-        .unwrap()
-        .into_iter()
-        .find(|s| s.name == "victim")
-        .unwrap();
+    let victim = d.control().list().unwrap().into_iter().find(|s| s.name == "victim").unwrap();
     assert!(victim.cur_alloc <= victim.max_alloc, "{victim:?}");
     d.execute("victim", "ok = true").expect("victim recovers");
     d.assert_serving(Some("keeper"));
@@ -376,11 +317,7 @@ fn errors_and_yields_inside_callbacks() {
     .unwrap();
     let mut s = d.data();
     let mut buf = vec![0u8; 4096];
-    for (what, needle) in [
-        ("yield", "yield"),
-        ("loop", "instruction limit"),
-        ("thing", "bad thing"),
-    ] {
+    for (what, needle) in [("yield", "yield"), ("loop", "instruction limit"), ("thing", "bad thing")] {
         s.send("victim", what.as_bytes()).unwrap();
         match s.receive_timeout(&mut buf, 5000) {
             Err(ClientError::Daemon { errno, message }) => {
@@ -429,16 +366,12 @@ fn client_vanishing_mid_request_and_mid_reply() {
         nflua_proto::encode_list(&mut b, 2, raw.port(), true);
         raw.send(&b);
     }
-    crate::util::wait_for(
-        "the vanished LIST client to be noticed",
-        Duration::from_secs(10),
-        || d.log_text().contains("client vanished before its reply"),
-    );
-    crate::util::wait_for(
-        "the half-sent request to expire",
-        Duration::from_secs(10),
-        || d.log_text().contains("dropped half-sent requests"),
-    );
+    crate::util::wait_for("the vanished LIST client to be noticed", Duration::from_secs(10), || {
+        d.log_text().contains("client vanished before its reply")
+    });
+    crate::util::wait_for("the half-sent request to expire", Duration::from_secs(10), || {
+        d.log_text().contains("dropped half-sent requests")
+    });
     d.assert_serving(Some("keeper"));
     assert_eq!(d.state_names().len(), 201);
 }
@@ -447,10 +380,7 @@ fn client_vanishing_mid_request_and_mid_reply() {
 fn destroy_of_unknown_state() {
     let d = with_keeper();
     let err = d.control().destroy("ghost").unwrap_err();
-    assert_eq!(
-        (err.errno(), err.to_string()),
-        (libc::ENOENT, "state 'ghost' not found".into())
-    );
+    assert_eq!((err.errno(), err.to_string()), (libc::ENOENT, "state 'ghost' not found".into()));
     d.assert_serving(Some("keeper"));
 }
 
@@ -469,12 +399,7 @@ fn sender_without_permission() {
         crate::util::run_with_stdin(&mut cmd, None)
     };
     let out = run_as_nobody(&["list"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        crate::util::text(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(1), "{}", crate::util::text(&out.stderr));
     assert_eq!(
         crate::util::text(&out.stderr).trim(),
         "nfluactl: permission denied: uid 65534 may not use nfluad (see nfluad --allow-uid/--allow-gid)"
@@ -518,10 +443,7 @@ fn data_flood_is_reported_not_lost() {
     match reported {
         Some(Err(ClientError::Daemon { errno, message })) => {
             assert_eq!(errno, libc::EIO);
-            assert!(
-                message.contains("Resource temporarily unavailable"),
-                "{message}"
-            );
+            assert!(message.contains("Resource temporarily unavailable"), "{message}");
         }
         other => panic!("a full receiver must be reported to the sender, got {other:?}"),
     }

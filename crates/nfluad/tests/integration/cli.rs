@@ -5,15 +5,7 @@ use crate::util::{text, Daemon};
 #[test]
 fn create_execute_list_destroy() {
     let d = Daemon::start();
-    let out = d.ctl(&[
-        "create",
-        "web",
-        "--instructions",
-        "5000",
-        "--memory",
-        "131072",
-        "--debug",
-    ]);
+    let out = d.ctl(&["create", "web", "--instructions", "5000", "--memory", "131072", "--debug"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = d.ctl(&["execute", "web", "-e", "counter = 1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -22,10 +14,9 @@ fn create_execute_list_destroy() {
     let table = text(&out.stdout);
     assert!(table.starts_with("NAME"), "{table}");
     assert!(
-        table.lines().any(|l| l.starts_with("web")
-            && l.contains("131072")
-            && l.contains("5000")
-            && l.ends_with('d')),
+        table
+            .lines()
+            .any(|l| l.starts_with("web") && l.contains("131072") && l.contains("5000") && l.ends_with('d')),
         "{table}"
     );
 
@@ -37,10 +28,7 @@ fn create_execute_list_destroy() {
 
     assert!(d.ctl(&["destroy", "web"]).status.success());
     let out = d.ctl(&["list", "--json"]);
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
-        serde_json::json!([])
-    );
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), serde_json::json!([]));
 }
 
 #[test]
@@ -49,24 +37,13 @@ fn errors_show_the_daemon_text_and_fail() {
     assert!(d.ctl(&["create", "dup"]).status.success());
     let out = d.ctl(&["create", "dup"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        text(&out.stderr).trim(),
-        "nfluactl: state 'dup' already exists"
-    );
+    assert_eq!(text(&out.stderr).trim(), "nfluactl: state 'dup' already exists");
     let out = d.ctl(&["execute", "dup", "-e", "syntax error here"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("syntax error"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("syntax error"), "{}", text(&out.stderr));
     let out = d.ctl(&["create", "small", "--memory", "1000"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("below the minimum"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("below the minimum"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -78,10 +55,7 @@ fn execute_from_a_file_and_stdin() {
     let out = d.ctl(&["execute", "st", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(
-        err.contains(&format!("{}:2: line two", file.display())),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{}:2: line two", file.display())), "{err}");
     std::fs::remove_file(&file).unwrap();
     let out = d.ctl_stdin(&["execute", "st", "-"], Some(b"assert(from_file == 7)"));
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -99,10 +73,7 @@ fn send_and_receive() {
 
     let out = d.ctl(&["send", "ghost", "x"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        text(&out.stderr).trim(),
-        "nfluactl: state 'ghost' not found"
-    );
+    assert_eq!(text(&out.stderr).trim(), "nfluactl: state 'ghost' not found");
 
     // receive on a fixed port while a state sends to it
     let port = crate::util::private_port();
@@ -121,24 +92,14 @@ fn send_and_receive() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    crate::util::wait_for(
-        "the listener to bind",
-        std::time::Duration::from_secs(5),
-        || {
-            d.execute("echo", &format!("nf.netlink({port}, 0, 'hi there')"))
-                .is_ok()
-        },
-    );
+    crate::util::wait_for("the listener to bind", std::time::Duration::from_secs(5), || {
+        d.execute("echo", &format!("nf.netlink({port}, 0, 'hi there')")).is_ok()
+    });
     let out = {
         let _ = listener.wait();
         let mut s = String::new();
         use std::io::Read;
-        listener
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut s)
-            .unwrap();
+        listener.stdout.take().unwrap().read_to_string(&mut s).unwrap();
         s
     };
     let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

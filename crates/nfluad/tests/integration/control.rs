@@ -9,25 +9,14 @@ use crate::util::Daemon;
 fn create_list_destroy() {
     let d = Daemon::start();
     let mut c = d.control();
-    c.create(&CreateRequest {
-        name: "alpha",
-        max_runs: 5000,
-        max_alloc: 100_000,
-        flags: StateFlags::DEBUG,
-    })
-    .unwrap();
+    c.create(&CreateRequest { name: "alpha", max_runs: 5000, max_alloc: 100_000, flags: StateFlags::DEBUG })
+        .unwrap();
     c.create(&CreateRequest::new("beta", 10)).unwrap();
     let states = c.list().unwrap();
     assert_eq!(states.len(), 2);
     let alpha = states.iter().find(|s| s.name == "alpha").unwrap();
-    assert_eq!(
-        (alpha.max_alloc, alpha.max_runs, alpha.flags),
-        (100_000, Some(5000), StateFlags::DEBUG)
-    );
-    assert!(
-        alpha.cur_alloc > 0 && alpha.cur_alloc <= alpha.max_alloc,
-        "{alpha:?}"
-    );
+    assert_eq!((alpha.max_alloc, alpha.max_runs, alpha.flags), (100_000, Some(5000), StateFlags::DEBUG));
+    assert!(alpha.cur_alloc > 0 && alpha.cur_alloc <= alpha.max_alloc, "{alpha:?}");
     let beta = states.iter().find(|s| s.name == "beta").unwrap();
     assert_eq!(beta.max_alloc as usize, DEFAULT_MAX_ALLOC_BYTES);
     c.destroy("alpha").unwrap();
@@ -52,8 +41,7 @@ fn list_of_many_states_arrives_in_fragments() {
     let d = Daemon::start();
     let mut c = d.control();
     for i in 0..120 {
-        c.create(&CreateRequest::new(&format!("s{i:03}"), 100))
-            .unwrap();
+        c.create(&CreateRequest::new(&format!("s{i:03}"), 100)).unwrap();
     }
     c.send_list().unwrap();
     let mut pending = 0;
@@ -65,7 +53,7 @@ fn list_of_many_states_arrives_in_fragments() {
                 assert_eq!(c.state(), SocketState::Receiving);
             }
             Response::States(s) => break s,
-            Response::Done => panic!("LIST answered with a plain ack"),
+            other => panic!("LIST answered with {other:?}"),
         }
     };
     assert_eq!(pending, 2, "120 extended records take three fragments");
@@ -104,25 +92,17 @@ fn execute_of_the_largest_script() {
     let mut code = String::from("big_ok = true --");
     code.push_str(&"x".repeat(SCRIPT_MAX - code.len()));
     assert_eq!(code.len(), SCRIPT_MAX);
-    d.control()
-        .execute("big", code.as_bytes(), "big.lua")
-        .unwrap();
+    d.control().execute("big", code.as_bytes(), "big.lua").unwrap();
     d.execute("big", "assert(big_ok)").unwrap();
     let too_big = vec![b' '; SCRIPT_MAX + 1];
-    assert!(matches!(
-        d.control().execute("big", &too_big, ""),
-        Err(ClientError::ScriptTooLarge(_))
-    ));
+    assert!(matches!(d.control().execute("big", &too_big, ""), Err(ClientError::ScriptTooLarge(_))));
 }
 
 #[test]
 fn chunk_name_shows_in_errors() {
     let d = Daemon::start();
     d.create("st");
-    match d
-        .control()
-        .execute("st", b"\n\nerror('x')", "@myscript.lua")
-    {
+    match d.control().execute("st", b"\n\nerror('x')", "@myscript.lua") {
         Err(ClientError::Daemon { message, .. }) => {
             assert!(message.contains("myscript.lua:3"), "{message}")
         }
@@ -139,8 +119,7 @@ fn many_clients_at_once() {
         .map(|_| {
             let cfg = d.config();
             std::thread::spawn(move || {
-                let mut c =
-                    nflua_client::ControlSocket::open(cfg, nflua_client::Port::Auto).unwrap();
+                let mut c = nflua_client::ControlSocket::open(cfg, nflua_client::Port::Auto).unwrap();
                 for _ in 0..25 {
                     c.execute("shared", b"n = n + 1", "").unwrap();
                 }

@@ -43,14 +43,8 @@ fn callback_sees_pid_and_bytes_and_the_largest_payload() {
     let mut buf = vec![0u8; DATA_MAX];
     let m = s.receive_timeout(&mut buf, 5000).unwrap();
     // Lua sees the port as an integer: automatic ports have bit 31 set.
-    assert_eq!(
-        String::from_utf8_lossy(&buf[..m.len]),
-        format!("{port} {DATA_MAX} 200")
-    );
-    assert!(matches!(
-        s.send("st", &vec![0; DATA_MAX + 1]),
-        Err(ClientError::DataTooLarge(_))
-    ));
+    assert_eq!(String::from_utf8_lossy(&buf[..m.len]), format!("{port} {DATA_MAX} 200"));
+    assert!(matches!(s.send("st", &vec![0; DATA_MAX + 1]), Err(ClientError::DataTooLarge(_))));
 }
 
 #[test]
@@ -61,11 +55,8 @@ fn nf_netlink_to_another_socket() {
     let port = listener.port().unwrap();
     // Old C bindings report automatic ports as negative numbers: both work.
     let negative = port as i32;
-    d.execute(
-        "pub",
-        &format!("assert(nf.netlink({port}, 0, 'one') == 3) nf.netlink({negative}, 0, 'two')"),
-    )
-    .unwrap();
+    d.execute("pub", &format!("assert(nf.netlink({port}, 0, 'one') == 3) nf.netlink({negative}, 0, 'two')"))
+        .unwrap();
     let mut buf = vec![0u8; DATA_MAX];
     for want in ["one", "two"] {
         let m = listener.receive_timeout(&mut buf, 5000).unwrap();
@@ -78,20 +69,12 @@ fn delivery_errors_come_back_to_the_sender() {
     let d = Daemon::start();
     d.create("nocb");
     d.create("failing");
-    d.execute(
-        "failing",
-        "function __receive_callback() error('cb failed') end",
-    )
-    .unwrap();
+    d.execute("failing", "function __receive_callback() error('cb failed') end").unwrap();
     let mut s = d.data();
     let mut buf = vec![0u8; DATA_MAX];
     let cases = [
         ("ghost", libc::ENOENT, "state 'ghost' not found"),
-        (
-            "nocb",
-            libc::ENOENT,
-            "state 'nocb' has no __receive_callback",
-        ),
+        ("nocb", libc::ENOENT, "state 'nocb' has no __receive_callback"),
         ("failing", libc::EIO, "cb failed"),
     ];
     for (state, errno, text) in cases {
@@ -111,8 +94,7 @@ fn delivery_errors_come_back_to_the_sender() {
 fn stashed_buffers_are_invalid_after_the_callback() {
     let d = Daemon::start();
     d.create("st");
-    d.execute("st", "function __receive_callback(pid, b) kept = b end")
-        .unwrap();
+    d.execute("st", "function __receive_callback(pid, b) kept = b end").unwrap();
     d.data().send("st", b"abc").unwrap();
     crate::util::wait_for("the callback", std::time::Duration::from_secs(5), || {
         d.execute("st", "assert(kept)").is_ok()
@@ -123,4 +105,39 @@ fn stashed_buffers_are_invalid_after_the_callback() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn timers_fire_in_order_and_can_be_cancelled() {
+    let d = Daemon::start();
+    d.create("t");
+    let mut listener = d.data();
+    let port = listener.port().unwrap();
+    d.execute(
+        "t",
+        &format!(
+            r#"local port = {port}
+               timer.create(50, function() nf.netlink(port, 0, "first") end)
+               local doomed = timer.create(100, function() nf.netlink(port, 0, "cancelled") end)
+               timer.destroy(doomed)
+               timer.create(150, function() error("timer boom") end)
+               timer.create(200, function()
+                 nf.netlink(port, 0, "second")
+                 timer.create(20, function() nf.netlink(port, 0, "from a timer") end)
+               end)
+               timer.create(120, function() while true do end end)"#
+        ),
+    )
+    .unwrap();
+    let mut buf = vec![0u8; DATA_MAX];
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = listener.receive_timeout(&mut buf, 5000).expect("a timer message");
+        got.push(String::from_utf8_lossy(&buf[..m.len]).into_owned());
+    }
+    assert_eq!(got, vec!["first", "second", "from a timer"]);
+    assert!(matches!(listener.receive_timeout(&mut buf, 300), Err(ClientError::TimedOut)));
+    d.assert_serving(Some("t"));
+    let log = d.log_text();
+    assert!(log.contains("timer boom"), "timer errors are logged");
 }

@@ -8,13 +8,8 @@ use crate::util::Daemon;
 fn legacy_create_gets_the_default_maxruns() {
     let d = Daemon::start_with(&["--default-maxruns", "4242"]);
     let mut c = d.control();
-    let record = StateRecord {
-        name: "old".into(),
-        max_alloc: 70_000,
-        cur_alloc: 0,
-        max_runs: None,
-        flags: None,
-    };
+    let record =
+        StateRecord { name: "old".into(), max_alloc: 70_000, cur_alloc: 0, max_runs: None, flags: None };
     c.send_create_record(&record, RecordFormat::Legacy).unwrap();
     c.wait(5000).unwrap();
     let states = c.list().unwrap();
@@ -32,8 +27,5 @@ fn list_without_ext_answers_legacy_records() {
     c.set_extended_list(false);
     let states = c.list().unwrap();
     assert_eq!(states.len(), 60);
-    assert!(
-        states.iter().all(|s| s.max_runs.is_none()),
-        "legacy records carry no maxruns"
-    );
+    assert!(states.iter().all(|s| s.max_runs.is_none()), "legacy records carry no maxruns");
 }

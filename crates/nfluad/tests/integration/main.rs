@@ -1,6 +1,7 @@
 //! End-to-end tests: a real nfluad on a private port, driven through the Rust
 //! client, nfluactl and raw Netlink sockets.
 
+mod netns;
 mod util;
 
 mod bad_input;
@@ -9,3 +10,4 @@ mod control;
 mod data;
 mod legacy;
 mod lifecycle;
+mod packets;

@@ -14,9 +14,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A port id no other test (or test binary) uses at the same time.
 pub fn private_port() -> u32 {
-    0x2000_0000
-        | ((std::process::id() & 0xFFFF) << 8)
-        | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xFF)
+    0x2000_0000 | ((std::process::id() & 0xFFFF) << 8) | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xFF)
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -25,11 +23,7 @@ pub fn bin(name: &str) -> PathBuf {
         return daemon;
     }
     let path = daemon.with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` before the tests",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` before the tests", path.display());
     path
 }
 
@@ -43,10 +37,7 @@ pub fn have_root(test: &str) -> bool {
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        assert!(
-            !require_priv(),
-            "{test}: NFLUA_REQUIRE_PRIV=1 but not running as root"
-        );
+        assert!(!require_priv(), "{test}: NFLUA_REQUIRE_PRIV=1 but not running as root");
         eprintln!("SKIPPED {test}: needs root (set NFLUA_REQUIRE_PRIV=1 to make this a failure)");
     }
     root
@@ -56,6 +47,8 @@ pub struct Daemon {
     pub port: u32,
     child: Child,
     pub log: PathBuf,
+    /// Network namespace the daemon serves, `None` for the test's own.
+    pub netns: Option<String>,
 }
 
 impl Daemon {
@@ -64,10 +57,23 @@ impl Daemon {
     }
 
     pub fn start_with(args: &[&str]) -> Daemon {
+        Daemon::start_in(None, args)
+    }
+
+    /// Starts a daemon inside network namespace `netns` (via `ip netns exec`).
+    pub fn start_in(netns: Option<&str>, args: &[&str]) -> Daemon {
         let port = private_port();
         let log = std::env::temp_dir().join(format!("nfluad-test-{port:x}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(bin("nfluad"))
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("nfluad"));
+                c
+            }
+            None => Command::new(bin("nfluad")),
+        };
+        let child = cmd
             .arg("--port")
             .arg(port.to_string())
             .args(args)
@@ -76,7 +82,7 @@ impl Daemon {
             .stderr(log_file)
             .spawn()
             .expect("spawn nfluad");
-        let mut d = Daemon { port, child, log };
+        let mut d = Daemon { port, child, log, netns: netns.map(str::to_owned) };
         d.wait_ready();
         d
     }
@@ -102,18 +108,26 @@ impl Daemon {
     }
 
     pub fn control(&self) -> ControlSocket {
-        ControlSocket::open(self.config(), Port::Auto).expect("control socket")
+        let config = self.config();
+        self.in_netns(move || ControlSocket::open(config, Port::Auto)).expect("control socket")
     }
 
     pub fn data(&self) -> DataSocket {
-        DataSocket::open(self.config(), Port::Auto).expect("data socket")
+        let config = self.config();
+        self.in_netns(move || DataSocket::open(config, Port::Auto)).expect("data socket")
+    }
+
+    /// Runs `f` in the daemon's network namespace (sockets made there stay there).
+    pub fn in_netns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        match &self.netns {
+            Some(ns) => crate::netns::in_netns(ns, f),
+            None => f(),
+        }
     }
 
     /// Creates a state with the default limits.
     pub fn create(&self, name: &str) {
-        self.control()
-            .create(&CreateRequest::new(name, 1_000_000))
-            .expect("create");
+        self.control().create(&CreateRequest::new(name, 1_000_000)).expect("create");
     }
 
     pub fn execute(&self, name: &str, code: &str) -> Result<(), ClientError> {
@@ -121,12 +135,7 @@ impl Daemon {
     }
 
     pub fn state_names(&self) -> Vec<String> {
-        self.control()
-            .list()
-            .expect("list")
-            .into_iter()
-            .map(|s| s.name)
-            .collect()
+        self.control().list().expect("list").into_iter().map(|s| s.name).collect()
     }
 
     /// Runs nfluactl against this daemon.
@@ -135,13 +144,22 @@ impl Daemon {
     }
 
     pub fn ctl_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        run_with_stdin(
-            Command::new(bin("nfluactl"))
-                .arg("--port")
-                .arg(self.port.to_string())
-                .args(args),
-            stdin,
-        )
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("nfluactl"));
+                c
+            }
+            None => Command::new(bin("nfluactl")),
+        };
+        run_with_stdin(cmd.arg("--port").arg(self.port.to_string()).args(args), stdin)
+    }
+
+    /// Runs nfluactl and asserts success; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(out.status.success(), "nfluactl {args:?} failed: {}", text(&out.stderr));
+        text(&out.stdout)
     }
 
     pub fn log_text(&self) -> String {
@@ -166,12 +184,8 @@ impl Daemon {
     pub fn assert_serving(&self, keeper: Option<&str>) {
         let names = self.state_names();
         if let Some(k) = keeper {
-            assert!(
-                names.iter().any(|n| n == k),
-                "state {k} vanished: {names:?}"
-            );
-            self.execute(k, "kept = (kept or 0) + 1")
-                .expect("keeper still executes");
+            assert!(names.iter().any(|n| n == k), "state {k} vanished: {names:?}");
+            self.execute(k, "kept = (kept or 0) + 1").expect("keeper still executes");
         }
     }
 }
@@ -183,32 +197,19 @@ impl Drop for Daemon {
         if !std::thread::panicking() {
             let _ = std::fs::remove_file(&self.log);
         } else {
-            eprintln!(
-                "--- nfluad log ({}) ---\n{}",
-                self.log.display(),
-                self.log_text()
-            );
+            eprintln!("--- nfluad log ({}) ---\n{}", self.log.display(), self.log_text());
         }
     }
 }
 
 pub fn run_with_stdin(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
     use std::io::Write;
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     if let Some(bytes) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(bytes)
-            .expect("write stdin");
+        child.stdin.take().expect("stdin").write_all(bytes).expect("write stdin");
     }
     child.wait_with_output().expect("wait")
 }
@@ -227,20 +228,13 @@ pub struct Raw {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     Ack(u16),
-    Error {
-        errno: i32,
-        message: String,
-        seq: u32,
-    },
+    Error { errno: i32, message: String, seq: u32 },
     Other(String),
 }
 
 impl Raw {
     pub fn new(daemon: &Daemon) -> Raw {
-        Raw {
-            sock: NetlinkSocket::bind(Port::Auto, 0).expect("raw socket"),
-            daemon: daemon.port,
-        }
+        Raw { sock: NetlinkSocket::bind(Port::Auto, 0).expect("raw socket"), daemon: daemon.port }
     }
 
     pub fn port(&self) -> u32 {
@@ -253,8 +247,7 @@ impl Raw {
 
     /// The next reply, within 5 s.
     pub fn recv(&self) -> Answer {
-        self.recv_within(5000)
-            .expect("no reply from nfluad within 5 s")
+        self.recv_within(5000).expect("no reply from nfluad within 5 s")
     }
 
     pub fn recv_within(&self, timeout_ms: i32) -> Option<Answer> {
@@ -263,10 +256,7 @@ impl Raw {
         }
         let mut buf = vec![0u8; 16384];
         let info = self.sock.recv(&mut buf, false).expect("recv");
-        let msg = messages(&buf[..info.len])
-            .next()
-            .expect("a message")
-            .expect("well formed");
+        let msg = messages(&buf[..info.len]).next().expect("a message").expect("well formed");
         Some(match Reply::decode(&msg).expect("decodable") {
             Reply::Ack { ty } => Answer::Ack(ty.as_u16()),
             Reply::Error(e) => Answer::Error {
@@ -281,14 +271,9 @@ impl Raw {
     /// Asserts the next reply is an error with `errno` whose text contains `needle`.
     pub fn expect_error(&self, errno: i32, needle: &str) {
         match self.recv() {
-            Answer::Error {
-                errno: e, message, ..
-            } => {
+            Answer::Error { errno: e, message, .. } => {
                 assert_eq!(e, errno, "errno for {message:?}");
-                assert!(
-                    message.contains(needle),
-                    "{message:?} does not contain {needle:?}"
-                );
+                assert!(message.contains(needle), "{message:?} does not contain {needle:?}");
             }
             other => panic!("expected error {errno} ({needle}), got {other:?}"),
         }

@@ -1,0 +1,185 @@
+//! Packet hooks: what the daemon hands in ([`PacketContext`]), what comes back
+//! ([`HookOutcome`]), and the call itself, `f(frame, packet)` in a state.
+//!
+//! During the call the state's `Context` holds a [`HookCall`]: the packet functions of `nf`
+//! (`reply`, `getpacket`, `connid`, `hotdrop`) find the packet there and record their effects
+//! (hot drop, replacement packet) in it; outside a call it is `None` and they raise.
+//!
+//! The packet bytes are copied into one `data` buffer for the call; `frame` is a view of all of
+//! it and `packet` a segment of it (same memory, so writes through one show in the other). The
+//! buffer is invalidated when the call returns, so a script that stashed either view gets an
+//! error on later access rather than a stale or foreign packet. Writes a script makes to the
+//! buffer do not reach the queued packet, but `nf.reply` and `packet:send()` read the buffer, so
+//! they see them.
+//!
+//! Per call this allocates the buffer (its bytes and its shared header, two Rust allocations)
+//! and the two userdata (Lua heap, collected later). Everything else (the function name's Lua
+//! string, the state's globals table, the hook context) is reused. A buffer cannot be reused:
+//! once invalidated its memory is gone for every view, which is what makes stashed views fail.
+
+use std::ops::Range;
+
+use mlua::Value;
+use nflua_data::Data;
+
+use crate::state::State;
+use crate::traceback;
+use crate::EngineError;
+
+/// How a hook's return value is read (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookMode {
+    /// Truthy = the packet matches.
+    Match,
+    /// A verdict name, or anything else to continue with the next rule.
+    Target,
+}
+
+/// A target hook's verdict, by the name the script returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Drop,
+    Accept,
+    /// The packet was consumed (e.g. re-emitted with `packet:send`).
+    Stolen,
+    Queue,
+    Repeat,
+    Stop,
+}
+
+impl Verdict {
+    /// Every verdict, in the order of [`Verdict::name`]'s table.
+    pub const ALL: [Verdict; 6] =
+        [Verdict::Drop, Verdict::Accept, Verdict::Stolen, Verdict::Queue, Verdict::Repeat, Verdict::Stop];
+
+    /// The string a script returns for this verdict.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Drop => "drop",
+            Verdict::Accept => "accept",
+            Verdict::Stolen => "stolen",
+            Verdict::Queue => "queue",
+            Verdict::Repeat => "repeat",
+            Verdict::Stop => "stop",
+        }
+    }
+
+    /// The verdict named exactly `name` (lower case, as the original), if any.
+    pub fn from_name(name: &[u8]) -> Option<Verdict> {
+        Verdict::ALL.into_iter().find(|v| v.name().as_bytes() == name)
+    }
+}
+
+/// One packet as the daemon hands it to a hook.
+#[derive(Debug, Clone)]
+pub struct PacketContext<'a> {
+    /// A 14-byte Ethernet header followed by the IP packet.
+    pub frame: &'a [u8],
+    /// The part of `frame` given to Lua as `packet`: the IP packet (`14..len`), or only the TCP
+    /// payload with `--tcp-payload`.
+    pub lua_packet: Range<usize>,
+    pub mode: HookMode,
+    /// The packet's conntrack id, for `nf.connid`; `None` when untracked.
+    pub conntrack_id: Option<u32>,
+}
+
+/// What the hook function returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookResult {
+    Match(bool),
+    /// `None`: continue with the next rule (any return value other than a verdict name).
+    Target(Option<Verdict>),
+}
+
+/// The result of one hook call and what the script asked for on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookOutcome {
+    pub result: HookResult,
+    /// `nf.hotdrop(true)` was the last hot-drop call (match mode only).
+    pub hotdrop: bool,
+    /// `packet:send([payload])` was called: the IP packet to emit (payload replaced, lengths and
+    /// checksums fixed), normally followed by the verdict `"stolen"`.
+    pub replacement: Option<Vec<u8>>,
+}
+
+/// The packet of the running hook call, where `nf`'s packet functions find it.
+#[derive(Debug)]
+pub(crate) struct HookCall {
+    /// The call's buffer (all of the frame): `nf.reply` and `packet:send` read the IP packet
+    /// from offset 14.
+    pub(crate) frame: Data,
+    pub(crate) mode: HookMode,
+    pub(crate) conntrack_id: Option<u32>,
+    /// Numbers the state's hook calls, so a packet object from an earlier call is refused.
+    pub(crate) generation: u64,
+    pub(crate) hotdrop: bool,
+    pub(crate) replacement: Option<Vec<u8>>,
+}
+
+/// Offset of the IP packet in a frame.
+pub(crate) const ETHERNET_HEADER_LEN: usize = 14;
+
+/// Calls `function(frame, packet)` in `state` and reads the result as `packet.mode` says.
+pub(crate) fn call(
+    state: &mut State,
+    function: &str,
+    packet: &PacketContext<'_>,
+) -> Result<HookOutcome, EngineError> {
+    let range = packet.lua_packet.clone();
+    if range.start > range.end || range.end > packet.frame.len() {
+        return Err(EngineError::InvalidPacket {
+            start: range.start,
+            end: range.end,
+            len: packet.frame.len(),
+        });
+    }
+    let callable = state.global_function(function)?;
+    let frame = Data::from_bytes(packet.frame);
+    state.begin_hook(frame.clone(), packet.mode, packet.conntrack_id);
+    let returned = run(state, callable, &frame, range);
+    // Whatever happened, nothing of this call may stay reachable: views fail from now on, and
+    // `nf`'s packet functions raise again.
+    frame.invalidate();
+    let call = state.end_hook();
+    let value = returned?;
+    let (hotdrop, replacement) = call.map_or((false, None), |call| (call.hotdrop, call.replacement));
+    let result = match packet.mode {
+        HookMode::Match => HookResult::Match(!matches!(value, Value::Nil | Value::Boolean(false))),
+        HookMode::Target => HookResult::Target(match &value {
+            Value::String(s) => Verdict::from_name(&s.as_bytes()),
+            _ => None,
+        }),
+    };
+    Ok(HookOutcome { result, hotdrop, replacement })
+}
+
+/// Makes the two views and enters the state.
+fn run(state: &mut State, callable: Value, frame: &Data, range: Range<usize>) -> Result<Value, EngineError> {
+    state.count_call();
+    // The range was checked, so only making the userdata can fail, and only at the memory limit.
+    let packet = match frame.segment(range.start, Some(range.len())) {
+        Ok(packet) => packet,
+        Err(e) => return Err(state.fail("hook", e.to_string())),
+    };
+    let lua = state.lua();
+    let args = match (lua.create_userdata(frame.clone()), lua.create_userdata(packet)) {
+        (Ok(frame), Ok(packet)) => (frame, packet),
+        (Err(e), _) | (_, Err(e)) => return Err(state.fail("hook", traceback::error_message(&e))),
+    };
+    state.run_value("hook", callable, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_names_round_trip() {
+        for verdict in Verdict::ALL {
+            assert_eq!(Verdict::from_name(verdict.name().as_bytes()), Some(verdict));
+        }
+        for other in [&b"DROP"[..], b"", b"continue", b"drop "] {
+            assert_eq!(Verdict::from_name(other), None);
+        }
+    }
+}

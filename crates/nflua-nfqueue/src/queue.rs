@@ -1,0 +1,412 @@
+//! [`Queue`]: one bound netfilter queue.
+//!
+//! Design. A `Queue` is two parts so a receive callback can give verdicts while packets are
+//! still borrowed from the receive slots: `Rx` (`rx.rs`: the slots and the stash) and `Link`
+//! (`link.rs`: the socket, the verdict state machine, the outgoing buffer, the counters). This
+//! module holds the public API and the config exchanges: open, conntrack, shutdown.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::batch::{id_after, VerdictMsg};
+use crate::consts::*;
+use crate::link::Link;
+use crate::msg::{self, ConfigRequest, FlagChange, MsgIter, VerdictScope};
+use crate::packet::Packet;
+use crate::rx::Rx;
+use crate::sys::{self, Received};
+use crate::{QueueConfig, QueueError, QueueStats, Verdict};
+
+/// Default for the most packets one batch verdict decides. Also the receive batch size, so a
+/// full receive batch of equal verdicts is one message.
+pub const DEFAULT_MAX_BATCH: u32 = 64;
+
+/// The kernel answers config requests while processing them, so the ACK is normally already
+/// queued when `send` returns; this only bounds the wait if it is not.
+const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Error context when the kernel refuses NFQA_CFG_F_CONNTRACK (EOPNOTSUPP): it needs the
+/// conntrack glue for nfnetlink_queue, which some kernels are built without.
+const CONNTRACK_CONTEXT: &str =
+    "conntrack attributes for queued packets (needs kernel CONFIG_NETFILTER_NETLINK_GLUE_CT)";
+
+/// Rounds of reading allowed at shutdown to collect packets waiting in the socket.
+const SHUTDOWN_DRAIN_ROUNDS: usize = 16;
+
+/// One bound netfilter queue. Not shared between threads: each worker opens its own queue.
+///
+/// Verdicts must be given in the order packets were received (the order of the callback
+/// calls), each packet exactly once, because a batch verdict decides all waiting packets up to
+/// its id. A verdict for an id not after the previous one is sent on its own as a single
+/// verdict; see the `batch` module.
+pub struct Queue {
+    link: Link,
+    rx: Rx,
+    closed: bool,
+}
+
+/// The sending half, lent to [`Queue::recv_batch_with`] callbacks so they can give verdicts
+/// while the packet is borrowed.
+pub struct Verdicts<'q> {
+    link: &'q mut Link,
+}
+
+impl Queue {
+    /// Opens a socket, sizes its receive buffer and binds `config.queue` with copy mode,
+    /// queue length and flags in one config request, checking the kernel's ACK.
+    ///
+    /// Errors: [`QueueError::Busy`] when another socket holds the queue; `Io` when the
+    /// socket cannot be made, the caller lacks CAP_NET_ADMIN, or the kernel refuses a setting
+    /// (e.g. EOPNOTSUPP for conntrack on a kernel without
+    /// CONFIG_NETFILTER_NETLINK_GLUE_CT, as on our test machines).
+    pub fn open(config: &QueueConfig) -> Result<Queue, QueueError> {
+        let fd = sys::netfilter_socket().map_err(|e| QueueError::io("create NETLINK_NETFILTER socket", e))?;
+        if config.recv_buffer > 0 {
+            sys::set_recv_buffer(fd.as_fd(), config.recv_buffer)
+                .map_err(|e| QueueError::io("set the socket receive buffer", e))?;
+        }
+        // Best effort: only shortens error replies (kernels before 4.3 lack it).
+        let _ = sys::set_cap_ack(fd.as_fd());
+        let mut queue = Queue { link: Link::new(fd, config), rx: Rx::new(config.copy_range), closed: false };
+        let flag = |on: bool, bit: u32| if on { bit } else { 0 };
+        let request = ConfigRequest {
+            command: Some(NFQNL_CFG_CMD_BIND),
+            copy_range: Some(config.copy_range.min(MAX_COPY_RANGE)),
+            max_len: (config.max_len > 0).then_some(config.max_len),
+            flags: Some(FlagChange {
+                mask: NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO | NFQA_CFG_F_CONNTRACK,
+                values: flag(config.fail_open, NFQA_CFG_F_FAIL_OPEN)
+                    | flag(config.gso, NFQA_CFG_F_GSO)
+                    | flag(config.conntrack, NFQA_CFG_F_CONNTRACK),
+            }),
+        };
+        match queue.configure(&request, "bind the queue") {
+            Ok(()) => {}
+            Err(QueueError::Io { source, .. }) if is_busy(&source) => {
+                queue.closed = true; // nothing bound, nothing to release
+                return Err(QueueError::Busy { queue: config.queue });
+            }
+            Err(QueueError::Io { source, .. })
+                if config.conntrack && source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+            {
+                queue.closed = true;
+                return Err(QueueError::io(CONNTRACK_CONTEXT, source));
+            }
+            Err(e) => {
+                queue.closed = true;
+                return Err(e);
+            }
+        }
+        Ok(queue)
+    }
+
+    /// The queue number.
+    pub fn queue(&self) -> u16 {
+        self.link.queue
+    }
+
+    /// Counters since the queue was opened.
+    pub fn stats(&self) -> QueueStats {
+        self.link.stats
+    }
+
+    /// Times the socket overflowed (ENOBUFS) so far; see [`QueueStats::overflows`].
+    pub fn overflows(&self) -> u64 {
+        self.link.stats.overflows
+    }
+
+    /// Whether conntrack attributes are being requested.
+    pub fn conntrack(&self) -> bool {
+        self.link.conntrack
+    }
+
+    /// Sets the most packets one batch verdict may decide (at least 1; 1 sends every verdict
+    /// at once, still as a batch message of one).
+    pub fn set_max_batch(&mut self, packets: u32) {
+        self.link.batch.set_max_run(packets);
+    }
+
+    /// Turns conntrack attributes (NFQA_CFG_F_CONNTRACK, for [`Packet::conntrack_id`]) on or
+    /// off. Pending verdicts are flushed first; packets that arrive while waiting for the ACK
+    /// are kept for the next receive.
+    pub fn set_conntrack(&mut self, on: bool) -> Result<(), QueueError> {
+        let request = ConfigRequest {
+            flags: Some(FlagChange {
+                mask: NFQA_CFG_F_CONNTRACK,
+                values: if on { NFQA_CFG_F_CONNTRACK } else { 0 },
+            }),
+            ..ConfigRequest::default()
+        };
+        self.configure(&request, CONNTRACK_CONTEXT)?;
+        self.link.conntrack = on;
+        Ok(())
+    }
+
+    /// Waits at most `timeout` for packets, reads the datagrams that are ready (up to 64, one
+    /// `recvmmsg`), and calls `f` for each packet. Returns how many packets `f` saw; 0 on
+    /// timeout or a signal. Give each packet a verdict afterwards with [`verdict`](Self::verdict)
+    /// in the same order, then [`flush`](Self::flush).
+    ///
+    /// A socket overflow (ENOBUFS) is counted in [`overflows`](Self::overflows), not returned
+    /// as an error: the packets the kernel could not deliver are already gone.
+    pub fn recv_batch(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(&Packet<'_>),
+    ) -> Result<usize, QueueError> {
+        self.receive(timeout, &mut |packet, _| f(packet))
+    }
+
+    /// Like [`recv_batch`](Self::recv_batch), but `f` can give verdicts at once through the
+    /// [`Verdicts`] it is lent; pending verdicts are flushed before returning.
+    pub fn recv_batch_with(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(&Packet<'_>, &mut Verdicts<'_>),
+    ) -> Result<usize, QueueError> {
+        let n = self.receive(timeout, &mut |packet, link| f(packet, &mut Verdicts { link }))?;
+        self.link.flush()?;
+        Ok(n)
+    }
+
+    /// Queues a verdict (batched; equal consecutive verdicts/marks coalesce). Sent when the run
+    /// reaches the maximum batch, or on [`flush`](Self::flush).
+    pub fn verdict(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
+        self.link.verdict(id, verdict, mark)
+    }
+
+    /// Sends pending verdicts and then a single `NFQNL_MSG_VERDICT` for `id`, in one datagram.
+    /// The unbatched path; the benchmarks use it as the "one message per packet" baseline.
+    pub fn verdict_single(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
+        self.link.single(id, verdict, mark, None)
+    }
+
+    /// A verdict replacing the packet's bytes; sent at once (after flushing the batch).
+    ///
+    /// `payload` replaces the whole packet: if the packet was copied only partly (copy range
+    /// below its length), what was not copied is lost. At most 65531 bytes.
+    pub fn verdict_with_payload(
+        &mut self,
+        id: u32,
+        verdict: Verdict,
+        mark: Option<u32>,
+        payload: &[u8],
+    ) -> Result<(), QueueError> {
+        self.link.single(id, verdict, mark, Some(payload))
+    }
+
+    /// Sends pending batched verdicts.
+    pub fn flush(&mut self) -> Result<(), QueueError> {
+        self.link.flush()
+    }
+
+    /// Flushes pending verdicts, decides the packets received but not decided (accept when
+    /// fail-open, else drop), and unbinds the queue. Dropping a `Queue` does the same but can
+    /// only ignore errors.
+    pub fn close(mut self) -> Result<(), QueueError> {
+        self.closed = true;
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), QueueError> {
+        let flushed = self.link.flush();
+        if self.link.fail_open {
+            // Collect what waits in the socket too, so it is accepted rather than dropped by the
+            // unbind. Packets arriving after this are dropped by the kernel when we unbind; with
+            // --queue-bypass, packets after the unbind pass.
+            for _ in 0..SHUTDOWN_DRAIN_ROUNDS {
+                match self.receive(Duration::ZERO, &mut |_, _| {}) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        let undecided = match (self.link.last_received, self.link.batch.last_id()) {
+            (Some(received), Some(decided)) => id_after(received, decided).then_some(received),
+            (received, _) => received,
+        };
+        let decided = match undecided {
+            Some(id) => {
+                let verdict = if self.link.fail_open { Verdict::Accept } else { Verdict::Drop };
+                self.link.encode(VerdictMsg { scope: VerdictScope::UpTo, id, verdict, mark: None });
+                self.link.send_tx()
+            }
+            None => Ok(()),
+        };
+        let request = ConfigRequest { command: Some(NFQNL_CFG_CMD_UNBIND), ..ConfigRequest::default() };
+        let unbound = self.configure(&request, "unbind the queue");
+        flushed.and(decided).and(unbound)
+    }
+
+    /// Sends one config request (after any pending verdicts) and waits for its ACK. Retries
+    /// once on EAGAIN, which the kernel answers after loading a module the request needs.
+    fn configure(&mut self, request: &ConfigRequest, context: &'static str) -> Result<(), QueueError> {
+        self.link.flush()?;
+        for attempt in 0..2 {
+            let seq = self.link.next_seq();
+            let mut buf = Vec::with_capacity(64);
+            msg::encode_config(&mut buf, self.link.queue, seq, request);
+            sys::send_to_kernel(self.link.fd.as_fd(), &[&buf]).map_err(|e| QueueError::io(context, e))?;
+            match self.wait_ack(seq, context) {
+                Err(QueueError::Io { source, .. })
+                    if attempt == 0 && source.raw_os_error() == Some(libc::EAGAIN) => {}
+                other => return other,
+            }
+        }
+        Err(QueueError::io(context, io::Error::from_raw_os_error(libc::EAGAIN)))
+    }
+
+    /// Reads until the ACK (or error reply) for `seq` arrives, stashing anything else.
+    fn wait_ack(&mut self, seq: u32, context: &'static str) -> Result<(), QueueError> {
+        let deadline = Instant::now() + ACK_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(QueueError::io(
+                    context,
+                    io::Error::new(io::ErrorKind::TimedOut, "no ACK from the kernel"),
+                ));
+            }
+            if !sys::poll_readable(self.link.fd.as_fd(), left)
+                .map_err(|e| QueueError::io("poll the queue socket", e))?
+            {
+                continue;
+            }
+            let n = self.rx.read(self.link.fd.as_fd(), &mut self.link.stats)?;
+            let mut answer = None;
+            for i in 0..n {
+                let info = self.rx.received[i];
+                let bytes = self.rx.slot(i, info.len);
+                if !info.from_kernel {
+                    self.link.stats.foreign += 1;
+                    continue;
+                }
+                let ack = MsgIter::new(bytes).map_while(Result::ok).find_map(|m| {
+                    (m.kind == NLMSG_ERROR && m.seq == seq).then(|| msg::error_code(m.payload))
+                });
+                match ack {
+                    Some(code) => answer = Some(code),
+                    // Packets queued before the ACK: keep them for the next receive. Only
+                    // happens while configuring, never in steady state.
+                    None => self.rx.stash.push(bytes.to_vec()),
+                }
+            }
+            match answer {
+                None => continue,
+                Some(Some(0)) => return Ok(()),
+                Some(Some(code)) => {
+                    return Err(QueueError::io(context, io::Error::from_raw_os_error(code.saturating_neg())))
+                }
+                Some(None) => return Err(QueueError::Malformed(format!("{context}: error reply too short"))),
+            }
+        }
+    }
+
+    /// Delivers stashed datagrams if any, else waits for and reads one batch.
+    fn receive(
+        &mut self,
+        timeout: Duration,
+        f: &mut dyn FnMut(&Packet<'_>, &mut Link),
+    ) -> Result<usize, QueueError> {
+        if !self.rx.stash.is_empty() {
+            let stash = std::mem::take(&mut self.rx.stash);
+            let info = |len| Received { len, truncated: false, from_kernel: true };
+            return Ok(stash.iter().map(|d| self.link.deliver(d, info(d.len()), f)).sum());
+        }
+        if !sys::poll_readable(self.link.fd.as_fd(), timeout)
+            .map_err(|e| QueueError::io("poll the queue socket", e))?
+        {
+            return Ok(0);
+        }
+        let n = self.rx.read(self.link.fd.as_fd(), &mut self.link.stats)?;
+        let mut packets = 0;
+        for i in 0..n {
+            let info = self.rx.received[i];
+            packets += self.link.deliver(self.rx.slot(i, info.len), info, f);
+        }
+        Ok(packets)
+    }
+}
+
+/// How the kernel says "another socket holds this queue": EBUSY from older code paths, EPERM
+/// from the port check that comes first in current kernels. EPERM also means "no
+/// CAP_NET_ADMIN", so it only counts as busy when we have that capability.
+fn is_busy(error: &io::Error) -> bool {
+    match error.raw_os_error() {
+        Some(libc::EBUSY) => true,
+        Some(libc::EPERM) => sys::has_net_admin(),
+        _ => false,
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            // Nowhere to report errors from a destructor; `close` returns them.
+            let _ = self.shutdown();
+        }
+    }
+}
+
+impl AsRawFd for Queue {
+    fn as_raw_fd(&self) -> RawFd {
+        self.link.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Queue {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.link.fd.as_fd()
+    }
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("queue", &self.link.queue)
+            .field("fd", &self.link.fd.as_raw_fd())
+            .field("stats", &self.link.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verdicts<'_> {
+    /// The queue number.
+    pub fn queue(&self) -> u16 {
+        self.link.queue
+    }
+
+    /// As [`Queue::verdict`].
+    pub fn verdict(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
+        self.link.verdict(id, verdict, mark)
+    }
+
+    /// As [`Queue::verdict_single`].
+    pub fn verdict_single(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
+        self.link.single(id, verdict, mark, None)
+    }
+
+    /// As [`Queue::verdict_with_payload`].
+    pub fn verdict_with_payload(
+        &mut self,
+        id: u32,
+        verdict: Verdict,
+        mark: Option<u32>,
+        payload: &[u8],
+    ) -> Result<(), QueueError> {
+        self.link.single(id, verdict, mark, Some(payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Queue>();
+    }
+}

@@ -1,0 +1,235 @@
+//! Every system call of the crate: a `NETLINK_NETFILTER` socket, its options, `poll`,
+//! `recvmmsg` and `sendmsg`. Each function is a thin, typed, safe wrapper.
+//!
+//! # Safety
+//!
+//! All `unsafe` of the crate is in this module. Each block passes the C library pointers to
+//! Rust memory that is alive and borrowed for the whole call (`&`/`&mut` slices, locals), with
+//! lengths taken from the same objects, and the structures handed over (`sockaddr_nl`,
+//! `pollfd`, `iovec`, `msghdr`, `mmsghdr`) are plain C data for which all-zero bytes are a
+//! valid value. The kernel writes only within the lengths given. File descriptors come from an
+//! `OwnedFd` (or a borrow of one) and so are open for the duration of each call; the only raw
+//! descriptor taken over is the one `socket()` just returned.
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+/// Most datagrams one `recvmmsg` call reads.
+pub(crate) const MAX_RECV_SLOTS: usize = 64;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_NETFILTER)` followed by
+/// `bind` to a port the kernel picks. Non-blocking because every wait goes through [`poll`] with
+/// a timeout.
+pub(crate) fn netfilter_socket() -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; a non-negative return is a fresh descriptor that we alone own.
+    let fd = unsafe {
+        let raw = cvt(libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            libc::NETLINK_NETFILTER,
+        ))?;
+        OwnedFd::from_raw_fd(raw)
+    };
+    // SAFETY: sockaddr_nl is plain data; zero is "port chosen by the kernel, no groups".
+    let mut addr: libc::sockaddr_nl = unsafe { mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `addr` is a live local of the size passed.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_nl).cast(),
+            mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
+}
+
+fn setsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and its size is passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+fn getsockopt_int(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live locals; the kernel writes at most `len` bytes.
+    cvt(unsafe {
+        libc::getsockopt(fd.as_raw_fd(), level, name, (&mut value as *mut libc::c_int).cast(), &mut len)
+    })?;
+    Ok(value)
+}
+
+/// Sets the receive buffer: `SO_RCVBUFFORCE` (beyond `net.core.rmem_max`, needs
+/// CAP_NET_ADMIN, which a queue reader has anyway), falling back to `SO_RCVBUF` when refused.
+/// Returns the size the kernel actually uses (it doubles the request for bookkeeping).
+pub(crate) fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX / 2);
+    if let Err(e) = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, value) {
+        if e.raw_os_error() != Some(libc::EPERM) {
+            return Err(e);
+        }
+        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, value)?;
+    }
+    let got = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)?;
+    Ok(usize::try_from(got).unwrap_or(0))
+}
+
+/// `NETLINK_CAP_ACK`: error replies carry only the header of the failed request, not all of
+/// it, so a rejected 64 KiB payload verdict does not come back as a 64 KiB error.
+pub(crate) fn set_cap_ack(fd: BorrowedFd<'_>) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)
+}
+
+/// `poll` for readability (or a pending socket error such as ENOBUFS) for at most `timeout`,
+/// rounded up to whole milliseconds so short waits do not become busy loops. `Ok(false)` on
+/// timeout and on EINTR, so a signal lets the caller look at its shutdown flag.
+pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int;
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one live pollfd, count 1.
+    match cvt(unsafe { libc::poll(&mut pfd, 1, ms) }) {
+        Ok(n) => Ok(n > 0 && pfd.revents != 0),
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends one datagram, gathered from `parts`, to the kernel (port 0). Several Netlink messages
+/// may share the datagram; the kernel processes them in order.
+pub(crate) fn send_to_kernel(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<usize> {
+    // SAFETY: plain data; zero is the kernel's address (port 0, no groups).
+    let mut addr: libc::sockaddr_nl = unsafe { mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 4];
+    let count = parts.len().min(iov.len());
+    for (slot, part) in iov.iter_mut().zip(parts) {
+        // The kernel only reads through iov_base here; the cast to *mut is what iovec requires.
+        *slot = libc::iovec { iov_base: part.as_ptr() as *mut libc::c_void, iov_len: part.len() };
+    }
+    // SAFETY: plain data; every pointer field is set below.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_nl).cast();
+    msg.msg_namelen = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = count as _;
+    loop {
+        // SAFETY: `msg` points at `addr` and `iov`, which point at the borrowed `parts`; all
+        // outlive the call.
+        let ret = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, 0) };
+        if ret >= 0 {
+            return Ok(ret as usize);
+        }
+        let e = io::Error::last_os_error();
+        // A signal before anything was sent: nothing happened, so just send again.
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// What `recvmmsg` reported about one datagram.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Received {
+    pub len: usize,
+    /// MSG_TRUNC: the datagram was longer than its slot and was cut.
+    pub truncated: bool,
+    /// Sent by the kernel (port 0) rather than by another process.
+    pub from_kernel: bool,
+}
+
+/// `recvmmsg(MSG_DONTWAIT)` into consecutive `slot_size`-byte slots of `buf`, at most
+/// `out.len()` and [`MAX_RECV_SLOTS`] datagrams. Returns how many arrived (0 if none was ready);
+/// `out[..n]` describes them.
+pub(crate) fn recv_many(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    slot_size: usize,
+    out: &mut [Received],
+) -> io::Result<usize> {
+    let slots = out.len().min(MAX_RECV_SLOTS).min(buf.len() / slot_size.max(1));
+    if slots == 0 {
+        return Ok(0);
+    }
+    // SAFETY (all three): arrays of plain C data, valid when zeroed; pointers are set below.
+    let mut addrs: [libc::sockaddr_nl; MAX_RECV_SLOTS] = unsafe { mem::zeroed() };
+    let mut iov: [libc::iovec; MAX_RECV_SLOTS] = unsafe { mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; MAX_RECV_SLOTS] = unsafe { mem::zeroed() };
+    for (i, chunk) in buf.chunks_exact_mut(slot_size).take(slots).enumerate() {
+        iov[i] = libc::iovec { iov_base: chunk.as_mut_ptr().cast(), iov_len: chunk.len() };
+        let hdr = &mut msgs[i].msg_hdr;
+        hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_nl).cast();
+        hdr.msg_namelen = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        hdr.msg_iov = &mut iov[i];
+        hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `msgs[..slots]` point at `addrs`, `iov` and disjoint chunks of `buf`, all alive
+    // and exclusively borrowed for the call; a null timeout means "no timeout" (and with
+    // MSG_DONTWAIT the call never waits anyway).
+    let ret = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            slots as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(0),
+            _ => Err(e),
+        };
+    }
+    let n = ret as usize;
+    for (info, m) in out.iter_mut().zip(&msgs[..n]) {
+        *info = Received {
+            len: (m.msg_len as usize).min(slot_size),
+            truncated: m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            from_kernel: m.msg_hdr.msg_namelen as usize >= mem::size_of::<libc::sockaddr_nl>(),
+        };
+    }
+    for (info, addr) in out.iter_mut().zip(&addrs[..n]) {
+        info.from_kernel &= addr.nl_pid == 0;
+    }
+    Ok(n)
+}
+
+/// Whether this process has CAP_NET_ADMIN in its effective set (read from `/proc/self/status`).
+/// Used to tell apart the two meanings of EPERM when binding a queue: "not allowed at all" and
+/// "the queue belongs to another socket".
+pub(crate) fn has_net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}

@@ -1,0 +1,263 @@
+//! Hook messages, this product's addition (types 32..=34): bind NFQUEUE
+//! queues to a state's function.
+//!
+//! ```text
+//!  hook record (156 bytes)
+//!   0 queue_first u32 | 4 queue_last u32 | 8 mode u32 (0 match, 1 target)
+//!  12 flags u32 (bit 0: tcp-payload) | 16 on_error u32 (verdict, or 0xFFFFFFFF = continue)
+//!  20 eval_mark u32 | 24 match_mark u32 | 28 state[64] | 92 function[64]
+//!
+//!  HOOK_ADD   hdr | hook record                → ack
+//!  HOOK_DEL   hdr | queue u32 (any queue of it) → ack
+//!  HOOK_LIST  hdr                              → hdr(HOOK_LIST, DONE) | count u32 | records
+//! ```
+
+use crate::consts::STATE_NAME_MAX;
+use crate::error::DecodeError;
+use crate::header::{emit_message, MsgFlags, MsgType};
+use crate::name::{emit_name, state_name};
+use crate::wire::{get_u32, put_u32};
+
+/// Size of a hook record on the wire.
+pub const HOOK_RECORD_LEN: usize = 28 + 2 * STATE_NAME_MAX;
+/// Hooks a daemon holds at most: their listing fits one page.
+pub const MAX_HOOKS: usize = 16;
+/// Queues one hook may span (`--queue-balance`).
+pub const MAX_HOOK_QUEUES: u32 = 64;
+/// Default mark bit saying "evaluated by nflua".
+pub const DEFAULT_EVAL_MARK: u32 = 0x1000_0000;
+/// Default mark bit saying "the Lua function matched".
+pub const DEFAULT_MATCH_MARK: u32 = 0x2000_0000;
+
+/// How the function's result is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookMode {
+    /// true/false: marks the packet and repeats the rule set.
+    Match,
+    /// The returned string is the verdict.
+    Target,
+}
+
+/// What a hook does when Lua fails (error, limit, missing function).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Continue with the next rule (fail-open), the default.
+    Continue,
+    /// A netfilter verdict number (`NF_DROP` = 0, `NF_ACCEPT` = 1, ...).
+    Verdict(u32),
+}
+
+const CONTINUE_CODE: u32 = u32::MAX;
+/// Highest netfilter verdict number (`NF_STOP`).
+const MAX_VERDICT: u32 = 5;
+
+/// A hook as created by HOOK_ADD and listed by HOOK_LIST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSpec {
+    pub queue_first: u16,
+    pub queue_last: u16,
+    pub mode: HookMode,
+    /// Give Lua only the TCP payload; packets without one do not match.
+    pub tcp_payload: bool,
+    pub on_error: OnError,
+    pub eval_mark: u32,
+    pub match_mark: u32,
+    pub state: String,
+    pub function: String,
+}
+
+impl HookSpec {
+    /// Checks what decoding cannot: ranges and marks.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.queue_last < self.queue_first {
+            return Err(format!("queue range {}:{} is empty", self.queue_first, self.queue_last));
+        }
+        if u32::from(self.queue_last - self.queue_first) >= MAX_HOOK_QUEUES {
+            return Err(format!("a hook spans at most {MAX_HOOK_QUEUES} queues"));
+        }
+        if self.eval_mark == 0 || self.match_mark == 0 || self.eval_mark & self.match_mark != 0 {
+            return Err("eval and match marks must be non-zero and disjoint".into());
+        }
+        Ok(())
+    }
+
+    pub fn queues(&self) -> std::ops::RangeInclusive<u16> {
+        self.queue_first..=self.queue_last
+    }
+
+    pub fn parse(p: &[u8]) -> Result<HookSpec, DecodeError> {
+        if p.len() != HOOK_RECORD_LEN {
+            return Err(DecodeError::BadPayloadSize { ty: "HOOK_ADD", expected: "156 bytes", got: p.len() });
+        }
+        let first = get_u32(p, 0);
+        let last = get_u32(p, 4);
+        let (Ok(queue_first), Ok(queue_last)) = (u16::try_from(first), u16::try_from(last)) else {
+            return Err(DecodeError::BadField { field: "queue", value: first.max(last) });
+        };
+        let mode = match get_u32(p, 8) {
+            0 => HookMode::Match,
+            1 => HookMode::Target,
+            other => return Err(DecodeError::BadField { field: "mode", value: other }),
+        };
+        let flags = get_u32(p, 12);
+        if flags & !1 != 0 {
+            return Err(DecodeError::BadField { field: "flags", value: flags });
+        }
+        let on_error = match get_u32(p, 16) {
+            CONTINUE_CODE => OnError::Continue,
+            v if v <= MAX_VERDICT => OnError::Verdict(v),
+            other => return Err(DecodeError::BadField { field: "on_error", value: other }),
+        };
+        let state = state_name(&p[28..92]).map_err(DecodeError::StateName)?.to_owned();
+        let function = state_name(&p[92..156]).map_err(DecodeError::FunctionName)?.to_owned();
+        Ok(HookSpec {
+            queue_first,
+            queue_last,
+            mode,
+            tcp_payload: flags & 1 != 0,
+            on_error,
+            eval_mark: get_u32(p, 20),
+            match_mark: get_u32(p, 24),
+            state,
+            function,
+        })
+    }
+
+    /// Appends the record. Names are cut to 63 bytes; callers check them first.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        put_u32(out, u32::from(self.queue_first));
+        put_u32(out, u32::from(self.queue_last));
+        put_u32(out, if self.mode == HookMode::Match { 0 } else { 1 });
+        put_u32(out, u32::from(self.tcp_payload));
+        put_u32(
+            out,
+            match self.on_error {
+                OnError::Continue => CONTINUE_CODE,
+                OnError::Verdict(v) => v,
+            },
+        );
+        put_u32(out, self.eval_mark);
+        put_u32(out, self.match_mark);
+        emit_name(out, &self.state, STATE_NAME_MAX);
+        emit_name(out, &self.function, STATE_NAME_MAX);
+    }
+}
+
+pub fn encode_hook_add(out: &mut Vec<u8>, seq: u32, pid: u32, spec: &HookSpec) {
+    let mut body = Vec::with_capacity(HOOK_RECORD_LEN);
+    spec.emit(&mut body);
+    emit_message(out, MsgType::HookAdd.as_u16(), MsgFlags::REQUEST, seq, pid, &[&body]);
+}
+
+pub fn encode_hook_del(out: &mut Vec<u8>, seq: u32, pid: u32, queue: u16) {
+    emit_message(
+        out,
+        MsgType::HookDel.as_u16(),
+        MsgFlags::REQUEST,
+        seq,
+        pid,
+        &[&u32::from(queue).to_ne_bytes()],
+    );
+}
+
+pub fn encode_hook_list(out: &mut Vec<u8>, seq: u32, pid: u32) {
+    emit_message(out, MsgType::HookList.as_u16(), MsgFlags::REQUEST, seq, pid, &[]);
+}
+
+/// The whole HOOK_LIST answer: one message (at most [`MAX_HOOKS`] records fit a page).
+pub fn encode_hook_list_reply(out: &mut Vec<u8>, seq: u32, pid: u32, hooks: &[HookSpec]) {
+    let mut body = Vec::with_capacity(4 + hooks.len() * HOOK_RECORD_LEN);
+    put_u32(&mut body, hooks.len() as u32);
+    for h in hooks {
+        h.emit(&mut body);
+    }
+    emit_message(out, MsgType::HookList.as_u16(), MsgFlags::DONE, seq, pid, &[&body]);
+}
+
+/// Decodes a HOOK_DEL payload.
+pub fn parse_hook_del(p: &[u8]) -> Result<u16, DecodeError> {
+    if p.len() != 4 {
+        return Err(DecodeError::BadPayloadSize { ty: "HOOK_DEL", expected: "4 bytes", got: p.len() });
+    }
+    let q = get_u32(p, 0);
+    u16::try_from(q).map_err(|_| DecodeError::BadField { field: "queue", value: q })
+}
+
+/// Decodes a HOOK_LIST answer.
+pub fn parse_hook_list(p: &[u8]) -> Result<Vec<HookSpec>, DecodeError> {
+    if p.len() < 4 {
+        return Err(DecodeError::BadPayloadSize {
+            ty: "HOOK_LIST",
+            expected: "at least 4 bytes",
+            got: p.len(),
+        });
+    }
+    let n = get_u32(p, 0) as usize;
+    let records = &p[4..];
+    if n > MAX_HOOKS || records.len() != n * HOOK_RECORD_LEN {
+        return Err(DecodeError::BadPayloadSize {
+            ty: "HOOK_LIST",
+            expected: "count × 156 bytes",
+            got: records.len(),
+        });
+    }
+    records.chunks_exact(HOOK_RECORD_LEN).map(HookSpec::parse).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> HookSpec {
+        HookSpec {
+            queue_first: 2,
+            queue_last: 3,
+            mode: HookMode::Target,
+            tcp_payload: true,
+            on_error: OnError::Verdict(0),
+            eval_mark: DEFAULT_EVAL_MARK,
+            match_mark: DEFAULT_MATCH_MARK,
+            state: "fw".into(),
+            function: "filter".into(),
+        }
+    }
+
+    #[test]
+    fn record_layout_and_round_trip() {
+        let mut b = Vec::new();
+        spec().emit(&mut b);
+        assert_eq!(b.len(), HOOK_RECORD_LEN);
+        assert_eq!(&b[0..4], &2u32.to_ne_bytes()); // queue_first
+        assert_eq!(&b[8..12], &1u32.to_ne_bytes()); // mode: target
+        assert_eq!(&b[12..16], &1u32.to_ne_bytes()); // flags: tcp-payload
+        assert_eq!(&b[16..20], &0u32.to_ne_bytes()); // on_error: NF_DROP
+        assert_eq!(&b[28..31], b"fw\0");
+        assert_eq!(&b[92..99], b"filter\0");
+        assert_eq!(HookSpec::parse(&b), Ok(spec()));
+    }
+
+    #[test]
+    fn bad_fields_are_errors() {
+        let mut b = Vec::new();
+        spec().emit(&mut b);
+        b[8..12].copy_from_slice(&7u32.to_ne_bytes());
+        assert_eq!(HookSpec::parse(&b), Err(DecodeError::BadField { field: "mode", value: 7 }));
+        let mut b = Vec::new();
+        spec().emit(&mut b);
+        b[16..20].copy_from_slice(&9u32.to_ne_bytes());
+        assert_eq!(HookSpec::parse(&b), Err(DecodeError::BadField { field: "on_error", value: 9 }));
+        let mut s = spec();
+        s.queue_last = 1;
+        assert!(s.validate().is_err());
+        s.queue_last = 200;
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn list_round_trip() {
+        let mut b = Vec::new();
+        encode_hook_list_reply(&mut b, 1, 0, &[spec(), spec()]);
+        let msg = crate::messages(&b).next().unwrap().unwrap();
+        assert_eq!(parse_hook_list(msg.payload).unwrap(), vec![spec(), spec()]);
+    }
+}

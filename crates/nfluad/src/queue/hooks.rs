@@ -1,0 +1,210 @@
+//! The hook table: which queues feed which state's function, and the worker
+//! threads that serve them. Lives on the control thread; workers share only
+//! the engine and their stop flag.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use nflua_engine::{Engine, EngineError};
+use nflua_nfqueue::{Queue, QueueConfig, QueueError};
+use nflua_proto::errno;
+use nflua_proto::hook::MAX_HOOKS;
+use nflua_proto::HookSpec;
+
+use super::worker::{HookStats, Worker};
+
+/// Why a hook could not be added or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("invalid hook: {0}")]
+    Invalid(String),
+    #[error("too many hooks (max {MAX_HOOKS})")]
+    TooMany,
+    #[error("queue {queue} is already used by the hook of state '{state}'")]
+    QueueTaken { queue: u16, state: String },
+    #[error("no hook on queue {0}")]
+    NoHook(u16),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("queue {queue}: {source}")]
+    Queue { queue: u16, source: QueueError },
+    #[error("could not start a worker: {0}")]
+    Spawn(std::io::Error),
+}
+
+impl HookError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            HookError::Invalid(_) => errno::EINVAL,
+            HookError::TooMany => errno::ENOSPC,
+            HookError::QueueTaken { .. } => errno::EBUSY,
+            HookError::NoHook(_) => errno::ENOENT,
+            HookError::Engine(e) => e.errno(),
+            HookError::Queue { source: QueueError::Busy { .. }, .. } => errno::EBUSY,
+            HookError::Queue { source: QueueError::Io { source, .. }, .. } => {
+                source.raw_os_error().unwrap_or(errno::EIO)
+            }
+            HookError::Queue { .. } | HookError::Spawn(_) => errno::EIO,
+        }
+    }
+}
+
+/// Settings every queue of every hook gets.
+#[derive(Debug, Clone)]
+pub struct QueueDefaults {
+    pub max_len: u32,
+    pub recv_buffer: usize,
+}
+
+struct RunningQueue {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+struct Entry {
+    spec: HookSpec,
+    queues: Vec<RunningQueue>,
+    stats: Arc<HookStats>,
+}
+
+pub struct Hooks {
+    engine: Arc<Engine>,
+    defaults: QueueDefaults,
+    entries: Vec<Entry>,
+}
+
+impl Hooks {
+    pub fn new(engine: Arc<Engine>, defaults: QueueDefaults) -> Hooks {
+        Hooks { engine, defaults, entries: Vec::new() }
+    }
+
+    pub fn list(&self) -> Vec<HookSpec> {
+        self.entries.iter().map(|e| e.spec.clone()).collect()
+    }
+
+    /// Binds the spec's queues and starts their workers; all or nothing.
+    pub fn add(&mut self, spec: HookSpec) -> Result<(), HookError> {
+        spec.validate().map_err(HookError::Invalid)?;
+        if self.entries.len() >= MAX_HOOKS {
+            return Err(HookError::TooMany);
+        }
+        for e in &self.entries {
+            if let Some(q) = spec.queues().find(|q| e.spec.queues().contains(q)) {
+                return Err(HookError::QueueTaken { queue: q, state: e.spec.state.clone() });
+            }
+        }
+        self.engine.pin(&spec.state)?;
+        let stats = Arc::new(HookStats::default());
+        let mut queues = Vec::new();
+        for queue in spec.queues() {
+            match self.start(&spec, queue, &stats) {
+                Ok(q) => queues.push(q),
+                Err(e) => {
+                    stop_all(queues);
+                    self.engine.unpin(&spec.state);
+                    return Err(e);
+                }
+            }
+        }
+        tracing::info!(state = %spec.state, function = %spec.function, first = spec.queue_first, last = spec.queue_last, "hook added");
+        self.entries.push(Entry { spec, queues, stats });
+        Ok(())
+    }
+
+    /// Opens the queue inside its worker thread (so nothing about the
+    /// socket needs to cross threads) and waits for the outcome.
+    fn start(&self, spec: &HookSpec, queue: u16, stats: &Arc<HookStats>) -> Result<RunningQueue, HookError> {
+        let config = QueueConfig {
+            queue,
+            copy_range: 0xFFFF,
+            max_len: self.defaults.max_len,
+            fail_open: true,
+            gso: true,
+            conntrack: self.engine.wants_conntrack(&spec.state),
+            recv_buffer: self.defaults.recv_buffer,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (engine, spec_c, stats_c, stop_c) =
+            (Arc::clone(&self.engine), spec.clone(), Arc::clone(stats), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name(format!("nfq-{queue}"))
+            .spawn(move || {
+                // A kernel without conntrack glue refuses the flag; the worker
+                // then derives nf.connid from the flow itself.
+                let opened = Queue::open(&config).or_else(|e| {
+                    if config.conntrack {
+                        Queue::open(&QueueConfig { conntrack: false, ..config.clone() })
+                    } else {
+                        Err(e)
+                    }
+                });
+                let queue = match opened {
+                    Ok(q) => {
+                        let _ = ready_tx.send(Ok(()));
+                        q
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                Worker { queue, spec: spec_c, engine, stop: stop_c, stats: stats_c }.run();
+            })
+            .map_err(HookError::Spawn)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(RunningQueue { stop, thread }),
+            Ok(Err(source)) => {
+                let _ = thread.join();
+                Err(HookError::Queue { queue, source })
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(HookError::Spawn(std::io::Error::other("worker ended before opening its queue")))
+            }
+        }
+    }
+
+    /// Stops the hook holding `queue` and releases its state.
+    pub fn del(&mut self, queue: u16) -> Result<(), HookError> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.spec.queues().contains(&queue))
+            .ok_or(HookError::NoHook(queue))?;
+        let entry = self.entries.remove(at);
+        stop_all(entry.queues);
+        self.engine.unpin(&entry.spec.state);
+        tracing::info!(
+            state = %entry.spec.state,
+            packets = entry.stats.packets.load(Ordering::Relaxed),
+            errors = entry.stats.errors.load(Ordering::Relaxed),
+            "hook removed"
+        );
+        Ok(())
+    }
+
+    /// Stops every worker (their queues flush pending verdicts and unbind).
+    pub fn clear(&mut self) {
+        for e in self.entries.drain(..) {
+            stop_all(e.queues);
+            self.engine.unpin(&e.spec.state);
+        }
+    }
+}
+
+fn stop_all(queues: Vec<RunningQueue>) {
+    for q in &queues {
+        q.stop.store(true, Ordering::Relaxed);
+    }
+    for q in queues {
+        let _ = q.thread.join();
+    }
+}
+
+impl Drop for Hooks {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}

@@ -1,0 +1,249 @@
+//! One queue's worker: read a batch, ask Lua about each packet, send the
+//! verdicts (batched), repeat until told to stop. Each packet gets exactly
+//! one verdict; a Lua failure gives the hook's on-error verdict.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nflua_engine::{Engine, HookMode as EngineMode, HookResult, PacketContext, Verdict as EngineVerdict};
+use nflua_nfqueue::{Packet, Queue, Verdict};
+use nflua_proto::{HookMode, HookSpec};
+
+use super::verdict::{decide, with_replacement, Decision, Evaluation};
+
+/// How long a worker waits for packets before it looks at its stop flag.
+const POLL: Duration = Duration::from_millis(200);
+/// Bytes of the Ethernet header put in front of the IP packet for Lua.
+const ETH_LEN: usize = 14;
+
+/// Counters of one hook, shared by its workers.
+#[derive(Debug, Default)]
+pub struct HookStats {
+    pub packets: AtomicU64,
+    pub errors: AtomicU64,
+    pub not_given: AtomicU64,
+    /// Indexed by netfilter verdict number.
+    pub verdicts: [AtomicU64; 6],
+}
+
+pub struct Worker {
+    pub queue: Queue,
+    pub spec: HookSpec,
+    pub engine: Arc<Engine>,
+    pub stop: Arc<AtomicBool>,
+    pub stats: Arc<HookStats>,
+}
+
+/// A verdict decided but not yet sent (sending needs the queue, which is
+/// borrowed while the batch is read).
+struct Pending {
+    id: u32,
+    decision: Decision,
+    replacement: Option<Vec<u8>>,
+}
+
+impl Worker {
+    pub fn run(mut self) {
+        let queue_num = self.queue.queue();
+        tracing::info!(queue = queue_num, state = %self.spec.state, function = %self.spec.function, "queue worker started");
+        let mut frame = Vec::with_capacity(ETH_LEN + 65_535);
+        let mut pending: Vec<Pending> = Vec::with_capacity(64);
+        let mut connids = ConnIds::Off;
+        let mut handled = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            if connids == ConnIds::Off && self.engine.wants_conntrack(&self.spec.state) {
+                connids = self.enable_connids();
+            }
+            let (engine, spec, stats) = (&self.engine, &self.spec, &self.stats);
+            let received = self.queue.recv_batch(POLL, |packet| {
+                pending.push(evaluate(engine, spec, stats, packet, connids, &mut frame));
+            });
+            match received {
+                Ok(n) => handled += n as u64,
+                Err(e) => tracing::error!(queue = queue_num, error = %e, "receiving from the queue failed"),
+            }
+            for p in pending.drain(..) {
+                self.stats.verdicts[p.decision.verdict as usize].fetch_add(1, Ordering::Relaxed);
+                let sent = match &p.replacement {
+                    Some(bytes) => {
+                        self.queue.verdict_with_payload(p.id, p.decision.verdict, p.decision.mark, bytes)
+                    }
+                    None => self.queue.verdict(p.id, p.decision.verdict, p.decision.mark),
+                };
+                if let Err(e) = sent {
+                    tracing::error!(queue = queue_num, error = %e, "sending a verdict failed");
+                }
+            }
+            if let Err(e) = self.queue.flush() {
+                tracing::error!(queue = queue_num, error = %e, "sending verdicts failed");
+            }
+        }
+        tracing::info!(
+            queue = queue_num,
+            handled,
+            packets = self.stats.packets.load(Ordering::Relaxed),
+            errors = self.stats.errors.load(Ordering::Relaxed),
+            "queue worker stopped"
+        );
+        // Dropping the queue flushes what is left and unbinds it.
+    }
+}
+
+/// Where `nf.connid` values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnIds {
+    /// No script of the state uses nf.connid: ask for nothing.
+    Off,
+    /// The kernel attaches conntrack ids (CTA_ID) to queued packets.
+    Kernel,
+    /// The kernel cannot (built without CONFIG_NETFILTER_NETLINK_GLUE_CT):
+    /// identify flows by protocol, addresses and ports, both directions alike.
+    Flow,
+}
+
+impl Worker {
+    /// Asked for only once a script uses nf.connid: conntrack info costs on
+    /// every packet.
+    fn enable_connids(&mut self) -> ConnIds {
+        match self.queue.set_conntrack(true) {
+            Ok(()) => ConnIds::Kernel,
+            Err(e) => {
+                tracing::info!(
+                    queue = self.queue.queue(),
+                    error = %e,
+                    "no conntrack info from the kernel; nf.connid identifies flows by addresses and ports"
+                );
+                ConnIds::Flow
+            }
+        }
+    }
+}
+
+/// A connection identity from the 5-tuple, equal for both directions.
+fn flow_id(ip_packet: &[u8]) -> Option<u32> {
+    use std::hash::{Hash, Hasher};
+    let s = nflua_packet::summarize(ip_packet).ok()?;
+    let a = (s.src, s.src_port);
+    let b = (s.dst, s.dst_port);
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (s.protocol, lo, hi).hash(&mut h);
+    let v = h.finish();
+    Some((v ^ (v >> 32)) as u32)
+}
+
+fn evaluate(
+    engine: &Engine,
+    spec: &HookSpec,
+    stats: &HookStats,
+    packet: &Packet<'_>,
+    connids: ConnIds,
+    frame: &mut Vec<u8>,
+) -> Pending {
+    stats.packets.fetch_add(1, Ordering::Relaxed);
+    build_frame(frame, packet);
+    let ip = ETH_LEN..frame.len();
+    let lua_packet: Option<Range<usize>> = if spec.tcp_payload {
+        nflua_packet::tcp_payload(&frame[ip.clone()])
+            .filter(|r| !r.is_empty())
+            .map(|r| r.start + ETH_LEN..r.end + ETH_LEN)
+    } else {
+        Some(ip)
+    };
+    let mut replacement = None;
+    let evaluation = match lua_packet {
+        None => {
+            stats.not_given.fetch_add(1, Ordering::Relaxed);
+            Evaluation::NotGiven
+        }
+        Some(lua_packet) => {
+            let ctx = PacketContext {
+                frame,
+                lua_packet,
+                mode: match spec.mode {
+                    HookMode::Match => EngineMode::Match,
+                    HookMode::Target => EngineMode::Target,
+                },
+                conntrack_id: match connids {
+                    ConnIds::Off => None,
+                    ConnIds::Kernel => packet.conntrack_id,
+                    ConnIds::Flow => flow_id(packet.payload),
+                },
+            };
+            match engine.call_hook(&spec.state, &spec.function, &ctx) {
+                Ok(outcome) => {
+                    replacement = outcome.replacement;
+                    match outcome.result {
+                        HookResult::Match(matched) => {
+                            Evaluation::Matched { matched, hotdrop: outcome.hotdrop }
+                        }
+                        HookResult::Target(v) => Evaluation::Target(v.map(to_nf_verdict)),
+                    }
+                }
+                Err(e) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(state = %spec.state, error = %e, "hook failed; on-error verdict");
+                    Evaluation::Failed
+                }
+            }
+        }
+    };
+    let mut decision = decide(spec, packet.mark, &evaluation);
+    if replacement.is_some() {
+        decision = with_replacement(decision);
+    }
+    Pending { id: packet.id, decision, replacement }
+}
+
+/// Ethernet header (destination zeros, source from the queue's hardware
+/// address when known, ethertype of the L3 protocol), then the IP packet:
+/// offsets written for the original module keep working.
+fn build_frame(frame: &mut Vec<u8>, packet: &Packet<'_>) {
+    frame.clear();
+    frame.extend_from_slice(&[0u8; 6]);
+    match packet.hw_addr {
+        Some(mac) if mac.len() >= 6 => frame.extend_from_slice(&mac[..6]),
+        _ => frame.extend_from_slice(&[0u8; 6]),
+    }
+    let ethertype = nflua_packet::ethertype(packet.payload).unwrap_or(packet.hw_protocol);
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(packet.payload);
+}
+
+fn to_nf_verdict(v: EngineVerdict) -> Verdict {
+    match v {
+        EngineVerdict::Drop => Verdict::Drop,
+        EngineVerdict::Accept => Verdict::Accept,
+        EngineVerdict::Stolen => Verdict::Stolen,
+        EngineVerdict::Queue => Verdict::Queue,
+        EngineVerdict::Repeat => Verdict::Repeat,
+        EngineVerdict::Stop => Verdict::Stop,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flow_id;
+
+    /// IPv4 UDP header pair (no payload) from `src:sport` to `dst:dport`.
+    fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0, 8, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn flow_ids_match_both_directions_and_differ_across_flows() {
+        let (a, b) = ([192, 0, 2, 1], [192, 0, 2, 2]);
+        let there = flow_id(&udp(a, 4000, b, 53)).unwrap();
+        assert_eq!(Some(there), flow_id(&udp(b, 53, a, 4000)));
+        assert_ne!(Some(there), flow_id(&udp(a, 4001, b, 53)));
+        assert_eq!(flow_id(&[0x45]), None);
+    }
+}
