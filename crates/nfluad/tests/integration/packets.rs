@@ -385,3 +385,36 @@ fn example_dns_logger() {
     let out = collector.wait_with_output().expect("collector output");
     assert_eq!(text(&out.stdout), "dns: example.com\ndns: www.nflua.test\n");
 }
+
+#[test]
+fn nf_reply_over_tcp_and_ipv6() {
+    let Some((pair, d)) = setup("nf_reply_over_tcp_and_ipv6") else { return };
+    d.ctl_ok(&["create", "blocklist", "--instructions", "100000", "--memory", "262144"]);
+    d.execute("blocklist", &example("http-blocklist/filter.lua")).unwrap();
+    d.ctl_ok(&[
+        "hook",
+        "add",
+        "--queue",
+        "0",
+        "--state",
+        "blocklist",
+        "--function",
+        "filter",
+        "--mode",
+        "target",
+        "--tcp-payload",
+    ]);
+    pair.ip6tables(&format!("-A INPUT -p tcp --dport 8080 {GUARD} -j NFQUEUE --queue-num 0 --queue-bypass"));
+    d.ctl_ok(&["send", "blocklist", "add v6.example"]);
+    let listener =
+        crate::netns::in_netns(&pair.b, || std::net::TcpListener::bind("[2001:db8::2]:8080").expect("bind6"));
+    let server = std::thread::spawn(move || {
+        let conn = listener.accept();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(conn);
+    });
+    let out =
+        pair.exec_a(&["curl", "-s", "-g", "-m", "5", "-H", "Host: v6.example", "http://[2001:db8::2]:8080/"]);
+    assert_eq!(text(&out.stdout), "blocked by nflua: v6.example\n", "{}", text(&out.stderr));
+    server.join().unwrap();
+}
