@@ -263,26 +263,21 @@ fn example(path: &str) -> String {
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
 }
 
+/// The blocklist example loaded into state `blocklist` and hooked on queue 0;
+/// returns the rules nfluactl printed.
+fn load_blocklist(d: &Daemon, extra: &[&str]) -> String {
+    d.ctl_ok(&["create", "blocklist", "--instructions", "100000", "--memory", "262144"]);
+    d.execute("blocklist", &example("http-blocklist/filter.lua")).unwrap();
+    let mut args = vec!["hook", "add", "--queue", "0", "--state", "blocklist", "--function", "filter"];
+    args.extend_from_slice(&["--mode", "target", "--tcp-payload"]);
+    args.extend_from_slice(extra);
+    d.ctl_ok(&args)
+}
+
 #[test]
 fn example_http_blocklist() {
     let Some((pair, d)) = setup("example_http_blocklist") else { return };
-    d.ctl_ok(&["create", "blocklist", "--instructions", "100000", "--memory", "262144"]);
-    d.execute("blocklist", &example("http-blocklist/filter.lua")).unwrap();
-    let rules = d.ctl_ok(&[
-        "hook",
-        "add",
-        "--queue",
-        "0",
-        "--state",
-        "blocklist",
-        "--function",
-        "filter",
-        "--mode",
-        "target",
-        "--tcp-payload",
-        "--rule",
-        "-p tcp --dport 8080",
-    ]);
+    let rules = load_blocklist(&d, &["--rule", "-p tcp --dport 8080"]);
     // Add exactly the iptables rule nfluactl printed.
     let guard = rules.lines().find(|l| l.starts_with("iptables ")).expect("a printed iptables rule");
     pair.iptables(guard.trim_start_matches("iptables "));
@@ -389,21 +384,7 @@ fn example_dns_logger() {
 #[test]
 fn nf_reply_over_tcp_and_ipv6() {
     let Some((pair, d)) = setup("nf_reply_over_tcp_and_ipv6") else { return };
-    d.ctl_ok(&["create", "blocklist", "--instructions", "100000", "--memory", "262144"]);
-    d.execute("blocklist", &example("http-blocklist/filter.lua")).unwrap();
-    d.ctl_ok(&[
-        "hook",
-        "add",
-        "--queue",
-        "0",
-        "--state",
-        "blocklist",
-        "--function",
-        "filter",
-        "--mode",
-        "target",
-        "--tcp-payload",
-    ]);
+    load_blocklist(&d, &[]);
     pair.ip6tables(&format!("-A INPUT -p tcp --dport 8080 {GUARD} -j NFQUEUE --queue-num 0 --queue-bypass"));
     d.ctl_ok(&["send", "blocklist", "add v6.example"]);
     let listener =
