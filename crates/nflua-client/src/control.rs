@@ -12,14 +12,18 @@ use std::os::fd::{AsRawFd, RawFd};
 use nflua_proto::consts::{DEFAULT_MAX_ALLOC_BYTES, STATE_NAME_MAX};
 use nflua_proto::hook::{encode_hook_add, encode_hook_del, encode_hook_list, HookSpec};
 use nflua_proto::{
-    encode_create, encode_destroy, encode_list, execute_messages, messages, name, ListReassembler, MsgType,
-    RecordFormat, Reply, StateFlags, StateRecord,
+    encode_create, encode_destroy, encode_list, encode_stats, execute_messages, messages, name,
+    ListReassembler, MsgType, RecordFormat, Reply, StateFlags, StateRecord,
 };
 
 use crate::config::ClientConfig;
 use crate::error::{strerror, ClientError};
 use crate::link::DaemonLink;
 use crate::socket::Port;
+
+/// Largest STATS answer a client accepts, so a lying peer cannot make it
+/// buffer without bound.
+const STATS_LIMIT: usize = 16 << 20;
 
 /// The seed's `getstate()` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +65,8 @@ pub enum Response {
     States(Vec<StateInfo>),
     /// HOOK_LIST finished.
     Hooks(Vec<HookSpec>),
+    /// STATS finished: the daemon's statistics as JSON text.
+    Stats(String),
     /// More datagrams are needed (a LIST in progress, or a non-blocking
     /// socket with nothing to read yet).
     Pending,
@@ -97,6 +103,8 @@ pub struct ControlSocket {
     list: Option<ListReassembler>,
     /// Send LIST with EXT (extended records); on by default.
     extended_list: bool,
+    /// STATS text received so far.
+    stats: Vec<u8>,
 }
 
 impl ControlSocket {
@@ -109,6 +117,7 @@ impl ControlSocket {
             expect: None,
             list: None,
             extended_list: true,
+            stats: Vec::new(),
         })
     }
 
@@ -257,6 +266,26 @@ impl ControlSocket {
         Ok(())
     }
 
+    /// Sends STATS: statistics of every state and hook.
+    pub fn send_stats(&mut self) -> Result<(), ClientError> {
+        let seq = self.begin()?;
+        let mut buf = Vec::new();
+        encode_stats(&mut buf, seq, self.port()?);
+        self.link.send(&buf)?;
+        self.stats.clear();
+        self.sent(MsgType::Stats);
+        Ok(())
+    }
+
+    /// STATS and wait for all of it.
+    pub fn stats(&mut self) -> Result<String, ClientError> {
+        self.send_stats()?;
+        match self.wait(-1)? {
+            Response::Stats(text) => Ok(text),
+            other => Err(self.fail(format!("unexpected STATS outcome {other:?}"))),
+        }
+    }
+
     fn fail(&mut self, why: String) -> ClientError {
         self.state = SocketState::Failed;
         self.expect = None;
@@ -312,6 +341,21 @@ impl ControlSocket {
                     self.finish();
                     let message = e.message.map(str::to_owned).unwrap_or_else(|| strerror(e.errno));
                     return Err(ClientError::Daemon { errno: e.errno, message });
+                }
+                Reply::Stats { chunk, last } if expect == MsgType::Stats => {
+                    if self.stats.len() + chunk.len() > STATS_LIMIT {
+                        return Err(self.fail("STATS answer too large".into()));
+                    }
+                    self.stats.extend_from_slice(chunk);
+                    if last {
+                        self.finish();
+                        let text = String::from_utf8(std::mem::take(&mut self.stats))
+                            .map_err(|_| self.fail("STATS answer is not UTF-8".into()))?;
+                        Response::Stats(text)
+                    } else {
+                        self.state = SocketState::Receiving;
+                        Response::Pending
+                    }
                 }
                 Reply::Hooks(hooks) if expect == MsgType::HookList => {
                     self.finish();

@@ -302,8 +302,8 @@ fn control_receive(lua: &Lua, args: &Args) -> Outcome {
         Ok(Response::Done) => values(lua, true),
         Ok(Response::States(states)) => values(lua, state_list(lua, states)?),
         Ok(Response::Pending) => pending(lua),
-        // The seed API sends no hook requests, so no hook listing can answer one.
-        Ok(Response::Hooks(_)) => values(lua, true),
+        // The seed API sends no hook or stats requests, so no such answer comes.
+        Ok(Response::Hooks(_) | Response::Stats(_)) => values(lua, true),
         Err(err) => failure(lua, &err),
     }
 }

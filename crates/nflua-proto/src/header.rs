@@ -31,6 +31,8 @@ pub enum MsgType {
     HookDel = 33,
     /// Our addition: list hooks.
     HookList = 34,
+    /// Our addition: statistics of states and hooks, as JSON text.
+    Stats = 35,
 }
 
 impl MsgType {
@@ -47,6 +49,7 @@ impl MsgType {
             32 => MsgType::HookAdd,
             33 => MsgType::HookDel,
             34 => MsgType::HookList,
+            35 => MsgType::Stats,
             _ => return None,
         })
     }
@@ -69,6 +72,7 @@ impl MsgType {
             MsgType::HookAdd => "HOOK_ADD",
             MsgType::HookDel => "HOOK_DEL",
             MsgType::HookList => "HOOK_LIST",
+            MsgType::Stats => "STATS",
         }
     }
 }

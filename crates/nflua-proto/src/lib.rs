@@ -29,7 +29,10 @@ pub use header::{emit_message, messages, Header, Message, Messages, MsgFlags, Ms
 pub use hook::{HookMode, HookSpec, OnError};
 pub use reassembly::{ExecuteReassembler, ListError, ListReassembler, Script};
 pub use record::{RecordFormat, StateFlags, StateRecord};
-pub use reply::{encode_ack, encode_error, encode_list_reply, ErrorReply, ListFragment, Reply};
+pub use reply::{
+    encode_ack, encode_error, encode_list_reply, encode_stats_reply, ErrorReply, ListFragment, Reply,
+};
 pub use request::{
-    encode_create, encode_data, encode_destroy, encode_list, ExecuteFragment, Request, ScriptHeader,
+    encode_create, encode_data, encode_destroy, encode_list, encode_stats, ExecuteFragment, Request,
+    ScriptHeader,
 };

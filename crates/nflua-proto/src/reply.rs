@@ -65,6 +65,11 @@ pub enum Reply<'a> {
     },
     /// The answer to HOOK_LIST.
     Hooks(Vec<crate::hook::HookSpec>),
+    /// A piece of the STATS answer (JSON text); `last` on the final piece.
+    Stats {
+        chunk: &'a [u8],
+        last: bool,
+    },
 }
 
 impl<'a> Reply<'a> {
@@ -79,6 +84,7 @@ impl<'a> Reply<'a> {
                 Ok(Reply::Ack { ty })
             }
             MsgType::HookList => crate::hook::parse_hook_list(p).map(Reply::Hooks),
+            MsgType::Stats => Ok(Reply::Stats { chunk: p, last: flags.contains(MsgFlags::DONE) }),
             MsgType::List => decode_list(p, flags).map(Reply::List),
             MsgType::Data => {
                 let (state, payload) = decode_data(p)?;
@@ -187,6 +193,26 @@ pub fn encode_error(out: &mut Vec<u8>, errno: i32, request: &Header, text: &str,
     // emit_message stays the one place that lays out headers.
     let at = out.len() - nlmsg_align(NLMSG_HDRLEN + body.len());
     out[at + 12..at + 16].copy_from_slice(&pid.to_ne_bytes());
+}
+
+/// Text bytes per STATS message (a page with room for the header).
+pub const STATS_CHUNK: usize = 4000;
+
+/// Encodes a STATS answer: the JSON text in pieces, MULTI on all but the
+/// last, DONE on the last (one empty DONE message for empty text).
+pub fn encode_stats_reply(text: &[u8], seq: u32, pid: u32) -> Vec<Vec<u8>> {
+    let chunks: Vec<&[u8]> = if text.is_empty() { vec![&[][..]] } else { text.chunks(STATS_CHUNK).collect() };
+    let last = chunks.len() - 1;
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let flags = if i == last { MsgFlags::DONE } else { MsgFlags::MULTI };
+            let mut msg = Vec::with_capacity(NLMSG_HDRLEN + chunk.len() + 3);
+            emit_message(&mut msg, MsgType::Stats.as_u16(), flags, seq, pid, &[chunk]);
+            msg
+        })
+        .collect()
 }
 
 /// Records per LIST message: as many whole records as the space after the
@@ -337,5 +363,25 @@ mod tests {
         assert_eq!(frags[0], (Some(120), 0, 0, 50, MsgFlags::INIT | MsgFlags::MULTI));
         assert_eq!(frags[1], (None, 1, 50, 50, MsgFlags::MULTI));
         assert_eq!(frags[2], (None, 2, 100, 20, MsgFlags::MULTI | MsgFlags::DONE));
+    }
+
+    #[test]
+    fn stats_text_round_trips_in_pieces() {
+        let text: Vec<u8> = (0..9000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let msgs = encode_stats_reply(&text, 4, 0);
+        assert_eq!(msgs.len(), 3);
+        let mut back = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            assert!(m.len() <= PAYLOAD_MAX);
+            match Reply::decode(&messages(m).next().unwrap().unwrap()).unwrap() {
+                Reply::Stats { chunk, last } => {
+                    assert_eq!(last, i == 2);
+                    back.extend_from_slice(chunk);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(back, text);
+        assert_eq!(encode_stats_reply(b"", 1, 0).len(), 1);
     }
 }

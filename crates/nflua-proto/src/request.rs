@@ -60,6 +60,7 @@ pub enum Request<'a> {
     HookAdd(crate::hook::HookSpec),
     HookDel { queue: u16 },
     HookList,
+    Stats,
 }
 
 impl<'a> Request<'a> {
@@ -100,6 +101,7 @@ impl<'a> Request<'a> {
             MsgType::HookAdd => Ok(Request::HookAdd(crate::hook::HookSpec::parse(p)?)),
             MsgType::HookDel => Ok(Request::HookDel { queue: crate::hook::parse_hook_del(p)? }),
             MsgType::HookList => Ok(Request::HookList),
+            MsgType::Stats => Ok(Request::Stats),
             MsgType::Data => {
                 if flags & !MsgFlags::EXT != MsgFlags::REQUEST | MsgFlags::DONE {
                     return Err(DecodeError::BadFlags { ty: "DATA", flags: h.flags });
@@ -207,6 +209,11 @@ pub fn encode_data(out: &mut Vec<u8>, seq: u32, pid: u32, name: &str, payload: &
         pid,
         &[&head, payload],
     );
+}
+
+/// Appends a STATS request.
+pub fn encode_stats(out: &mut Vec<u8>, seq: u32, pid: u32) {
+    emit_message(out, MsgType::Stats.as_u16(), MsgFlags::REQUEST, seq, pid, &[]);
 }
 
 #[cfg(test)]

@@ -78,6 +78,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Statistics per state (memory, instructions, calls, errors, timers) and
+    /// per hook (packets, verdicts, errors, Lua time per packet).
+    Stats {
+        /// Only this state (and its hooks).
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Bind NFQUEUE queues to a state's function, remove or list such hooks.
     #[command(subcommand)]
     Hook(HookCommand),

@@ -184,3 +184,75 @@ pub fn hooks(out: &mut impl Write, hooks: &[HookSpec], json: bool) -> std::io::R
     }
     Ok(())
 }
+
+/// Drops every state and hook but those of `name`.
+pub fn keep_state(stats: &mut serde_json::Value, name: &str) {
+    for key in ["states", "hooks"] {
+        let field = if key == "states" { "name" } else { "state" };
+        if let Some(list) = stats[key].as_array_mut() {
+            list.retain(|item| item[field] == name);
+        }
+    }
+}
+
+fn micros(v: &serde_json::Value) -> String {
+    v.as_f64().map_or_else(|| "-".to_owned(), |s| format!("{:.1}", s * 1e6))
+}
+
+/// `nfluactl stats`: two tables, or the daemon's JSON as is.
+pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std::io::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, stats)?;
+        return writeln!(out);
+    }
+    let empty = Vec::new();
+    let states = stats["states"].as_array().unwrap_or(&empty);
+    writeln!(
+        out,
+        "{:<16} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8} {:>6}",
+        "STATE", "MEMORY", "PEAK", "LIMIT", "INSTRUCTIONS", "CALLS", "ERRORS", "TIMERS"
+    )?;
+    for s in states {
+        writeln!(
+            out,
+            "{:<16} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8} {:>6}",
+            s["name"].as_str().unwrap_or("?"),
+            s["memory_current"],
+            s["memory_peak"],
+            s["memory_limit"],
+            s["instructions"],
+            s["calls"],
+            s["errors"],
+            s["timers"]
+        )?;
+    }
+    let hooks = stats["hooks"].as_array().unwrap_or(&empty);
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<8} {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "QUEUES", "STATE", "PACKETS", "ERRORS", "ACCEPT", "DROP", "REPEAT", "OTHER", "P50(us)", "P99(us)"
+    )?;
+    for h in hooks {
+        let v = &h["verdicts"];
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        writeln!(
+            out,
+            "{:<8} {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+            format!("{}:{}", h["queue_first"], h["queue_last"]),
+            h["state"].as_str().unwrap_or("?"),
+            h["packets"],
+            h["errors"],
+            n("accept"),
+            n("drop"),
+            n("repeat"),
+            n("stolen") + n("queue") + n("stop"),
+            micros(&h["lua_seconds_p50"]),
+            micros(&h["lua_seconds_p99"])
+        )?;
+    }
+    Ok(())
+}

@@ -40,6 +40,10 @@ pub struct Args {
     #[arg(long, default_value_t = 8 << 20)]
     pub queue_recv_buffer: usize,
 
+    /// Serve statistics as Prometheus text over HTTP on this address (e.g. 127.0.0.1:9113).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+
     /// Log filter (tracing's env-filter syntax), e.g. "info" or "nflua=debug".
     #[arg(long, env = "NFLUA_LOG", default_value = "info")]
     pub log: String,
@@ -56,6 +60,7 @@ pub struct Config {
     pub fragment_timeout: std::time::Duration,
     pub queue_maxlen: u32,
     pub queue_recv_buffer: usize,
+    pub metrics: Option<String>,
 }
 
 impl Args {
@@ -72,6 +77,7 @@ impl Args {
             fragment_timeout: std::time::Duration::from_secs(self.fragment_timeout.max(1)),
             queue_maxlen: self.queue_maxlen,
             queue_recv_buffer: self.queue_recv_buffer,
+            metrics: self.metrics,
         })
     }
 }

@@ -9,6 +9,7 @@ use nflua_client::socket::Credentials;
 use nflua_engine::{Engine, EngineError, StateConfig};
 use nflua_proto::consts::{DEFAULT_CHUNK_NAME, NLMSG_HDRLEN};
 use nflua_proto::hook::encode_hook_list_reply;
+use nflua_proto::reply::encode_stats_reply;
 use nflua_proto::{
     encode_ack, encode_error, encode_list_reply, errno, messages, DecodeError, Header, Message, MsgFlags,
     MsgType, RecordFormat, Request, StateFlags, StateRecord,
@@ -16,6 +17,7 @@ use nflua_proto::{
 
 use crate::clients::Clients;
 use crate::queue::hooks::{HookError, Hooks};
+use crate::stats::Snapshot;
 
 /// Who sent a datagram.
 #[derive(Debug, Clone, Copy)]
@@ -158,6 +160,11 @@ impl Handler {
             }
             Request::HookDel { queue } => {
                 self.hooks.del(queue).map_err(Failure::from).map(|()| ack(MsgType::HookDel, seq, self.port))
+            }
+            Request::Stats => {
+                let json = Snapshot::take(&self.engine, &self.hooks.registry()).to_json();
+                out.extend(encode_stats_reply(json.as_bytes(), seq, self.port));
+                return;
             }
             Request::HookList => {
                 let mut b = Vec::new();

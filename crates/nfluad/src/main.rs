@@ -15,9 +15,11 @@ mod clients;
 mod config;
 mod handler;
 mod inject;
+mod metrics;
 mod queue;
 mod server;
 mod sink;
+mod stats;
 mod timers;
 
 use std::process::ExitCode;

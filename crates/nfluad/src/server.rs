@@ -63,6 +63,11 @@ impl Server {
             Arc::clone(&engine),
             QueueDefaults { max_len: config.queue_maxlen, recv_buffer: config.queue_recv_buffer },
         );
+        if let Some(addr) = &config.metrics {
+            let bound = crate::metrics::spawn(addr, Arc::clone(&engine), hooks.registry())
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            tracing::info!(%bound, "metrics served over HTTP at /metrics");
+        }
         let (signals, signal_writer) = UnixStream::pair().context("creating the signal pipe")?;
         signals.set_nonblocking(true)?;
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

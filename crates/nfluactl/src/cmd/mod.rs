@@ -77,6 +77,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 out.flush()?;
             }
         }
+        Command::Stats { state, json } => {
+            let text = control(config)?.stats()?;
+            let mut stats: serde_json::Value =
+                serde_json::from_str(&text).context("the daemon's STATS answer")?;
+            if let Some(name) = &state {
+                output::keep_state(&mut stats, name);
+                if stats["states"].as_array().is_none_or(|s| s.is_empty()) {
+                    anyhow::bail!("state '{name}' not found");
+                }
+            }
+            output::stats(&mut out, &stats, json)?;
+        }
         Command::Hook(cmd) => hook::run(config, cmd, &mut out)?,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "nfluactl", &mut out);

@@ -72,11 +72,26 @@ pub struct Hooks {
     engine: Arc<Engine>,
     defaults: QueueDefaults,
     entries: Vec<Entry>,
+    registry: HookRegistry,
 }
+
+/// What statistics readers (STATS, the metrics endpoint) see of the hooks:
+/// each spec with its counters, kept in step with the table.
+pub type HookRegistry = Arc<std::sync::RwLock<Vec<(HookSpec, Arc<HookStats>)>>>;
 
 impl Hooks {
     pub fn new(engine: Arc<Engine>, defaults: QueueDefaults) -> Hooks {
-        Hooks { engine, defaults, entries: Vec::new() }
+        Hooks { engine, defaults, entries: Vec::new(), registry: HookRegistry::default() }
+    }
+
+    /// A handle on the hooks' statistics for other threads.
+    pub fn registry(&self) -> HookRegistry {
+        Arc::clone(&self.registry)
+    }
+
+    fn publish(&self) {
+        let view = self.entries.iter().map(|e| (e.spec.clone(), Arc::clone(&e.stats))).collect();
+        *self.registry.write().unwrap_or_else(|e| e.into_inner()) = view;
     }
 
     pub fn list(&self) -> Vec<HookSpec> {
@@ -109,6 +124,7 @@ impl Hooks {
         }
         tracing::info!(state = %spec.state, function = %spec.function, first = spec.queue_first, last = spec.queue_last, "hook added");
         self.entries.push(Entry { spec, queues, stats });
+        self.publish();
         Ok(())
     }
 
@@ -174,6 +190,7 @@ impl Hooks {
             .position(|e| e.spec.queues().contains(&queue))
             .ok_or(HookError::NoHook(queue))?;
         let entry = self.entries.remove(at);
+        self.publish();
         stop_all(entry.queues);
         self.engine.unpin(&entry.spec.state);
         tracing::info!(
@@ -191,6 +208,7 @@ impl Hooks {
             stop_all(e.queues);
             self.engine.unpin(&e.spec.state);
         }
+        self.publish();
     }
 }
 

@@ -3,4 +3,4 @@
 
 pub mod hooks;
 pub mod verdict;
-mod worker;
+pub mod worker;

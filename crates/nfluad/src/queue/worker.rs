@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nflua_engine::{Engine, HookMode as EngineMode, HookResult, PacketContext, Verdict as EngineVerdict};
 use nflua_nfqueue::{Packet, Queue, Verdict};
@@ -26,6 +26,37 @@ pub struct HookStats {
     pub not_given: AtomicU64,
     /// Indexed by netfilter verdict number.
     pub verdicts: [AtomicU64; 6],
+    /// Lua time per packet: bucket `i` counts calls of [2^i, 2^(i+1)) ns.
+    pub lua_ns: [AtomicU64; LATENCY_BUCKETS],
+}
+
+/// Buckets of the Lua time histogram (the last one holds everything from about 2 s up).
+pub const LATENCY_BUCKETS: usize = 32;
+
+impl HookStats {
+    fn record_lua(&self, ns: u64) {
+        let bucket = (63 - ns.max(1).leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
+        self.lua_ns[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `q` quantile of Lua time per packet in seconds, as the upper
+    /// bound of its bucket (within a factor of two); `None` before any call.
+    pub fn lua_quantile(&self, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self.lua_ns.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some((1u64 << (i + 1)) as f64 * 1e-9);
+            }
+        }
+        None
+    }
 }
 
 pub struct Worker {
@@ -172,7 +203,10 @@ fn evaluate(
                     ConnIds::Flow => flow_id(packet.payload),
                 },
             };
-            match engine.call_hook(&spec.state, &spec.function, &ctx) {
+            let started = Instant::now();
+            let result = engine.call_hook(&spec.state, &spec.function, &ctx);
+            stats.record_lua(started.elapsed().as_nanos() as u64);
+            match result {
                 Ok(outcome) => {
                     replacement = outcome.replacement;
                     match outcome.result {
@@ -245,5 +279,23 @@ mod tests {
         assert_eq!(Some(there), flow_id(&udp(b, 53, a, 4000)));
         assert_ne!(Some(there), flow_id(&udp(a, 4001, b, 53)));
         assert_eq!(flow_id(&[0x45]), None);
+    }
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::HookStats;
+
+    #[test]
+    fn quantiles_come_from_the_histogram() {
+        let s = HookStats::default();
+        assert_eq!(s.lua_quantile(0.5), None);
+        for _ in 0..98 {
+            s.record_lua(1500); // bucket [1024, 2048)
+        }
+        s.record_lua(1_000_000);
+        s.record_lua(1_000_000);
+        assert_eq!(s.lua_quantile(0.5), Some(2048e-9));
+        assert_eq!(s.lua_quantile(0.99), Some((1u64 << 20) as f64 * 1e-9));
     }
 }

@@ -11,3 +11,4 @@ mod data;
 mod legacy;
 mod lifecycle;
 mod packets;
+mod stats;

@@ -44,6 +44,11 @@ fn match_mode_marks_and_the_mark_rule_acts() {
     pair.iptables(&format!("-A INPUT -p udp --dport 9000 {MATCHED} -j DROP"));
     let (tx, rx) = (pair.udp_sender(0), pair.udp_listener(9000));
     assert_eq!(udp_exchange(&tx, &rx, &["good1", "bad1", "good2", "bad2"]), vec!["good1", "good2"]);
+    let stats: serde_json::Value = serde_json::from_str(&d.ctl_ok(&["stats", "--json"])).unwrap();
+    let hook = &stats["hooks"][0];
+    assert_eq!(hook["packets"], 4, "{hook}");
+    assert_eq!(hook["verdicts"]["repeat"], 4, "{hook}");
+    assert!(hook["lua_seconds_p99"].as_f64().is_some_and(|s| s > 0.0), "{hook}");
     // The frame holds a 14-byte Ethernet header with the IPv4 ethertype before the packet.
     d.execute("fw", "function filter(frame, packet) return not (frame[13] == 8 and frame[14] == 0 and frame[15] == 0x45) end").unwrap();
     assert_eq!(udp_exchange(&tx, &rx, &["framed"]), vec!["framed"]);

@@ -1,0 +1,218 @@
+//! Statistics of states and hooks: one snapshot, shown two ways — JSON for
+//! `nfluactl stats` (the STATS message) and Prometheus text for `--metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use nflua_engine::Engine;
+use nflua_proto::HookMode;
+use serde::Serialize;
+
+use crate::queue::hooks::HookRegistry;
+
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    pub states: Vec<StateSnapshot>,
+    pub hooks: Vec<HookSnapshot>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StateSnapshot {
+    pub name: String,
+    pub memory_current: usize,
+    pub memory_peak: usize,
+    pub memory_limit: usize,
+    pub maxruns: u32,
+    pub instructions: u64,
+    pub calls: u64,
+    pub errors: u64,
+    pub timers: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HookSnapshot {
+    pub queue_first: u16,
+    pub queue_last: u16,
+    pub state: String,
+    pub function: String,
+    pub mode: &'static str,
+    pub packets: u64,
+    pub errors: u64,
+    /// Packets not given to Lua (`--tcp-payload` and no payload).
+    pub not_given: u64,
+    pub verdicts: Verdicts,
+    /// Lua time per packet, seconds (upper bound of a power-of-two bucket).
+    pub lua_seconds_p50: Option<f64>,
+    pub lua_seconds_p99: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Verdicts {
+    pub drop: u64,
+    pub accept: u64,
+    pub stolen: u64,
+    pub queue: u64,
+    pub repeat: u64,
+    pub stop: u64,
+}
+
+impl Snapshot {
+    pub fn take(engine: &Engine, hooks: &HookRegistry) -> Snapshot {
+        let states = engine
+            .all_stats()
+            .into_iter()
+            .map(|s| StateSnapshot {
+                name: s.name,
+                memory_current: s.cur_alloc_bytes,
+                memory_peak: s.peak_alloc_bytes,
+                memory_limit: s.max_alloc_bytes,
+                maxruns: s.max_runs,
+                instructions: s.instructions,
+                calls: s.calls,
+                errors: s.errors,
+                timers: s.timers,
+            })
+            .collect();
+        let hooks = hooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(spec, st)| {
+                let v = |i: usize| st.verdicts[i].load(Ordering::Relaxed);
+                HookSnapshot {
+                    queue_first: spec.queue_first,
+                    queue_last: spec.queue_last,
+                    state: spec.state.clone(),
+                    function: spec.function.clone(),
+                    mode: if spec.mode == HookMode::Match { "match" } else { "target" },
+                    packets: st.packets.load(Ordering::Relaxed),
+                    errors: st.errors.load(Ordering::Relaxed),
+                    not_given: st.not_given.load(Ordering::Relaxed),
+                    verdicts: Verdicts {
+                        drop: v(0),
+                        accept: v(1),
+                        stolen: v(2),
+                        queue: v(3),
+                        repeat: v(4),
+                        stop: v(5),
+                    },
+                    lua_seconds_p50: st.lua_quantile(0.5),
+                    lua_seconds_p99: st.lua_quantile(0.99),
+                }
+            })
+            .collect();
+        Snapshot { states, hooks }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let state_metrics: [Metric<StateSnapshot>; 8] = [
+            ("nflua_state_memory_bytes", "gauge", "Bytes the state's Lua heap uses now.", |s| {
+                s.memory_current as f64
+            }),
+            ("nflua_state_memory_peak_bytes", "gauge", "Highest heap use seen.", |s| s.memory_peak as f64),
+            ("nflua_state_memory_limit_bytes", "gauge", "The state's maxalloc.", |s| s.memory_limit as f64),
+            ("nflua_state_maxruns", "gauge", "Instructions one entry may run.", |s| s.maxruns as f64),
+            ("nflua_state_instructions_total", "counter", "Instructions run (lower bound).", |s| {
+                s.instructions as f64
+            }),
+            ("nflua_state_calls_total", "counter", "Entries into the state.", |s| s.calls as f64),
+            ("nflua_state_errors_total", "counter", "Entries that failed.", |s| s.errors as f64),
+            ("nflua_state_timers", "gauge", "Pending timers.", |s| s.timers as f64),
+        ];
+        for (name, kind, help, get) in state_metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for s in &self.states {
+                let _ = writeln!(out, "{name}{{state=\"{}\"}} {}", escape(&s.name), get(s));
+            }
+        }
+        let hook_metrics: [Metric<HookSnapshot>; 3] = [
+            ("nflua_hook_packets_total", "counter", "Packets the hook saw.", |h| h.packets as f64),
+            ("nflua_hook_errors_total", "counter", "Packets whose Lua call failed.", |h| h.errors as f64),
+            ("nflua_hook_not_given_total", "counter", "Packets not given to Lua.", |h| h.not_given as f64),
+        ];
+        for (name, kind, help, get) in hook_metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for h in &self.hooks {
+                let _ = writeln!(out, "{name}{{{}}} {}", hook_labels(h), get(h));
+            }
+        }
+        let _ = writeln!(out, "# HELP nflua_hook_verdicts_total Verdicts given, by verdict.");
+        let _ = writeln!(out, "# TYPE nflua_hook_verdicts_total counter");
+        for h in &self.hooks {
+            let v = &h.verdicts;
+            for (name, n) in [
+                ("drop", v.drop),
+                ("accept", v.accept),
+                ("stolen", v.stolen),
+                ("queue", v.queue),
+                ("repeat", v.repeat),
+                ("stop", v.stop),
+            ] {
+                let _ =
+                    writeln!(out, "nflua_hook_verdicts_total{{{},verdict=\"{name}\"}} {n}", hook_labels(h));
+            }
+        }
+        let _ = writeln!(out, "# HELP nflua_hook_lua_seconds Lua time per packet (bucket upper bound).");
+        let _ = writeln!(out, "# TYPE nflua_hook_lua_seconds summary");
+        for h in &self.hooks {
+            for (q, v) in [("0.5", h.lua_seconds_p50), ("0.99", h.lua_seconds_p99)] {
+                if let Some(v) = v {
+                    let _ =
+                        writeln!(out, "nflua_hook_lua_seconds{{{},quantile=\"{q}\"}} {v}", hook_labels(h));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Name, type, help text, and how to read the value.
+type Metric<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64);
+
+fn hook_labels(h: &HookSnapshot) -> String {
+    format!(
+        "queues=\"{}:{}\",state=\"{}\",function=\"{}\"",
+        h.queue_first,
+        h.queue_last,
+        escape(&h.state),
+        escape(&h.function)
+    )
+}
+
+/// Label values escape backslash, quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_help_type_and_labels() {
+        let snap = Snapshot {
+            states: vec![StateSnapshot {
+                name: "we\"b".into(),
+                memory_current: 100,
+                memory_peak: 200,
+                memory_limit: 65536,
+                maxruns: 10,
+                instructions: 5,
+                calls: 3,
+                errors: 1,
+                timers: 0,
+            }],
+            hooks: vec![],
+        };
+        let text = snap.to_prometheus();
+        assert!(text.contains("# TYPE nflua_state_memory_bytes gauge"), "{text}");
+        assert!(text.contains("nflua_state_memory_bytes{state=\"we\\\"b\"} 100"), "{text}");
+        assert!(text.contains("nflua_state_errors_total{state=\"we\\\"b\"} 1"), "{text}");
+    }
+}

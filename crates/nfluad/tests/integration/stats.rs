@@ -1,0 +1,67 @@
+//! `nfluactl stats` and `nfluad --metrics` (read with a real HTTP client).
+
+use crate::util::{run_with_stdin, text, wait_for, Daemon};
+
+#[test]
+fn stats_count_calls_errors_and_memory() {
+    let d = Daemon::start();
+    d.ctl_ok(&["create", "st", "--memory", "100000"]);
+    d.ctl_ok(&["create", "other"]);
+    d.execute("st", "function __receive_callback() error('no') end").unwrap();
+    assert!(d.execute("st", "for i = 1, 5000 do end error('x')").is_err());
+    let json: serde_json::Value = serde_json::from_str(&d.ctl_ok(&["stats", "--json"])).unwrap();
+    let st = json["states"].as_array().unwrap().iter().find(|s| s["name"] == "st").unwrap().clone();
+    assert_eq!(st["calls"], 2);
+    assert_eq!(st["errors"], 1);
+    assert_eq!(st["memory_limit"], 100000);
+    let current = st["memory_current"].as_u64().unwrap();
+    assert!(current > 0 && current <= st["memory_peak"].as_u64().unwrap(), "{st}");
+    assert!(st["instructions"].as_u64().unwrap() > 0, "{st}");
+
+    let table = d.ctl_ok(&["stats", "st"]);
+    assert!(table.starts_with("STATE"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("st ")), "{table}");
+    assert!(!table.contains("other"), "{table}");
+    let out = d.ctl(&["stats", "ghost"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stderr).trim(), "nfluactl: state 'ghost' not found");
+}
+
+#[test]
+fn metrics_over_http() {
+    let d = Daemon::start_with(&["--metrics", "127.0.0.1:0"]);
+    d.ctl_ok(&["create", "web", "--memory", "70000"]);
+    let mut addr = String::new();
+    wait_for("the metrics address in the log", std::time::Duration::from_secs(5), || {
+        let log = d.log_text();
+        match log.lines().find(|l| l.contains("metrics served")).and_then(|l| l.split("bound=").nth(1)) {
+            Some(a) => {
+                addr = a.split_whitespace().next().unwrap_or_default().to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    let out = run_with_stdin(
+        std::process::Command::new("curl").args(["-s", "-m", "5", &format!("http://{addr}/metrics")]),
+        None,
+    );
+    let body = text(&out.stdout);
+    assert!(body.contains("# TYPE nflua_state_memory_bytes gauge"), "{body}");
+    assert!(body.contains("nflua_state_memory_limit_bytes{state=\"web\"} 70000"), "{body}");
+    assert!(body.contains("nflua_state_calls_total{state=\"web\"} 0"), "{body}");
+    let out = run_with_stdin(
+        std::process::Command::new("curl").args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-m",
+            "5",
+            &format!("http://{addr}/nope"),
+        ]),
+        None,
+    );
+    assert_eq!(text(&out.stdout), "404");
+}
