@@ -61,7 +61,11 @@ impl Server {
         let timers = TimerThread::spawn(Arc::clone(&engine)).context("starting the timer thread")?;
         let hooks = Hooks::new(
             Arc::clone(&engine),
-            QueueDefaults { max_len: config.queue_maxlen, recv_buffer: config.queue_recv_buffer },
+            QueueDefaults {
+                max_len: config.queue_maxlen,
+                recv_buffer: config.queue_recv_buffer,
+                enabled: true,
+            },
         );
         if let Some(addr) = &config.metrics {
             let bound = crate::metrics::spawn(addr, Arc::clone(&engine), hooks.registry())

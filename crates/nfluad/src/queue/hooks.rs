@@ -31,6 +31,8 @@ pub enum HookError {
     Queue { queue: u16, source: QueueError },
     #[error("could not start a worker: {0}")]
     Spawn(std::io::Error),
+    #[error("packet hooks are disabled in this daemon")]
+    Disabled,
 }
 
 impl HookError {
@@ -46,6 +48,7 @@ impl HookError {
                 source.raw_os_error().unwrap_or(errno::EIO)
             }
             HookError::Queue { .. } | HookError::Spawn(_) => errno::EIO,
+            HookError::Disabled => errno::EOPNOTSUPP,
         }
     }
 }
@@ -55,6 +58,10 @@ impl HookError {
 pub struct QueueDefaults {
     pub max_len: u32,
     pub recv_buffer: usize,
+    /// When false, HOOK_ADD is refused (EOPNOTSUPP) and no queue is ever
+    /// bound: for the request-handling fuzzer, which must not touch the
+    /// machine's packet path.
+    pub enabled: bool,
 }
 
 struct RunningQueue {
@@ -101,6 +108,9 @@ impl Hooks {
     /// Binds the spec's queues and starts their workers; all or nothing.
     pub fn add(&mut self, spec: HookSpec) -> Result<(), HookError> {
         spec.validate().map_err(HookError::Invalid)?;
+        if !self.defaults.enabled {
+            return Err(HookError::Disabled);
+        }
         if self.entries.len() >= MAX_HOOKS {
             return Err(HookError::TooMany);
         }

@@ -1,0 +1,23 @@
+//! `nfluad`: the nflua engine daemon. Holds named Lua states (SPEC §5) and
+//! serves the NFLua control and data protocol over a `NETLINK_USERSOCK`
+//! socket (SPEC §2), one daemon per network namespace.
+//!
+//! Data flows one way: socket → `nflua-proto` decode → `nflua-engine` →
+//! encode → socket. The daemon knows sockets, clients and policy; it knows
+//! nothing of Lua beyond the engine's API.
+//!
+//! Dependencies: `clap` (arguments), `tracing` + `tracing-subscriber`
+//! (structured logs to stderr), `signal-hook` (SIGTERM through a pipe the
+//! loop polls), `anyhow` (errors at this edge only), `mlua` with `vendored`
+//! (this artifact picks the Lua linkage), `libc` (poll).
+
+pub mod clients;
+pub mod config;
+pub mod handler;
+mod inject;
+mod metrics;
+pub mod queue;
+pub mod server;
+pub mod sink;
+pub mod stats;
+mod timers;

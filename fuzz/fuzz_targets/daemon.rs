@@ -1,0 +1,49 @@
+//! The daemon's request handling fed raw datagrams from a root sender, as
+//! the server loop feeds it: no panic, and every reply is a well-formed
+//! Netlink message of at most a page. Packet hooks are disabled so no real
+//! queue is ever bound.
+//!
+//! Input: datagrams, each prefixed by its length as two little-endian bytes.
+#![no_main]
+use std::sync::Arc;
+use std::time::Instant;
+
+use libfuzzer_sys::fuzz_target;
+use nflua_client::socket::Credentials;
+use nflua_engine::{Engine, EngineConfig, NetlinkSink};
+use nfluad::clients::Clients;
+use nfluad::handler::{Handler, Policy, Sender};
+use nfluad::queue::hooks::{Hooks, QueueDefaults};
+
+struct NullSink;
+
+impl NetlinkSink for NullSink {
+    fn send_data(&self, _: &str, _: u32, _: u32, _: u32, payload: &[u8]) -> std::io::Result<usize> {
+        Ok(payload.len())
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let engine = Arc::new(Engine::new(EngineConfig { max_states: 8, ..EngineConfig::default() }, Arc::new(NullSink)));
+    let hooks = Hooks::new(Arc::clone(&engine), QueueDefaults { max_len: 16, recv_buffer: 0, enabled: false });
+    let mut handler = Handler {
+        engine,
+        hooks,
+        clients: Clients::default(),
+        policy: Policy { allow_uids: vec![], allow_gids: vec![], default_max_runs: 10_000 },
+        port: 1,
+    };
+    let from = Sender { port: 77, creds: Some(Credentials { pid: 1, uid: 0, gid: 0 }) };
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let len = (u16::from_le_bytes([rest[0], rest[1]]) as usize).min(rest.len() - 2);
+        let (datagram, tail) = rest[2..].split_at(len);
+        rest = tail;
+        for reply in handler.handle_datagram(datagram, from, Instant::now()) {
+            assert!(reply.len() <= 4096 + 16, "reply of {} bytes", reply.len());
+            for msg in nflua_proto::messages(&reply) {
+                assert!(msg.is_ok(), "malformed reply {reply:?}");
+            }
+        }
+    }
+});
