@@ -105,6 +105,9 @@ pub struct ControlSocket {
     extended_list: bool,
     /// STATS text received so far.
     stats: Vec<u8>,
+    /// How long the blocking helpers (`create`, `list`, ...) wait between
+    /// datagrams; negative: forever.
+    timeout_ms: i32,
 }
 
 impl ControlSocket {
@@ -118,6 +121,7 @@ impl ControlSocket {
             list: None,
             extended_list: true,
             stats: Vec::new(),
+            timeout_ms: -1,
         })
     }
 
@@ -145,6 +149,12 @@ impl ControlSocket {
 
     pub fn set_nonblocking(&self, on: bool) -> Result<(), ClientError> {
         self.link.socket()?.set_nonblocking(on).map_err(ClientError::Io)
+    }
+
+    /// Bounds the blocking helpers' waits (`None`: forever); they fail with
+    /// [`ClientError::TimedOut`] when the daemon stays silent that long.
+    pub fn set_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
     }
 
     /// Ask for legacy (72-byte) records, as a 2019-era client does.
@@ -280,7 +290,7 @@ impl ControlSocket {
     /// STATS and wait for all of it.
     pub fn stats(&mut self) -> Result<String, ClientError> {
         self.send_stats()?;
-        match self.wait(-1)? {
+        match self.wait(self.timeout_ms)? {
             Response::Stats(text) => Ok(text),
             other => Err(self.fail(format!("unexpected STATS outcome {other:?}"))),
         }
@@ -406,37 +416,37 @@ impl ControlSocket {
     /// CREATE and wait for the answer.
     pub fn create(&mut self, req: &CreateRequest<'_>) -> Result<(), ClientError> {
         self.send_create(req)?;
-        self.wait(-1).map(drop)
+        self.wait(self.timeout_ms).map(drop)
     }
 
     /// DESTROY and wait for the answer.
     pub fn destroy(&mut self, state: &str) -> Result<(), ClientError> {
         self.send_destroy(state)?;
-        self.wait(-1).map(drop)
+        self.wait(self.timeout_ms).map(drop)
     }
 
     /// EXECUTE and wait for the answer.
     pub fn execute(&mut self, state: &str, script: &[u8], script_name: &str) -> Result<(), ClientError> {
         self.send_execute(state, script, script_name)?;
-        self.wait(-1).map(drop)
+        self.wait(self.timeout_ms).map(drop)
     }
 
     /// HOOK_ADD and wait for the answer.
     pub fn hook_add(&mut self, spec: &HookSpec) -> Result<(), ClientError> {
         self.send_hook_add(spec)?;
-        self.wait(-1).map(drop)
+        self.wait(self.timeout_ms).map(drop)
     }
 
     /// HOOK_DEL and wait for the answer.
     pub fn hook_del(&mut self, queue: u16) -> Result<(), ClientError> {
         self.send_hook_del(queue)?;
-        self.wait(-1).map(drop)
+        self.wait(self.timeout_ms).map(drop)
     }
 
     /// HOOK_LIST and wait for the answer.
     pub fn hook_list(&mut self) -> Result<Vec<HookSpec>, ClientError> {
         self.send_hook_list()?;
-        match self.wait(-1)? {
+        match self.wait(self.timeout_ms)? {
             Response::Hooks(hooks) => Ok(hooks),
             other => Err(self.fail(format!("unexpected HOOK_LIST outcome {other:?}"))),
         }
@@ -445,7 +455,7 @@ impl ControlSocket {
     /// LIST and wait for all of it.
     pub fn list(&mut self) -> Result<Vec<StateInfo>, ClientError> {
         self.send_list()?;
-        match self.wait(-1)? {
+        match self.wait(self.timeout_ms)? {
             Response::States(states) => Ok(states),
             other => Err(self.fail(format!("unexpected LIST outcome {other:?}"))),
         }

@@ -14,6 +14,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "NFLUA_PORT")]
     pub port: Option<String>,
 
+    /// Milliseconds to wait for the daemon's answer (0: forever).
+    #[arg(long, global = true, default_value_t = 10_000)]
+    pub timeout: u64,
+
     #[command(subcommand)]
     pub command: Command,
 }

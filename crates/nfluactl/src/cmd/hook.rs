@@ -3,13 +3,12 @@
 use std::io::Write;
 
 use anyhow::Context;
-use nflua_client::{parse_port, ClientConfig, ControlSocket, HookMode, HookSpec, OnError, Port};
+use nflua_client::{parse_port, ControlSocket, HookMode, HookSpec, OnError};
 
 use crate::cli::{HookCommand, ModeArg, OnErrorArg};
 use crate::output;
 
-pub fn run(config: ClientConfig, cmd: HookCommand, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut control = ControlSocket::open(config, Port::Auto)?;
+pub fn run(mut control: ControlSocket, cmd: HookCommand, out: &mut impl Write) -> anyhow::Result<()> {
     match cmd {
         HookCommand::Add {
             queue,

@@ -3,6 +3,7 @@
 mod hook;
 
 use std::io::{Read, Write};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::CommandFactory;
@@ -19,17 +20,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(p) = &cli.port {
         config.daemon_port = parse_port(p).with_context(|| format!("invalid --port {p:?}"))?;
     }
+    let cli_timeout = (cli.timeout > 0).then(|| Duration::from_millis(cli.timeout));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.command {
         Command::Create { name, instructions, memory, debug } => {
             let flags = if debug { StateFlags::DEBUG } else { StateFlags::empty() };
             let req = CreateRequest { name: &name, max_runs: instructions, max_alloc: memory, flags };
-            control(config)?.create(&req)?;
+            control(&cli_timeout, config)?.create(&req)?;
         }
-        Command::Destroy { name } => control(config)?.destroy(&name)?,
+        Command::Destroy { name } => control(&cli_timeout, config)?.destroy(&name)?,
         Command::List { json } => {
-            let states = control(config)?.list()?;
+            let states = control(&cli_timeout, config)?.list()?;
             output::states(&mut out, &states, json)?;
         }
         Command::Execute { name, file, code, chunk_name } => {
@@ -44,7 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("give a FILE or -e CODE"),
             };
             let chunk_name = chunk_name.unwrap_or(default_name);
-            control(config)?.execute(&name, &chunk, &chunk_name)?;
+            control(&cli_timeout, config)?.execute(&name, &chunk, &chunk_name)?;
         }
         Command::Send { name, data, wait } => {
             let payload = match data.as_deref() {
@@ -78,7 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Stats { state, json } => {
-            let text = control(config)?.stats()?;
+            let text = control(&cli_timeout, config)?.stats()?;
             let mut stats: serde_json::Value =
                 serde_json::from_str(&text).context("the daemon's STATS answer")?;
             if let Some(name) = &state {
@@ -89,7 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             output::stats(&mut out, &stats, json)?;
         }
-        Command::Hook(cmd) => hook::run(config, cmd, &mut out)?,
+        Command::Hook(cmd) => hook::run(control(&cli_timeout, config)?, cmd, &mut out)?,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "nfluactl", &mut out);
         }
@@ -97,8 +99,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn control(config: ClientConfig) -> Result<ControlSocket, ClientError> {
-    ControlSocket::open(config, Port::Auto)
+fn control(timeout: &Option<Duration>, config: ClientConfig) -> Result<ControlSocket, ClientError> {
+    let mut c = ControlSocket::open(config, Port::Auto)?;
+    c.set_timeout(*timeout);
+    Ok(c)
 }
 
 fn read_stdin() -> anyhow::Result<Vec<u8>> {

@@ -450,3 +450,43 @@ fn data_flood_is_reported_not_lost() {
     d.assert_serving(Some("keeper"));
     drop(listener);
 }
+
+#[test]
+fn a_daemon_squatting_as_another_user_is_not_trusted() {
+    if !crate::util::have_root("a_daemon_squatting_as_another_user_is_not_trusted") {
+        return;
+    }
+    // A real nfluad, but running as nobody: what a squatter on the port would be.
+    let port = crate::util::private_port();
+    let mut squatter = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(crate::util::bin("nfluad"))
+        .args(["--port", &port.to_string(), "--allow-uid", "0"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("setpriv nfluad");
+    let trusting = nflua_client::ClientConfig { daemon_port: port, trusted_uids: vec![0, 65534] };
+    crate::util::wait_for("the squatter", Duration::from_secs(10), || {
+        let mut c = nflua_client::ControlSocket::open(trusting.clone(), nflua_client::Port::Auto).unwrap();
+        c.send_list().is_ok() && c.wait(500).is_ok()
+    });
+    // Default trust (root only): its replies are dropped, the command never completes.
+    let default = nflua_client::ClientConfig::default().with_port(port);
+    let mut c = nflua_client::ControlSocket::open(default, nflua_client::Port::Auto).unwrap();
+    c.send_list().unwrap();
+    assert!(matches!(c.wait(1000), Err(ClientError::TimedOut)));
+    let out = crate::util::run_with_stdin(
+        std::process::Command::new(crate::util::bin("nfluactl")).args([
+            "--port",
+            &port.to_string(),
+            "--timeout",
+            "500",
+            "list",
+        ]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(crate::util::text(&out.stderr).trim(), "nfluactl: timed out");
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+}
