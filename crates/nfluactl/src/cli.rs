@@ -14,9 +14,9 @@ pub struct Cli {
     #[arg(long, global = true, env = "NFLUA_PORT")]
     pub port: Option<String>,
 
-    /// Milliseconds to wait for the daemon's answer (0: forever).
+    /// Milliseconds to wait for the daemon's answer to a command (0: forever).
     #[arg(long, global = true, default_value_t = 10_000)]
-    pub timeout: u64,
+    pub reply_timeout: u64,
 
     #[command(subcommand)]
     pub command: Command,
@@ -155,4 +155,15 @@ pub enum OnErrorArg {
     Continue,
     Accept,
     Drop,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks argument names (global ones against every subcommand's) here.
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -20,7 +20,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(p) = &cli.port {
         config.daemon_port = parse_port(p).with_context(|| format!("invalid --port {p:?}"))?;
     }
-    let cli_timeout = (cli.timeout > 0).then(|| Duration::from_millis(cli.timeout));
+    let cli_timeout = (cli.reply_timeout > 0).then(|| Duration::from_millis(cli.reply_timeout));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.command {

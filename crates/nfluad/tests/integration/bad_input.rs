@@ -479,7 +479,7 @@ fn a_daemon_squatting_as_another_user_is_not_trusted() {
         std::process::Command::new(crate::util::bin("nfluactl")).args([
             "--port",
             &port.to_string(),
-            "--timeout",
+            "--reply-timeout",
             "500",
             "list",
         ]),

@@ -1,0 +1,145 @@
+//! `nflua-bench-packet`: the packet-path benchmark. UDP over a veth pair
+//! between two namespaces, through no queue, the raw NFQUEUE accept loop and
+//! nfluad, printed as tables with ratios. Run it through bench/packet.sh,
+//! which builds everything, creates the namespaces and removes them again.
+//!
+//! ```text
+//! nflua-bench-packet --ns-a NAME --ns-b NAME --sources IP,IP... [--quick]
+//!     [--configs a,b,b1,c,d,e] [--sizes 64,1400] [--rates 50000,...] [--rates-large ...]
+//!     [--seconds S] [--repeats N]
+//! ```
+
+mod measure;
+mod ns;
+mod path;
+mod table;
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use measure::Traffic;
+use ns::Netns;
+use path::{Config, Path};
+use table::Result;
+
+struct Args {
+    ns_a: Netns,
+    ns_b: Netns,
+    sources: String,
+    configs: Vec<Config>,
+    sizes: Vec<usize>,
+    /// Paced rates for payloads up to 64 bytes, and for larger ones.
+    rates: Vec<u64>,
+    rates_large: Vec<u64>,
+    seconds: f64,
+    repeats: usize,
+}
+
+fn list<T: std::str::FromStr>(flag: &str, value: &str) -> anyhow::Result<Vec<T>> {
+    value
+        .split(',')
+        .map(|v| v.trim().parse().ok().with_context(|| format!("{flag}: bad value {v:?}")))
+        .collect()
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        ns_a: Netns(String::new()),
+        ns_b: Netns(String::new()),
+        sources: String::new(),
+        configs: path::ALL.to_vec(),
+        sizes: vec![64, 1400],
+        rates: vec![50_000, 100_000, 150_000, 200_000, 250_000, 300_000],
+        rates_large: vec![50_000, 100_000, 150_000, 200_000, 250_000],
+        seconds: 2.0,
+        repeats: 3,
+    };
+    let mut quick = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--quick" {
+            quick = true;
+            continue;
+        }
+        let v = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--ns-a" => a.ns_a = Netns(v),
+            "--ns-b" => a.ns_b = Netns(v),
+            "--sources" => a.sources = v,
+            "--configs" => {
+                a.configs = v
+                    .split(',')
+                    .map(|k| Config::parse(k).with_context(|| format!("--configs: unknown {k:?}")))
+                    .collect::<anyhow::Result<_>>()?
+            }
+            "--sizes" => a.sizes = list(&flag, &v)?,
+            "--rates" => a.rates = list(&flag, &v)?,
+            "--rates-large" => a.rates_large = list(&flag, &v)?,
+            "--seconds" => a.seconds = v.parse().context("--seconds")?,
+            "--repeats" => a.repeats = v.parse().context("--repeats")?,
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    anyhow::ensure!(!a.ns_a.0.is_empty() && !a.ns_b.0.is_empty(), "--ns-a and --ns-b are required");
+    anyhow::ensure!(!a.sources.is_empty(), "--sources is required");
+    if quick {
+        // A smoke run: every path once, short, two paced rates.
+        a.repeats = 1;
+        a.seconds = 1.0;
+        a.rates = vec![100_000, 200_000];
+        a.rates_large = vec![100_000, 200_000];
+    }
+    a.rates.sort_unstable();
+    a.rates_large.sort_unstable();
+    Ok(a)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let started = Instant::now();
+    for &size in &args.sizes {
+        let traffic = Traffic {
+            ns_a: &args.ns_a,
+            ns_b: &args.ns_b,
+            sources: &args.sources,
+            size,
+            seconds: args.seconds,
+            max_count: 5_000_000,
+        };
+        let rates = if size <= 64 { &args.rates } else { &args.rates_large };
+        let mut results = Vec::new();
+        for &config in &args.configs {
+            eprintln!("[{:>5.1}s] {size} B {}", started.elapsed().as_secs_f64(), config.label());
+            let path = Path::setup(config, &args.ns_b)?;
+            let result = measure_path(&traffic, &path, rates, args.repeats);
+            path.teardown()?;
+            results.push(result?);
+        }
+        table::print_size(size, &results, args.repeats, args.seconds);
+    }
+    table::print_caveat();
+    eprintln!("total {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn measure_path(traffic: &Traffic, path: &Path, rates: &[u64], repeats: usize) -> anyhow::Result<Result> {
+    let mut unpaced = Vec::new();
+    for _ in 0..repeats {
+        let s = traffic.run(path, 0)?;
+        eprintln!("    unpaced: sent {} received {} ({:.0}/s)", s.sent, s.received, s.received_rate());
+        unpaced.push(s);
+    }
+    let mut paced = Vec::new();
+    for &rate in rates {
+        let s = traffic.run(path, rate)?;
+        // Loss-free only if the sender actually held the rate.
+        let ok = s.lost() == 0 && s.sent_rate() >= rate as f64 * 0.97;
+        eprintln!("    {rate}/s: sent {} ({:.0}/s) lost {}", s.sent, s.sent_rate(), s.lost());
+        paced.push((rate, ok));
+        if !ok {
+            break;
+        }
+    }
+    Ok(Result { config: path.config, unpaced, paced })
+}

@@ -1,0 +1,82 @@
+//! One measurement: a counting sink in namespace b, a bounded sender in a.
+
+use crate::ns::{sibling, Netns, Proc};
+use crate::path::{Path, PORT};
+
+pub const DEST: &str = "192.0.2.2";
+
+/// Outcome of one sender run.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub sent: u64,
+    /// Datagrams that reached the sink through the path under test (fail-open
+    /// pass-throughs excluded).
+    pub received: u64,
+    /// Sender's elapsed time.
+    pub send_secs: f64,
+    /// Sink's first-to-last datagram time.
+    pub recv_secs: f64,
+}
+
+impl Sample {
+    pub fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.received)
+    }
+
+    pub fn received_rate(&self) -> f64 {
+        if self.recv_secs > 0.0 {
+            self.received as f64 / self.recv_secs
+        } else {
+            0.0
+        }
+    }
+
+    pub fn sent_rate(&self) -> f64 {
+        if self.send_secs > 0.0 {
+            self.sent as f64 / self.send_secs
+        } else {
+            0.0
+        }
+    }
+}
+
+pub struct Traffic<'a> {
+    pub ns_a: &'a Netns,
+    pub ns_b: &'a Netns,
+    /// Source addresses in namespace a, comma-separated.
+    pub sources: &'a str,
+    pub size: usize,
+    pub seconds: f64,
+    /// Upper bound of any run; the time bound normally ends unpaced runs.
+    pub max_count: u64,
+}
+
+impl Traffic<'_> {
+    /// Sends `rate` packets/s (0 = as fast as possible) for at most
+    /// `self.seconds` and counts what arrives.
+    pub fn run(&self, path: &Path, rate: u64) -> anyhow::Result<Sample> {
+        path.reset_counters()?;
+        let mut sink_cmd = self.ns_b.command(sibling("nflua-bench-sink")?);
+        let timeout_ms = ((self.seconds + 5.0) * 1000.0) as u64;
+        sink_cmd.args(["--bind", &format!("{DEST}:{PORT}"), "--idle-ms", "300"]);
+        sink_cmd.args(["--timeout-ms", &timeout_ms.to_string()]);
+        let mut sink = Proc::spawn("nflua-bench-sink", sink_cmd)?;
+        sink.expect("ready")?;
+
+        let count = if rate > 0 { (rate as f64 * self.seconds) as u64 } else { self.max_count };
+        let mut send_cmd = self.ns_a.command(sibling("nflua-bench-send")?);
+        send_cmd.args(["--to", &format!("{DEST}:{PORT}"), "--from", self.sources]);
+        send_cmd.args(["--size", &self.size.to_string(), "--count", &count.to_string()]);
+        // Paced runs get some slack in time so the count, not the clock, ends them.
+        let secs = if rate > 0 { self.seconds * 1.2 } else { self.seconds };
+        send_cmd.args(["--seconds", &secs.to_string(), "--rate", &rate.to_string()]);
+        let mut sender = Proc::spawn("nflua-bench-send", send_cmd)?;
+        let (sent, send_secs) = sender.expect_count("sent ")?;
+        sender.wait()?;
+
+        let (arrived, recv_secs) = sink.expect_count("received ")?;
+        sink.wait()?;
+        let bypassed = path.bypassed()?;
+        Ok(Sample { sent, received: arrived.saturating_sub(bypassed), send_secs, recv_secs })
+    }
+}

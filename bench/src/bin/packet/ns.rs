@@ -1,0 +1,122 @@
+//! Running programs inside the benchmark's network namespaces.
+
+use std::io::{BufRead, BufReader, Lines};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+use anyhow::{bail, Context};
+
+/// A network namespace created by bench/packet.sh (which also deletes it).
+#[derive(Debug, Clone)]
+pub struct Netns(pub String);
+
+impl Netns {
+    /// `ip netns exec NAME program args...`; `ip` execs the program, so the
+    /// child's pid is the program's own.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).arg(program);
+        c
+    }
+
+    /// Runs to completion; fails with its stderr unless it exits 0.
+    pub fn run(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> anyhow::Result<String> {
+        let program = program.as_ref().to_owned();
+        let out = self
+            .command(&program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {program:?} in {}", self.0))?;
+        if !out.status.success() {
+            bail!(
+                "{program:?} {args:?} in {}: {}: {}",
+                self.0,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn iptables(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.run("iptables", args)
+    }
+}
+
+/// A child whose stdout we read line by line; killed and reaped on drop so
+/// that an error path never leaves a consumer bound to a queue.
+pub struct Proc {
+    pub name: &'static str,
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Proc {
+    pub fn spawn(name: &'static str, mut cmd: Command) -> anyhow::Result<Proc> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        Ok(Proc { name, child, lines: BufReader::new(stdout).lines() })
+    }
+
+    /// Reads lines until one starts with `prefix`; returns the rest of it.
+    pub fn expect(&mut self, prefix: &str) -> anyhow::Result<String> {
+        for line in self.lines.by_ref() {
+            let line = line.with_context(|| format!("reading {}", self.name))?;
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return Ok(rest.trim().to_string());
+            }
+        }
+        bail!("{} ended without printing {prefix:?}", self.name)
+    }
+
+    /// Reads `prefix N secs S` and returns (N, S).
+    pub fn expect_count(&mut self, prefix: &str) -> anyhow::Result<(u64, f64)> {
+        let rest = self.expect(prefix)?;
+        let mut words = rest.split_whitespace();
+        let n = words.next().and_then(|w| w.parse().ok());
+        let secs = match (words.next(), words.next()) {
+            (Some("secs"), Some(s)) => s.parse().ok(),
+            _ => Some(0.0),
+        };
+        match (n, secs) {
+            (Some(n), Some(s)) => Ok((n, s)),
+            _ => bail!("{}: unexpected line {prefix}{rest:?}", self.name),
+        }
+    }
+
+    pub fn wait(mut self) -> anyhow::Result<()> {
+        let status = self.child.wait().with_context(|| format!("waiting for {}", self.name))?;
+        anyhow::ensure!(status.success(), "{} exited with {status}", self.name);
+        Ok(())
+    }
+
+    /// SIGTERM (daemons shut down cleanly on it), then reap.
+    pub fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A sibling binary of this one in the target directory.
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    let path = exe.with_file_name(name);
+    anyhow::ensure!(Path::new(&path).exists(), "{} not built", path.display());
+    Ok(path)
+}

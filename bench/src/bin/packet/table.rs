@@ -1,0 +1,118 @@
+//! Medians and the printed tables.
+
+use crate::measure::Sample;
+use crate::path::Config;
+
+/// Everything measured for one configuration at one payload size.
+pub struct Result {
+    pub config: Config,
+    pub unpaced: Vec<Sample>,
+    /// Paced rates tried, ascending, with whether each was loss-free.
+    pub paced: Vec<(u64, bool)>,
+}
+
+impl Result {
+    /// Highest paced rate without loss below the first lossy one.
+    pub fn zero_loss(&self) -> Option<u64> {
+        self.paced.iter().take_while(|(_, ok)| *ok).last().map(|(r, _)| *r)
+    }
+
+    fn zero_loss_text(&self) -> String {
+        match (self.zero_loss(), self.paced.first()) {
+            (_, None) => "-".into(),
+            (None, Some((lowest, _))) => format!("<{}k", lowest / 1000),
+            (Some(r), _) if self.paced.iter().all(|(_, ok)| *ok) => format!(">={}k", r / 1000),
+            (Some(r), _) => format!("{}k", r / 1000),
+        }
+    }
+
+    pub fn rate(&self) -> f64 {
+        median(self.unpaced.iter().map(Sample::received_rate).collect())
+    }
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn median_u(v: impl Iterator<Item = u64>) -> f64 {
+    median(v.map(|x| x as f64).collect())
+}
+
+pub fn print_size(size: usize, results: &[Result], repeats: usize, seconds: f64) {
+    println!();
+    println!(
+        "== UDP {size}-byte payload: unpaced = median of {repeats} run(s) of {seconds} s; \
+         zero-loss limit = highest paced rate (ascending, stop at first loss) with no loss"
+    );
+    println!(
+        "{:<36} {:>10} {:>10} {:>9} {:>12} {:>24} {:>10}",
+        "configuration", "sent", "received", "lost", "received/s", "runs (received/s)", "zero-loss"
+    );
+    for r in results {
+        let runs: Vec<String> =
+            r.unpaced.iter().map(|s| format!("{:.0}k", s.received_rate() / 1e3)).collect();
+        println!(
+            "{:<36} {:>10.0} {:>10.0} {:>9.0} {:>12.0} {:>24} {:>10}",
+            r.config.label(),
+            median_u(r.unpaced.iter().map(|s| s.sent)),
+            median_u(r.unpaced.iter().map(|s| s.received)),
+            median_u(r.unpaced.iter().map(Sample::lost)),
+            r.rate(),
+            runs.join(" "),
+            r.zero_loss_text(),
+        );
+    }
+    print_ratios(size, results);
+}
+
+fn print_ratios(size: usize, results: &[Result]) {
+    let find = |c: Config| results.iter().find(|r| r.config == c);
+    let small = size <= 64;
+    let ratios = [
+        ("c/b", Config::LuaTrivial, Config::RawBatch, if small { "target >= 0.9 (64 B)" } else { "" }),
+        ("d/b", Config::LuaFilter, Config::RawBatch, if small { "target >= 0.8 (64 B)" } else { "" }),
+        ("e/c", Config::LuaBalanced, Config::LuaTrivial, "target >= 1.6 where cores allow (*)"),
+    ];
+    println!("{:<8} {:>12} {:>12}   target", "ratio", "received/s", "zero-loss");
+    for (name, num, den, target) in ratios {
+        let (Some(n), Some(d)) = (find(num), find(den)) else { continue };
+        let limit = match (n.zero_loss(), d.zero_loss()) {
+            (Some(a), Some(b)) => format!("{:.2}", a as f64 / b as f64),
+            _ => "-".into(),
+        };
+        let verdict = match target {
+            "" => String::new(),
+            t => {
+                let want: f64 = t.split_whitespace().nth(2).and_then(|w| w.parse().ok()).unwrap_or(0.0);
+                let ok = n.rate() / d.rate() >= want;
+                format!("{t}: {}", if ok { "met" } else { "MISSED" })
+            }
+        };
+        println!("{:<8} {:>12.2} {:>12}   {verdict}", name, n.rate() / d.rate(), limit);
+    }
+}
+
+pub fn print_caveat() {
+    println!();
+    println!(
+        "(*) this machine has {} cores shared by the sender (which also runs the receive-side kernel \
+         path: veth delivers in the sender's softirq), the sink and the daemon's queue workers; e/c \
+         cannot reach 1.6 unless a core is free for each queue worker.",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "a paced rate passes only if the sender held it (>= 97%) and nothing was lost; unpaced, the \
+         sender is slowed by the receive path it carries, so there loss shows only where the consumer \
+         is slower than that."
+    );
+    println!(
+        "received excludes packets nfluad let pass unevaluated on overflow (fail-open; counted in the \
+         security table); nfq-accept runs without fail-open, so its overflows are lost."
+    );
+}
