@@ -5,22 +5,9 @@ local helper = require "helper"
 
 local run, receive = helper.run, helper.receive
 
--- Asserts `nil, message, errno`, the message containing `text` (plain) when given.
-local function fails(errno, text, ok, msg, code)
-	assert.is_nil(ok, "expected a failure, got " .. tostring(ok))
-	assert.is_string(msg)
-	if text then assert.is_truthy(msg:find(text, 1, true), msg) end
-	assert.are.equal("integer", math.type(code), msg)
-	assert.is_true(code > 0, msg)
-	if errno then assert.are.equal(errno, code, msg) end
-end
+local fails = helper.fails
 
-local function raises(text, f, ...)
-	local ok, err = pcall(f, ...)
-	assert.is_false(ok, "expected an error")
-	assert.is_string(err)
-	assert.is_truthy(err:find(text, 1, true), err)
-end
+local raises = helper.raises
 
 describe("nflua.control", function()
 	setup(helper.start)

@@ -171,4 +171,25 @@ function helper.lua(code)
 	return out, ok
 end
 
+-- busted gives spec files their `assert`; this module takes luassert's own.
+local assert = require "luassert"
+
+-- Asserts `nil, message, errno`, the message containing `text` (plain) when given.
+function helper.fails(errno, text, ok, msg, code)
+	assert.is_nil(ok, "expected a failure, got " .. tostring(ok))
+	assert.is_string(msg)
+	if text then assert.is_truthy(msg:find(text, 1, true), msg) end
+	assert.are.equal("integer", math.type(code), msg)
+	assert.is_true(code > 0, msg)
+	if errno then assert.are.equal(errno, code, msg) end
+end
+
+-- Asserts that `f(...)` raises an error whose message contains `text` (plain).
+function helper.raises(text, f, ...)
+	local ok, err = pcall(f, ...)
+	assert.is_false(ok, "expected an error")
+	assert.is_string(err)
+	assert.is_truthy(err:find(text, 1, true), err)
+end
+
 return helper
