@@ -45,6 +45,10 @@ fn main() -> anyhow::Result<()> {
         Some(("vs plain call", direct)),
     ));
 
+    let (idle, rss_growth) = state_memory(&config, daemon.child.id(), 100)?;
+    rows.push(Row::latency("idle state, default libraries (bytes, Lua heap)", Samples(vec![idle])));
+    rows.push(Row::latency("daemon RSS growth for 100 states (bytes/state)", Samples(vec![rss_growth])));
+
     drop(daemon);
     stats::print_table(&rows);
     Ok(())
@@ -88,6 +92,34 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Resident set size of `pid` in bytes.
+fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS in /proc/PID/status")?;
+    Ok(kib * 1024.0)
+}
+
+/// Heap bytes of a fresh state as LIST reports it, and the daemon's RSS
+/// growth per state over `n` new states (both with the default library set).
+fn state_memory(config: &ClientConfig, pid: u32, n: usize) -> anyhow::Result<(f64, f64)> {
+    let mut c = ControlSocket::open(config.clone(), Port::Auto)?;
+    let before = rss_bytes(pid)?;
+    for i in 0..n {
+        c.create(&CreateRequest::new(&format!("idle{i}"), 1000))?;
+    }
+    let after = rss_bytes(pid)?;
+    let idle = c.list()?.iter().find(|s| s.name == "idle0").map_or(0.0, |s| f64::from(s.cur_alloc));
+    for i in 0..n {
+        c.destroy(&format!("idle{i}"))?;
+    }
+    Ok((idle, (after - before) / n as f64))
 }
 
 /// Mean µs for one CREATE + DESTROY pair.
