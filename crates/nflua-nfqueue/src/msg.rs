@@ -248,7 +248,9 @@ pub(crate) fn encode_verdict_with_payload_head(
 
 #[cfg(test)]
 mod tests {
+    // The hand-made attribute fixture builder the packet decoder tests use too.
     use super::*;
+    use crate::packet::tests::attr;
 
     /// nlmsghdr + nfgenmsg as the kernel expects them, for fixtures.
     fn header(len: u32, kind: u16, flags: u16, seq: u32, queue: u16) -> Vec<u8> {
@@ -260,17 +262,6 @@ mod tests {
         b.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid
         b.extend_from_slice(&[0, 0]); // nfgen_family AF_UNSPEC, version NFNETLINK_V0
         b.extend_from_slice(&queue.to_be_bytes()); // res_id, big endian
-        b
-    }
-
-    fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(&((payload.len() + 4) as u16).to_ne_bytes());
-        b.extend_from_slice(&kind.to_ne_bytes());
-        b.extend_from_slice(payload);
-        while b.len() % 4 != 0 {
-            b.push(0);
-        }
         b
     }
 
