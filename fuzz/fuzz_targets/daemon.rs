@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         clients: Clients::default(),
         policy: Policy { allow_uids: vec![], allow_gids: vec![], default_max_runs: 10_000 },
         port: 1,
+        journal: None,
     };
     let from = Sender { port: 77, creds: Some(Credentials { pid: 1, uid: 0, gid: 0 }) };
     let mut rest = data;

@@ -176,6 +176,39 @@ describe("nflua.data", function()
 			assert.is_true(run(c, "destroy", name))
 		end)
 
+		it("returns ENOBUFS with the daemon's count after messages were dropped", function()
+			local r = assert(nflua.data())
+			-- The state sends to r, which does not read, until 10 sends have failed.
+			local name = helper.state(c, string.format([[
+				local nf = require "nf"
+				local payload, failed = string.rep("x", 4000), 0
+				for _ = 1, 10000 do
+					if not pcall(nf.netlink, %d, 0, payload) then failed = failed + 1 end
+					if failed == 10 then break end
+				end
+				assert(failed == 10, "the receiver never filled up")
+			]], r:getpid()))
+			local delivered, lost = 0, 0
+			while lost < 10 do
+				local n, msg, errno = r:receive(buf, 0)
+				if n then
+					assert.are.equal(4000, n)
+					delivered = delivered + 1
+				else
+					fails(helper.ENOBUFS, "from nfluad w", n, msg, errno)
+					lost = lost + assert(tonumber(msg:match("^(%d+) messages? from nfluad")), msg)
+				end
+			end
+			assert.are.equal(10, lost)
+			assert.is_true(delivered > 0)
+			-- Told once: the socket goes on receiving.
+			assert.is_true(r:send(echo, "still here"))
+			local n = r:receive(buf, 0)
+			assert.are.equal("still here", tostring(buf:segment(0, n)))
+			r:close()
+			assert.is_true(run(c, "destroy", name))
+		end)
+
 		it("returns EINVAL for bad state names", function()
 			fails(helper.EINVAL, "name", d:send("", "x"))
 			fails(helper.EINVAL, "name", d:send(string.rep("n", nflua.statenamemaxsize), "x"))

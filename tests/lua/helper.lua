@@ -24,6 +24,7 @@ local pidfile = string.format("%s/nfluad-%d.pid", helper.dir, helper.port)
 -- Errno values the specs expect (Linux).
 helper.EPERM, helper.ENOENT, helper.EEXIST, helper.EINVAL = 1, 2, 17, 22
 helper.EADDRINUSE, helper.ECONNREFUSED, helper.EMSGSIZE, helper.EPROTO = 98, 111, 90, 71
+helper.ENOBUFS = 105
 
 function helper.sleep(seconds)
 	system.sleep(seconds)

@@ -4,7 +4,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 
 use nflua_proto::consts::DATA_MAX;
-use nflua_proto::{encode_data, messages, name, Reply};
+use nflua_proto::{encode_data, errno, messages, name, Reply};
 
 use crate::config::ClientConfig;
 use crate::error::{strerror, ClientError};
@@ -70,6 +70,8 @@ impl DataSocket {
 
     /// Receives one message into `out` (which must hold `DATA_MAX` bytes to be
     /// sure to fit any message). `Ok(None)`: non-blocking and nothing there.
+    /// [`ClientError::Overflow`]: messages to this socket were dropped while
+    /// its buffer was full; the socket stays usable and later ones arrive.
     pub fn receive(&mut self, out: &mut [u8]) -> Result<Option<DataMessage>, ClientError> {
         self.receive_one(out, false)
     }
@@ -94,6 +96,11 @@ impl DataSocket {
                 }
                 out[..payload.len()].copy_from_slice(payload);
                 Ok(Some(DataMessage { len: payload.len(), state: state.to_owned() }))
+            }
+            // The daemon's notice that messages to us were dropped: the same
+            // error as the kernel's own overflow report.
+            Reply::Error(e) if e.errno == errno::ENOBUFS => {
+                Err(ClientError::Overflow { message: e.message.map(str::to_owned) })
             }
             Reply::Error(e) => {
                 let message = e.message.map(str::to_owned).unwrap_or_else(|| strerror(e.errno));

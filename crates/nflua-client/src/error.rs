@@ -32,8 +32,11 @@ pub enum ClientError {
     DataTooLarge(usize),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    #[error("receive buffer overflow: messages were lost")]
-    Overflow,
+    /// Messages to this socket were lost because its receive buffer was
+    /// full: the kernel said so (multicast), or the daemon did, with its
+    /// text (e.g. "3 messages from nfluad were dropped: receive buffer full").
+    #[error("{}", message.as_deref().unwrap_or("receive buffer overflow: messages were lost"))]
+    Overflow { message: Option<String> },
     #[error("timed out")]
     TimedOut,
     #[error("{0}")]
@@ -53,7 +56,7 @@ impl ClientError {
                 errno::EINVAL
             }
             ClientError::ScriptTooLarge(_) | ClientError::DataTooLarge(_) => errno::EMSGSIZE,
-            ClientError::Overflow => errno::ENOBUFS,
+            ClientError::Overflow { .. } => errno::ENOBUFS,
             ClientError::TimedOut => libc::ETIMEDOUT,
             ClientError::Io(e) => e.raw_os_error().unwrap_or(errno::EIO),
         }
@@ -63,7 +66,7 @@ impl ClientError {
     pub(crate) fn from_io(err: io::Error, daemon_port: u32) -> ClientError {
         match err.raw_os_error() {
             Some(libc::ECONNREFUSED) => ClientError::NotRunning { port: daemon_port },
-            Some(libc::ENOBUFS) => ClientError::Overflow,
+            Some(libc::ENOBUFS) => ClientError::Overflow { message: None },
             _ => ClientError::Io(err),
         }
     }
@@ -96,5 +99,14 @@ mod tests {
     fn strerror_has_no_suffix() {
         assert_eq!(strerror(1), "Operation not permitted");
         assert_eq!(strerror(2), "No such file or directory");
+    }
+
+    #[test]
+    fn overflow_shows_the_daemons_text_when_there_is_one() {
+        let kernel = ClientError::from_io(io::Error::from_raw_os_error(libc::ENOBUFS), 1);
+        assert_eq!(kernel.to_string(), "receive buffer overflow: messages were lost");
+        let daemon = ClientError::Overflow { message: Some("2 messages were dropped".into()) };
+        assert_eq!(daemon.to_string(), "2 messages were dropped");
+        assert_eq!((kernel.errno(), daemon.errno()), (errno::ENOBUFS, errno::ENOBUFS));
     }
 }

@@ -33,7 +33,7 @@ use std::time::Instant;
 use crate::hook::{self, HookOutcome, PacketContext};
 use crate::state::{Shared, State};
 use crate::timers::TimerQueue;
-use crate::{EngineConfig, EngineError, NetlinkSink, StateConfig, StateInfo, StateStats};
+use crate::{EngineConfig, EngineError, NetlinkSink, SinkStats, StateConfig, StateInfo, StateStats};
 
 /// Longest state name in bytes (SPEC §2: 64 including the terminating NUL).
 pub const STATE_NAME_MAX_BYTES: usize = 63;
@@ -212,6 +212,11 @@ impl Engine {
     /// Statistics of all states, sorted by name.
     pub fn all_stats(&self) -> Vec<StateStats> {
         self.slots().iter().filter_map(|slot| slot.lock().as_ref().map(State::stats)).collect()
+    }
+
+    /// The counters of the sink states send through (see [`NetlinkSink::stats`]).
+    pub fn sink_stats(&self) -> SinkStats {
+        self.sink.stats()
     }
 
     /// Runs `chunk` (Lua source; bytecode is refused) in state `name`. `chunk_name` is Lua's chunk

@@ -89,6 +89,22 @@ pub trait NetlinkSink: Send + Sync {
         let _ = ip_packet;
         Err(std::io::ErrorKind::Unsupported.into())
     }
+
+    /// What the sink counted about undelivered `nf.netlink` messages, for the daemon's
+    /// statistics. The default has nothing to report, for sinks that cannot lose messages.
+    fn stats(&self) -> SinkStats {
+        SinkStats::default()
+    }
+}
+
+/// Counters of a [`NetlinkSink`]: messages a full receiver refused, and the notices that told
+/// receivers about it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    /// `nf.netlink` messages dropped because the receiver's buffer was full.
+    pub dropped: u64,
+    /// Loss notices (ENOBUFS errors) delivered to receivers that had lost messages.
+    pub loss_notices: u64,
 }
 
 #[derive(Debug, Clone)]

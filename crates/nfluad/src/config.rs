@@ -44,6 +44,10 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
 
+    /// Journal states, executed chunks and hooks in DIR and restore them on start.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+
     /// Log filter (tracing's env-filter syntax), e.g. "info" or "nflua=debug".
     #[arg(long, env = "NFLUA_LOG", default_value = "info")]
     pub log: String,
@@ -61,6 +65,7 @@ pub struct Config {
     pub queue_maxlen: u32,
     pub queue_recv_buffer: usize,
     pub metrics: Option<String>,
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Args {
@@ -78,6 +83,7 @@ impl Args {
             queue_maxlen: self.queue_maxlen,
             queue_recv_buffer: self.queue_recv_buffer,
             metrics: self.metrics,
+            state_dir: self.state_dir,
         })
     }
 }

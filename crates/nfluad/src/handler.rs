@@ -16,6 +16,7 @@ use nflua_proto::{
 };
 
 use crate::clients::Clients;
+use crate::journal::{Journal, Restored};
 use crate::queue::hooks::{HookError, Hooks};
 use crate::stats::Snapshot;
 
@@ -81,6 +82,8 @@ pub struct Handler {
     pub policy: Policy,
     /// Our own port id, the sender field of every reply header.
     pub port: u32,
+    /// `--state-dir`: every successful change is recorded before it is acknowledged.
+    pub journal: Option<Journal>,
 }
 
 impl Handler {
@@ -134,11 +137,7 @@ impl Handler {
         let seq = msg.header.seq;
         let result = match request {
             Request::Create(record) => self.create(record).map(|()| ack(MsgType::Create, seq, self.port)),
-            Request::Destroy { name } => self
-                .engine
-                .destroy(name)
-                .map_err(Failure::from)
-                .map(|()| ack(MsgType::Destroy, seq, self.port)),
+            Request::Destroy { name } => self.destroy(name).map(|()| ack(MsgType::Destroy, seq, self.port)),
             Request::List { ext } => {
                 out.extend(self.list(ext, seq));
                 return;
@@ -155,11 +154,9 @@ impl Handler {
                     Err(e) => Err(Failure::from(e)),
                 }
             }
-            Request::HookAdd(spec) => {
-                self.hooks.add(spec).map_err(Failure::from).map(|()| ack(MsgType::HookAdd, seq, self.port))
-            }
+            Request::HookAdd(spec) => self.hook_add(spec).map(|()| ack(MsgType::HookAdd, seq, self.port)),
             Request::HookDel { queue } => {
-                self.hooks.del(queue).map_err(Failure::from).map(|()| ack(MsgType::HookDel, seq, self.port))
+                self.hook_del(queue).map(|()| ack(MsgType::HookDel, seq, self.port))
             }
             Request::Stats => {
                 let json = Snapshot::take(&self.engine, &self.hooks.registry()).to_json();
@@ -189,8 +186,79 @@ impl Handler {
             max_runs: record.max_runs.unwrap_or(self.policy.default_max_runs),
             debug: flags.contains(StateFlags::DEBUG),
         };
+        let (name, max_alloc, max_runs, debug) =
+            (config.name.clone(), config.max_alloc_bytes, config.max_runs, config.debug);
         self.engine.create(config)?;
-        Ok(())
+        self.journaled(&name, |j| j.record_create(&name, max_alloc, max_runs, debug))
+    }
+
+    fn destroy(&mut self, name: &str) -> Result<(), Failure> {
+        self.engine.destroy(name)?;
+        self.journaled(name, |j| j.record_destroy(name))
+    }
+
+    fn hook_add(&mut self, spec: nflua_proto::hook::HookSpec) -> Result<(), Failure> {
+        self.hooks.add(spec.clone())?;
+        self.journaled(&spec.state, |j| j.record_hook_add(&spec))
+    }
+
+    fn hook_del(&mut self, queue: u16) -> Result<(), Failure> {
+        self.hooks.del(queue)?;
+        self.journaled("hooks", |j| j.record_hook_del(queue))
+    }
+
+    /// Records a change that already took effect. If the disk refuses, the
+    /// client is told its change will not survive a restart.
+    fn journaled(
+        &mut self,
+        what: &str,
+        record: impl FnOnce(&mut Journal) -> std::io::Result<()>,
+    ) -> Result<(), Failure> {
+        let Some(journal) = self.journal.as_mut() else { return Ok(()) };
+        record(journal).map_err(|e| {
+            tracing::error!(%what, error = %e, "journal write failed");
+            Failure::new(errno::EIO, format!("{what}: applied, but not journaled (lost on restart): {e}"))
+        })
+    }
+
+    /// Rebuilds what a journal recorded: states, their chunks in order, then
+    /// hooks. Stops at the first failure; the caller then exits instead of
+    /// serving a half-restored daemon.
+    pub fn restore(&mut self, restored: Restored) -> Result<(usize, usize, usize), String> {
+        let (mut states, mut chunks) = (0, 0);
+        for (state, texts) in restored.states {
+            let config = StateConfig {
+                name: state.name.clone(),
+                max_alloc_bytes: state.max_alloc,
+                max_runs: state.max_runs,
+                debug: state.debug,
+            };
+            self.engine.create(config).map_err(|e| format!("creating state {:?}: {e}", state.name))?;
+            states += 1;
+            for (chunk, text) in state.chunks.iter().zip(texts) {
+                match self.engine.execute(&state.name, &text, &chunk.name) {
+                    Ok(()) => {}
+                    Err(e) if chunk.failed => {
+                        tracing::debug!(state = %state.name, chunk = chunk.id, error = %e, "replayed chunk failed, as it did when executed");
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "replaying chunk {} ({:?}) of state {:?}: {e}",
+                            chunk.id, chunk.name, state.name
+                        ))
+                    }
+                }
+                chunks += 1;
+            }
+        }
+        let hooks = restored.hooks.len();
+        for spec in restored.hooks {
+            let (state, first, last) = (spec.state.clone(), spec.queue_first, spec.queue_last);
+            self.hooks
+                .add(spec)
+                .map_err(|e| format!("hooking state {state:?} on queues {first}:{last}: {e}"))?;
+        }
+        Ok((states, chunks, hooks))
     }
 
     fn list(&self, ext: bool, seq: u32) -> Vec<Vec<u8>> {
@@ -239,7 +307,16 @@ impl Handler {
             }
         };
         let chunk_name = if script.name.is_empty() { DEFAULT_CHUNK_NAME } else { script.name.as_str() };
-        self.engine.execute(&script.state, &script.body, chunk_name)?;
+        let ran = self.engine.execute(&script.state, &script.body, chunk_name);
+        // A chunk that raised may still have changed globals before it did:
+        // it is journaled too, so a replay ends in the same place.
+        if let Ok(()) | Err(EngineError::Lua(_)) = &ran {
+            let failed = ran.is_err();
+            self.journaled(&script.state, |j| {
+                j.record_execute(&script.state, chunk_name, &script.body, failed)
+            })?;
+        }
+        ran?;
         Ok(Some(ack(MsgType::Execute, header.seq, self.port)))
     }
 

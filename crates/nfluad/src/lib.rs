@@ -15,6 +15,7 @@ pub mod clients;
 pub mod config;
 pub mod handler;
 mod inject;
+pub mod journal;
 mod metrics;
 pub mod queue;
 pub mod server;

@@ -16,6 +16,7 @@ use crate::clients::Clients;
 use crate::config::Config;
 use crate::handler::{Handler, Policy, Sender};
 use crate::inject::Injector;
+use crate::journal::Journal;
 use crate::queue::hooks::{Hooks, QueueDefaults};
 use crate::sink::SocketSink;
 use crate::timers::TimerThread;
@@ -32,6 +33,8 @@ pub struct Server {
     handler: Handler,
     config: Config,
     signals: UnixStream,
+    /// Kept to tell receivers about `nf.netlink` messages they lost.
+    sink: Arc<SocketSink>,
     /// Stopped (and joined) when the server is dropped.
     _timers: TimerThread,
 }
@@ -54,9 +57,10 @@ impl Server {
             tracing::warn!(error = %e, "could not set the receive buffer");
         }
         let sock = Arc::new(sock);
+        let sink = Arc::new(SocketSink::new(Arc::clone(&sock), Injector::default()));
         let engine = Arc::new(Engine::new(
             EngineConfig { max_states: MAX_STATES, min_alloc_bytes: MIN_ALLOC_BYTES },
-            Arc::new(SocketSink { sock: Arc::clone(&sock), injector: Injector::default() }),
+            Arc::clone(&sink) as Arc<dyn nflua_engine::NetlinkSink>,
         ));
         let timers = TimerThread::spawn(Arc::clone(&engine)).context("starting the timer thread")?;
         let hooks = Hooks::new(
@@ -78,7 +82,7 @@ impl Server {
             signal_hook::low_level::pipe::register(sig, signal_writer.try_clone()?)
                 .context("installing signal handlers")?;
         }
-        let handler = Handler {
+        let mut handler = Handler {
             engine,
             hooks,
             clients: Clients::default(),
@@ -88,8 +92,12 @@ impl Server {
                 default_max_runs: config.default_max_runs,
             },
             port: config.port,
+            journal: None,
         };
-        Ok(Server { sock, handler, config, signals, _timers: timers })
+        if let Some(dir) = &config.state_dir {
+            restore_journal(&mut handler, dir)?;
+        }
+        Ok(Server { sock, handler, config, signals, sink, _timers: timers })
     }
 
     /// Serves until a termination signal arrives.
@@ -98,7 +106,8 @@ impl Server {
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut last_housekeeping = Instant::now();
         loop {
-            let timeout = if self.handler.clients.is_empty() { -1 } else { HOUSEKEEPING.as_millis() as i32 };
+            let idle = self.handler.clients.is_empty() && !self.sink.loss_notices_pending();
+            let timeout = if idle { -1 } else { HOUSEKEEPING.as_millis() as i32 };
             let (net_ready, sig_ready) = poll2(self.sock.as_raw_fd(), self.signals.as_raw_fd(), timeout)?;
             if sig_ready {
                 let mut drain = [0u8; 16];
@@ -112,6 +121,7 @@ impl Server {
             let now = Instant::now();
             if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
                 last_housekeeping = now;
+                self.sink.flush_loss_notices();
                 let expired = self.handler.clients.expire(now, self.config.fragment_timeout);
                 if expired > 0 {
                     tracing::info!(
@@ -179,6 +189,18 @@ impl Server {
             }
         }
     }
+}
+
+/// Opens the journal, rebuilds what it holds, and from then on records changes.
+fn restore_journal(handler: &mut Handler, dir: &std::path::Path) -> anyhow::Result<()> {
+    let (journal, restored) = Journal::open(dir)?;
+    let (states, chunks, hooks) = handler
+        .restore(restored)
+        .map_err(|e| anyhow::anyhow!("restoring the journal in {}: {e}", dir.display()))?;
+    journal.remove_orphans();
+    handler.journal = Some(journal);
+    tracing::info!(dir = %dir.display(), states, chunks, hooks, "journal restored");
+    Ok(())
 }
 
 fn oversized_reply(datagram: &[u8], port: u32) -> Vec<u8> {

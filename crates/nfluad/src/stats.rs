@@ -14,6 +14,17 @@ use crate::queue::hooks::HookRegistry;
 pub struct Snapshot {
     pub states: Vec<StateSnapshot>,
     pub hooks: Vec<HookSnapshot>,
+    pub netlink: NetlinkSnapshot,
+}
+
+/// `nf.netlink` messages the daemon could not deliver (SPEC §9: overflow is
+/// counted, never silent).
+#[derive(Debug, Default, Serialize)]
+pub struct NetlinkSnapshot {
+    /// Messages a receiver's full buffer refused.
+    pub dropped: u64,
+    /// ENOBUFS notices delivered to receivers that had lost messages.
+    pub loss_notices: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,7 +112,9 @@ impl Snapshot {
                 }
             })
             .collect();
-        Snapshot { states, hooks }
+        let sink = engine.sink_stats();
+        let netlink = NetlinkSnapshot { dropped: sink.dropped, loss_notices: sink.loss_notices };
+        Snapshot { states, hooks, netlink }
     }
 
     pub fn to_json(&self) -> String {
@@ -168,6 +181,21 @@ impl Snapshot {
                 }
             }
         }
+        let netlink_metrics: [(&str, &str, u64); 2] = [
+            (
+                "nflua_netlink_dropped_total",
+                "nf.netlink messages dropped because the receiver's buffer was full.",
+                self.netlink.dropped,
+            ),
+            (
+                "nflua_netlink_loss_notices_total",
+                "ENOBUFS notices sent to receivers that lost nf.netlink messages.",
+                self.netlink.loss_notices,
+            ),
+        ];
+        for (name, help, n) in netlink_metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {n}");
+        }
         out
     }
 }
@@ -209,10 +237,13 @@ mod tests {
                 timers: 0,
             }],
             hooks: vec![],
+            netlink: NetlinkSnapshot { dropped: 7, loss_notices: 2 },
         };
         let text = snap.to_prometheus();
         assert!(text.contains("# TYPE nflua_state_memory_bytes gauge"), "{text}");
         assert!(text.contains("nflua_state_memory_bytes{state=\"we\\\"b\"} 100"), "{text}");
         assert!(text.contains("nflua_state_errors_total{state=\"we\\\"b\"} 1"), "{text}");
+        assert!(text.contains("# TYPE nflua_netlink_dropped_total counter\nnflua_netlink_dropped_total 7"));
+        assert!(text.contains("\nnflua_netlink_loss_notices_total 2\n"), "{text}");
     }
 }

@@ -141,3 +141,95 @@ fn timers_fire_in_order_and_can_be_cancelled() {
     let log = d.log_text();
     assert!(log.contains("timer boom"), "timer errors are logged");
 }
+
+/// DATA messages the flood test sends: a 4 KiB receiver holds a handful.
+const FLOOD: usize = 1000;
+
+/// Asks for the state list and checks the answer came within 2 s.
+fn list_promptly(control: &mut nflua_client::ControlSocket) {
+    let asked = std::time::Instant::now();
+    control.list().expect("list during the flood");
+    let took = asked.elapsed();
+    assert!(took < std::time::Duration::from_secs(2), "LIST took {took:?} during a DATA flood");
+}
+
+/// What a flooded receiver read.
+#[derive(Debug, Default)]
+struct Received {
+    delivered: usize,
+    /// Sum of the counts the daemon's loss notices stated.
+    lost: usize,
+    notices: usize,
+}
+
+/// Reads DATA messages and loss notices until all `total` messages are
+/// accounted for, one way or the other.
+fn receive_or_account(receiver: &mut nflua_client::DataSocket, total: usize) -> Received {
+    let mut buf = vec![0u8; DATA_MAX];
+    let mut got = Received::default();
+    while got.delivered + got.lost < total {
+        match receiver.receive_timeout(&mut buf, 5000) {
+            Ok(m) => {
+                assert_eq!((m.len, m.state.as_str()), (2000, "relay"));
+                got.delivered += 1;
+            }
+            Err(ClientError::Overflow { message: Some(text) }) => {
+                let (count, rest) = text.split_once(' ').unwrap_or_default();
+                assert!(
+                    rest.ends_with("from nfluad were dropped: receive buffer full")
+                        || rest == "message from nfluad was dropped: receive buffer full",
+                    "{text}"
+                );
+                got.lost += count.parse::<usize>().unwrap_or_else(|_| panic!("no count in {text:?}"));
+                got.notices += 1;
+            }
+            Err(e) => panic!("after {got:?}: {e:?} (errno {})", e.errno()),
+        }
+    }
+    got
+}
+
+#[test]
+fn a_flooded_receiver_learns_how_many_messages_it_lost() {
+    let d = Daemon::start();
+    d.create("relay");
+    // The receiver stops reading: its tiny buffer fills after a few messages.
+    let mut receiver = d.data();
+    receiver.set_recv_buffer(4096).unwrap();
+    let port = receiver.port().unwrap();
+    d.execute(
+        "relay",
+        &format!("function __receive_callback(pid, b) nf.netlink({port}, 0, tostring(b)) end"),
+    )
+    .unwrap();
+    let mut sender = d.data();
+    let flood = std::thread::spawn(move || {
+        let payload = vec![b'x'; 2000];
+        for _ in 0..FLOOD {
+            sender.send("relay", &payload).expect("send to relay");
+        }
+        sender
+    });
+    let mut control = d.control();
+    while !flood.is_finished() {
+        list_promptly(&mut control);
+    }
+    let mut sender = flood.join().expect("flood thread");
+    // Answered after every DATA of the flood: the relay has seen them all.
+    list_promptly(&mut control);
+
+    let got = receive_or_account(&mut receiver, FLOOD);
+    assert!(got.delivered > 0 && got.lost > 0 && got.notices > 0, "{got:?}");
+    assert_eq!(got.delivered + got.lost, FLOOD, "every message is delivered or counted: {got:?}");
+
+    // Nothing more to report: what comes next arrives normally.
+    sender.send("relay", &[b'y'; 2000]).unwrap();
+    let mut buf = vec![0u8; DATA_MAX];
+    let m = receiver.receive_timeout(&mut buf, 5000).expect("a message after the notice");
+    assert_eq!(&buf[..m.len], &[b'y'; 2000][..]);
+
+    let json: serde_json::Value = serde_json::from_str(&d.ctl_ok(&["stats", "--json"])).unwrap();
+    assert_eq!(json["netlink"]["dropped"], got.lost, "{json}");
+    assert_eq!(json["netlink"]["loss_notices"], got.notices, "{json}");
+    d.assert_serving(Some("relay"));
+}

@@ -12,6 +12,11 @@ use std::time::Duration;
 
 use crate::util::text;
 
+/// The rule guard of a match hook: packets nflua has not evaluated yet go to the queue.
+pub const GUARD: &str = "-m mark ! --mark 0x10000000/0x10000000";
+/// Packets a match hook matched (the default MATCH mark).
+pub const MATCHED: &str = "-m mark --mark 0x20000000/0x20000000";
+
 pub const ADDR_A: &str = "192.0.2.1";
 pub const ADDR_B: &str = "192.0.2.2";
 pub const ADDR6_A: &str = "2001:db8::1";
@@ -72,6 +77,11 @@ impl NetPair {
     /// A command run in namespace `a`.
     pub fn exec_a(&self, cmd: &[&str]) -> Output {
         Command::new("ip").args(["netns", "exec", &self.a]).args(cmd).output().expect("ip netns exec")
+    }
+
+    /// A command run in namespace `b`.
+    pub fn exec_b(&self, cmd: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", &self.b]).args(cmd).output().expect("ip netns exec")
     }
 
     /// A UDP socket bound in `b` on `port` (IPv4), with a receive timeout.

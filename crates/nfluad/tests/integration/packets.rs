@@ -5,11 +5,8 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use crate::netns::{udp_exchange, NetPair, ADDR_B};
+use crate::netns::{udp_exchange, NetPair, ADDR_B, GUARD, MATCHED};
 use crate::util::{text, Daemon};
-
-const GUARD: &str = "-m mark ! --mark 0x10000000/0x10000000";
-const MATCHED: &str = "-m mark --mark 0x20000000/0x20000000";
 
 /// A pair of namespaces with nfluad serving in `b`.
 fn setup(test: &str) -> Option<(NetPair, Daemon)> {

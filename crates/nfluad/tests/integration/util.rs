@@ -62,7 +62,11 @@ impl Daemon {
 
     /// Starts a daemon inside network namespace `netns` (via `ip netns exec`).
     pub fn start_in(netns: Option<&str>, args: &[&str]) -> Daemon {
-        let port = private_port();
+        Daemon::start_on(netns, private_port(), args)
+    }
+
+    /// Starts a daemon on a given port (e.g. again after [`Daemon::kill`]).
+    pub fn start_on(netns: Option<&str>, port: u32, args: &[&str]) -> Daemon {
         let log = std::env::temp_dir().join(format!("nfluad-test-{port:x}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = match netns {
@@ -101,6 +105,11 @@ impl Daemon {
                 Err(e) => panic!("nfluad did not come up: {e}\n{}", self.log_text()),
             }
         }
+    }
+
+    /// Process id of the daemon itself (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn config(&self) -> ClientConfig {
@@ -178,6 +187,12 @@ impl Daemon {
             assert!(Instant::now() < deadline, "nfluad ignored SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGKILL, as a crash would: no clean shutdown of any kind.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The daemon still answers and `keeper` (if any) still runs Lua.
