@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# Builds release binaries and prints the benchmark table (medians of 3 runs
-# and ratios against baselines measured in the same run).
+# The one benchmark command: control, data-channel, in-process Lua and memory
+# figures (medians of 3, ratios against baselines measured in the same run,
+# targets marked met/MISSED), then — as root — the packet path (bench/packet.sh).
+#
+# Usage: sudo bench/run.sh [--quick] [packet.sh options]
+#   Without root only the first table is printed. --quick shortens the packet
+#   part to a ~1-minute smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p nfluad -p nflua-bench
-exec target/release/nflua-bench "$@"
+target/release/nflua-bench
+if [ "$(id -u)" -eq 0 ]; then
+    bash bench/packet.sh "$@"
+else
+    echo
+    echo "packet path skipped: it needs root for network namespaces (sudo bench/run.sh)"
+fi

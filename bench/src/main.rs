@@ -2,8 +2,9 @@
 //! beside a baseline measured in the same run on the same machine, printed as
 //! a table with ratios. Targets live here, never in timed tests.
 //!
-//! Usage: `bench/run.sh` (builds release binaries, then runs this). The
-//! daemon is started from `target/release/nfluad` on a private port.
+//! Usage: `bench/run.sh` (builds release binaries, runs this, then as root
+//! the packet-path benchmark). The daemon is started from
+//! `target/release/nfluad` on a private port.
 
 mod stats;
 
@@ -15,8 +16,8 @@ use anyhow::Context;
 use nflua_client::consts::{DATA_MAX, SCRIPT_MAX};
 use nflua_client::socket::{NetlinkSocket, Port};
 use nflua_client::{ClientConfig, ControlSocket, CreateRequest, DataSocket};
-use nflua_engine::{Engine, EngineConfig, NetlinkSink, StateConfig};
-use stats::{Row, Samples};
+use nflua_engine::{Engine, EngineConfig, HookMode, NetlinkSink, PacketContext, StateConfig};
+use stats::{Row, Samples, Target};
 
 const REPEATS: usize = 3;
 
@@ -34,19 +35,36 @@ fn main() -> anyhow::Result<()> {
     let raw = repeat(|| raw_echo_rate(20_000))?;
     let ours = repeat(|| data_round_trip_rate(&config, 20_000))?;
     rows.push(Row::rate("raw NETLINK_USERSOCK echo (msg/s)", raw.clone(), None));
-    rows.push(Row::rate("data round trip via Lua (msg/s)", ours, Some(("vs raw echo", raw))));
+    rows.push(
+        Row::rate("data round trip via Lua (msg/s)", ours, Some(("vs raw echo", raw)))
+            .with_target(Target::AtLeast(0.8)),
+    );
 
+    // The in-process figures are for one core: pin this thread so the
+    // scheduler cannot move it between cores mid-measurement.
+    pin_to_last_cpu();
     let direct = repeat(|| direct_lua_call_rate(300_000))?;
     let engine = repeat(|| engine_callback_rate(300_000))?;
+    let hook = repeat(|| engine_hook_rate(300_000))?;
     rows.push(Row::rate("plain mlua call, 64-byte string (calls/s)", direct.clone(), None));
-    rows.push(Row::rate(
-        "engine __receive_callback, 64 bytes (calls/s)",
-        engine,
-        Some(("vs plain call", direct)),
-    ));
+    rows.push(
+        Row::rate(
+            "engine __receive_callback, 64 bytes (calls/s)",
+            engine,
+            Some(("vs plain call", direct.clone())),
+        )
+        .with_target(Target::AtLeast(1.5e6)),
+    );
+    rows.push(
+        Row::rate("engine match hook `return false`, 64 B (calls/s)", hook, Some(("vs plain call", direct)))
+            .with_target(Target::AtLeast(1.5e6)),
+    );
 
     let (idle, rss_growth) = state_memory(&config, daemon.child.id(), 100)?;
-    rows.push(Row::latency("idle state, default libraries (bytes, Lua heap)", Samples(vec![idle])));
+    rows.push(
+        Row::latency("idle state, default libraries (bytes, Lua heap)", Samples(vec![idle]))
+            .with_target(Target::AtMost(40960.0)),
+    );
     rows.push(Row::latency("daemon RSS growth for 100 states (bytes/state)", Samples(vec![rss_growth])));
 
     drop(daemon);
@@ -228,6 +246,45 @@ fn engine_callback_rate(n: usize) -> anyhow::Result<f64> {
         engine.deliver("b", 1, &payload)?;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Calls/s of a match hook returning false on a 64-byte IPv4/UDP frame, as a
+/// queue worker calls it (frame and packet views, limits, result reading).
+fn engine_hook_rate(n: usize) -> anyhow::Result<f64> {
+    let engine = Engine::new(EngineConfig { max_states: 1, min_alloc_bytes: 32768 }, Arc::new(NullSink));
+    engine.create(StateConfig {
+        name: "b".into(),
+        max_alloc_bytes: 1 << 20,
+        max_runs: 1000,
+        debug: false,
+    })?;
+    engine.execute("b", b"function f(frame, packet) return false end", "=bench")?;
+    let mut frame = [0u8; 14 + 20 + 8 + 64];
+    frame[12] = 0x08;
+    frame[14] = 0x45;
+    frame[23] = 17;
+    let packet = PacketContext {
+        frame: &frame,
+        lua_packet: 14..frame.len(),
+        mode: HookMode::Match,
+        conntrack_id: None,
+    };
+    let start = Instant::now();
+    for _ in 0..n {
+        engine.call_hook("b", "f", &packet)?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Pins the calling thread to the machine's last CPU (best effort).
+fn pin_to_last_cpu() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpus - 1, &mut set);
+        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
 
 /// Calls/s of the same function called straight through mlua with a string.

@@ -16,29 +16,65 @@ impl Samples {
     }
 }
 
+/// What a figure should reach: a bound on the median, or on the ratio when the row has one.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Target {
+    fn check(self, value: f64) -> String {
+        let (sign, bound, ok) = match self {
+            Target::AtLeast(b) => (">=", b, value >= b),
+            Target::AtMost(b) => ("<=", b, value <= b),
+        };
+        format!("target {sign} {}: {}", compact(bound), if ok { "met" } else { "MISSED" })
+    }
+}
+
+/// 1500000 as "1.5M", 40960 as "40960", 0.8 as "0.8".
+fn compact(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{}M", x / 1e6)
+    } else {
+        format!("{x}")
+    }
+}
+
 pub struct Row {
     name: &'static str,
     samples: Samples,
     ratio: Option<(&'static str, f64)>,
+    target: Option<Target>,
 }
 
 impl Row {
     pub fn latency(name: &'static str, samples: Samples) -> Row {
-        Row { name, samples, ratio: None }
+        Row { name, samples, ratio: None, target: None }
     }
 
     /// A rate, optionally compared with a baseline (ratio = ours / baseline).
     pub fn rate(name: &'static str, samples: Samples, baseline: Option<(&'static str, Samples)>) -> Row {
         let ratio = baseline.map(|(label, b)| (label, samples.median() / b.median()));
-        Row { name, samples, ratio }
+        Row { name, samples, ratio, target: None }
+    }
+
+    /// Checks the ratio if the row has one, else the median.
+    pub fn with_target(mut self, target: Target) -> Row {
+        self.target = Some(target);
+        self
     }
 }
 
 pub fn print_table(rows: &[Row]) {
-    println!("{:<48} {:>14} {:>30}   ratio", "benchmark", "median", "runs");
+    println!("{:<52} {:>12} {:>30}   ratio; target", "benchmark", "median", "runs");
     for r in rows {
         let runs: Vec<String> = r.samples.0.iter().map(|v| format!("{v:.0}")).collect();
-        let ratio = r.ratio.map_or_else(String::new, |(label, x)| format!("{x:.2} {label}"));
-        println!("{:<48} {:>14.1} {:>30}   {}", r.name, r.samples.median(), runs.join(" "), ratio);
+        let mut notes: Vec<String> = r.ratio.iter().map(|(label, x)| format!("{x:.2} {label}")).collect();
+        if let Some(t) = r.target {
+            notes.push(t.check(r.ratio.map_or(r.samples.median(), |(_, x)| x)));
+        }
+        println!("{:<52} {:>12.1} {:>30}   {}", r.name, r.samples.median(), runs.join(" "), notes.join("; "));
     }
 }

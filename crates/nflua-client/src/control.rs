@@ -18,7 +18,7 @@ use nflua_proto::{
 
 use crate::config::ClientConfig;
 use crate::error::{strerror, ClientError};
-use crate::link::DaemonLink;
+use crate::link::{DaemonLink, Wait};
 use crate::socket::Port;
 
 /// Largest STATS answer a client accepts, so a lying peer cannot make it
@@ -147,8 +147,8 @@ impl ControlSocket {
         self.link.is_closed()
     }
 
-    pub fn set_nonblocking(&self, on: bool) -> Result<(), ClientError> {
-        self.link.socket()?.set_nonblocking(on).map_err(ClientError::Io)
+    pub fn set_nonblocking(&mut self, on: bool) -> Result<(), ClientError> {
+        self.link.set_nonblocking(on)
     }
 
     /// Bounds the blocking helpers' waits (`None`: forever); they fail with
@@ -311,26 +311,27 @@ impl ControlSocket {
 
     /// Reads one datagram of the reply to the outstanding command.
     pub fn receive(&mut self) -> Result<Response, ClientError> {
-        self.receive_one(false)
+        Ok(self.receive_one(Wait::Mode)?.unwrap_or(Response::Pending))
     }
 
-    fn receive_one(&mut self, dontwait: bool) -> Result<Response, ClientError> {
+    /// `None`: nothing arrived within what `wait` allows.
+    fn receive_one(&mut self, wait: Wait) -> Result<Option<Response>, ClientError> {
         self.link.socket()?;
         let expect = match (self.state, self.expect) {
             (SocketState::Failed, _) => return Err(ClientError::Failed("earlier protocol error".into())),
             (SocketState::Ready, _) | (_, None) => return Err(ClientError::NotReady),
             (_, Some(expect)) => expect,
         };
-        let len = match self.link.recv_from_daemon(dontwait) {
+        let len = match self.link.recv_from_daemon(wait) {
             Ok(Some(len)) => len,
-            Ok(None) => return Ok(Response::Pending),
+            Ok(None) => return Ok(None),
             Err(ClientError::Failed(why)) => return Err(self.fail(why)),
             Err(e) => return Err(e),
         };
         let datagram = std::mem::take(&mut self.link.buf);
         let result = self.handle_datagram(&datagram[..len], expect);
         self.link.buf = datagram;
-        result
+        result.map(Some)
     }
 
     fn handle_datagram(&mut self, datagram: &[u8], expect: MsgType) -> Result<Response, ClientError> {
@@ -403,12 +404,10 @@ impl ControlSocket {
     /// passes between datagrams; negative waits forever).
     pub fn wait(&mut self, timeout_ms: i32) -> Result<Response, ClientError> {
         loop {
-            if !self.link.wait(timeout_ms)? {
-                return Err(ClientError::TimedOut);
-            }
-            match self.receive_one(true)? {
-                Response::Pending => continue,
-                done => return Ok(done),
+            match self.receive_one(Wait::Upto(timeout_ms))? {
+                None => return Err(ClientError::TimedOut),
+                Some(Response::Pending) => continue,
+                Some(done) => return Ok(done),
             }
         }
     }

@@ -8,7 +8,7 @@ use nflua_proto::{encode_data, errno, messages, name, Reply};
 
 use crate::config::ClientConfig;
 use crate::error::{strerror, ClientError};
-use crate::link::DaemonLink;
+use crate::link::{DaemonLink, Wait};
 use crate::socket::Port;
 
 /// One received DATA message: `len` bytes were copied to the caller's buffer.
@@ -46,8 +46,8 @@ impl DataSocket {
         self.link.is_closed()
     }
 
-    pub fn set_nonblocking(&self, on: bool) -> Result<(), ClientError> {
-        self.link.socket()?.set_nonblocking(on).map_err(ClientError::Io)
+    pub fn set_nonblocking(&mut self, on: bool) -> Result<(), ClientError> {
+        self.link.set_nonblocking(on)
     }
 
     /// Sets the kernel receive buffer of this socket.
@@ -73,11 +73,11 @@ impl DataSocket {
     /// [`ClientError::Overflow`]: messages to this socket were dropped while
     /// its buffer was full; the socket stays usable and later ones arrive.
     pub fn receive(&mut self, out: &mut [u8]) -> Result<Option<DataMessage>, ClientError> {
-        self.receive_one(out, false)
+        self.receive_one(out, Wait::Mode)
     }
 
-    fn receive_one(&mut self, out: &mut [u8], dontwait: bool) -> Result<Option<DataMessage>, ClientError> {
-        let Some(len) = self.link.recv_from_daemon(dontwait)? else {
+    fn receive_one(&mut self, out: &mut [u8], wait: Wait) -> Result<Option<DataMessage>, ClientError> {
+        let Some(len) = self.link.recv_from_daemon(wait)? else {
             return Ok(None);
         };
         let datagram = &self.link.buf[..len];
@@ -118,13 +118,6 @@ impl DataSocket {
 
     /// Blocks for at most `timeout_ms` (negative: forever) for one message.
     pub fn receive_timeout(&mut self, out: &mut [u8], timeout_ms: i32) -> Result<DataMessage, ClientError> {
-        loop {
-            if !self.link.wait(timeout_ms)? {
-                return Err(ClientError::TimedOut);
-            }
-            if let Some(m) = self.receive_one(out, true)? {
-                return Ok(m);
-            }
-        }
+        self.receive_one(out, Wait::Upto(timeout_ms))?.ok_or(ClientError::TimedOut)
     }
 }

@@ -2,6 +2,7 @@
 //! from the daemon passes (right port, trusted credentials).
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use nflua_proto::consts::PAYLOAD_MAX;
 
@@ -13,21 +14,54 @@ use crate::socket::{NetlinkSocket, Port};
 /// errors stay within a page; the slack catches peers that do not).
 const RECV_BUFFER: usize = 4 * PAYLOAD_MAX;
 
+/// How long a receive may wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// As the socket's mode says: forever when blocking, not at all when not.
+    Mode,
+    /// At most this many milliseconds (0: not at all; negative: forever), whatever the mode.
+    Upto(i32),
+}
+
 #[derive(Debug)]
 pub(crate) struct DaemonLink {
     sock: Option<NetlinkSocket>,
     pub(crate) config: ClientConfig,
     pub(crate) buf: Vec<u8>,
+    nonblocking: bool,
+    /// The socket's `SO_RCVTIMEO` as last set (zero: none), so it is set only
+    /// when it changes rather than once per receive.
+    recv_timeout: Duration,
 }
 
 impl DaemonLink {
     pub(crate) fn open(config: ClientConfig, port: Port) -> Result<DaemonLink, ClientError> {
         let sock = NetlinkSocket::bind(port, 0).map_err(ClientError::Io)?;
-        Ok(DaemonLink { sock: Some(sock), config, buf: vec![0; RECV_BUFFER] })
+        Ok(DaemonLink {
+            sock: Some(sock),
+            config,
+            buf: vec![0; RECV_BUFFER],
+            nonblocking: false,
+            recv_timeout: Duration::ZERO,
+        })
     }
 
     pub(crate) fn socket(&self) -> Result<&NetlinkSocket, ClientError> {
         self.sock.as_ref().ok_or(ClientError::Closed)
+    }
+
+    pub(crate) fn set_nonblocking(&mut self, on: bool) -> Result<(), ClientError> {
+        self.socket()?.set_nonblocking(on).map_err(ClientError::Io)?;
+        self.nonblocking = on;
+        Ok(())
+    }
+
+    fn set_recv_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        if self.recv_timeout != timeout {
+            self.socket()?.set_recv_timeout(timeout).map_err(ClientError::Io)?;
+            self.recv_timeout = timeout;
+        }
+        Ok(())
     }
 
     pub(crate) fn close(&mut self) {
@@ -46,12 +80,62 @@ impl DaemonLink {
 
     /// Reads datagrams until one comes from the daemon's port with trusted
     /// credentials; others are dropped. Returns its length in `self.buf`, or
-    /// `None` when nothing is there and either the socket is non-blocking or
-    /// `dontwait` is set (callers that poll with a timeout set it, so a
-    /// dropped datagram never turns their wait into an endless block).
-    pub(crate) fn recv_from_daemon(&mut self, dontwait: bool) -> Result<Option<usize>, ClientError> {
+    /// `None` when nothing came within what `wait` allows.
+    ///
+    /// A bounded wait on a blocking socket blocks in `recv` with a receive
+    /// timeout instead of polling first: one system call per reply, which is
+    /// what a request/reply round trip costs between two plain sockets.
+    pub(crate) fn recv_from_daemon(&mut self, wait: Wait) -> Result<Option<usize>, ClientError> {
+        match wait {
+            Wait::Mode => {
+                self.set_recv_timeout(Duration::ZERO)?;
+                self.recv_trusted(self.nonblocking, None)
+            }
+            Wait::Upto(ms) if ms < 0 && !self.nonblocking => {
+                self.set_recv_timeout(Duration::ZERO)?;
+                self.recv_trusted(false, None)
+            }
+            Wait::Upto(ms) if self.nonblocking => {
+                // Keep the caller's non-blocking mode: poll, then read without waiting.
+                let deadline = (ms >= 0).then(|| Instant::now() + Duration::from_millis(ms as u64));
+                loop {
+                    let left = deadline.map_or(-1, remaining_ms);
+                    if left == 0 || !self.wait(left)? {
+                        return Ok(None);
+                    }
+                    if let Some(len) = self.recv_trusted(true, None)? {
+                        return Ok(Some(len));
+                    }
+                }
+            }
+            Wait::Upto(0) => self.recv_trusted(true, None),
+            Wait::Upto(ms) => {
+                let full = Duration::from_millis(ms as u64);
+                self.recv_trusted(false, Some((full, Instant::now() + full)))
+            }
+        }
+    }
+
+    /// The receive loop. With a bound the socket is blocking and `recv` waits
+    /// at most the full timeout the first time — the same value call after
+    /// call, so the option is not set again — and the time left after a
+    /// datagram that was not for us.
+    fn recv_trusted(
+        &mut self,
+        dontwait: bool,
+        bound: Option<(Duration, Instant)>,
+    ) -> Result<Option<usize>, ClientError> {
         let port = self.config.daemon_port;
+        let mut first = true;
         loop {
+            if let Some((full, deadline)) = bound {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                self.set_recv_timeout(if first { full } else { left })?;
+                first = false;
+            }
             let sock = self.sock.as_ref().ok_or(ClientError::Closed)?;
             let info = match sock.recv(&mut self.buf, dontwait) {
                 Ok(info) => info,
@@ -74,4 +158,9 @@ impl DaemonLink {
     pub(crate) fn wait(&self, timeout_ms: i32) -> Result<bool, ClientError> {
         self.socket()?.wait_readable(timeout_ms).map_err(ClientError::Io)
     }
+}
+
+fn remaining_ms(deadline: Instant) -> i32 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
 }

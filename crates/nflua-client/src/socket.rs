@@ -64,6 +64,17 @@ impl NetlinkSocket {
         sys::send_to(&self.fd, buf, port, groups)
     }
 
+    /// Sends without ever waiting, whatever the descriptor's mode: a full
+    /// receiver gives `WouldBlock`.
+    pub fn send_to_nowait(&self, buf: &[u8], port: u32, groups: u32) -> io::Result<usize> {
+        sys::send_to_flags(&self.fd, buf, port, groups, libc::MSG_DONTWAIT)
+    }
+
+    /// Bounds blocking receives (zero: no bound); see [`sys::set_recv_timeout`].
+    pub fn set_recv_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+        sys::set_recv_timeout(&self.fd, timeout)
+    }
+
     /// Receives one datagram; `dontwait` returns `WouldBlock` instead of waiting.
     pub fn recv(&self, buf: &mut [u8], dontwait: bool) -> io::Result<RecvInfo> {
         sys::recv(&self.fd, buf, dontwait)

@@ -98,6 +98,27 @@ pub fn set_int_option(fd: &OwnedFd, level: i32, name: i32, value: i32) -> io::Re
     Ok(())
 }
 
+/// `SO_RCVTIMEO`: a blocking receive gives up with `WouldBlock` after
+/// `timeout` (zero: wait forever). A socket with a timeout is never restarted
+/// after a signal handler, so a signal also ends the wait (`Interrupted`).
+pub fn set_recv_timeout(fd: &OwnedFd, timeout: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        tv_usec: timeout.subsec_micros().into(),
+    };
+    // SAFETY: tv lives across the call and the length is its size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 pub fn get_int_option(fd: &OwnedFd, level: i32, name: i32) -> io::Result<i32> {
     let mut value: i32 = 0;
     let mut len = size_of::<i32>() as libc::socklen_t;
@@ -118,6 +139,11 @@ pub fn set_nonblocking(fd: &OwnedFd, on: bool) -> io::Result<()> {
 }
 
 pub fn send_to(fd: &OwnedFd, buf: &[u8], port: u32, groups: u32) -> io::Result<usize> {
+    send_to_flags(fd, buf, port, groups, 0)
+}
+
+/// `sendto` with `flags` (e.g. `MSG_DONTWAIT`).
+pub fn send_to_flags(fd: &OwnedFd, buf: &[u8], port: u32, groups: u32, flags: i32) -> io::Result<usize> {
     let addr = sockaddr(port, groups);
     // SAFETY: buf and addr live across the call, lengths match.
     let n = unsafe {
@@ -125,7 +151,7 @@ pub fn send_to(fd: &OwnedFd, buf: &[u8], port: u32, groups: u32) -> io::Result<u
             fd.as_raw_fd(),
             buf.as_ptr() as *const libc::c_void,
             buf.len(),
-            0,
+            flags,
             &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
             size_of::<libc::sockaddr_nl>() as libc::socklen_t,
         )

@@ -238,7 +238,7 @@ fn control_getstate(lua: &Lua, args: &Args) -> Outcome {
 }
 
 fn control_setblocking(lua: &Lua, args: &Args) -> Outcome {
-    let this = control(args)?;
+    let mut this = control(args)?;
     let blocking = args.boolean(2)?;
     status(lua, this.sock.set_nonblocking(!blocking))
 }
@@ -343,7 +343,7 @@ fn data_getpid(lua: &Lua, args: &Args) -> Outcome {
 }
 
 fn data_setblocking(lua: &Lua, args: &Args) -> Outcome {
-    let this = channel(args)?;
+    let mut this = channel(args)?;
     let blocking = args.boolean(2)?;
     status(lua, this.sock.set_nonblocking(!blocking))
 }

@@ -1,9 +1,16 @@
 //! The serving loop: read a datagram, hand it to the [`Handler`], send the
 //! replies; stop cleanly on SIGTERM/SIGINT.
+//!
+//! The loop blocks in `recv` itself rather than in `poll`: a request costs one
+//! receive and one send, as between two plain sockets, which is what the data
+//! channel's round trip is measured against. The receive timeout
+//! ([`HOUSEKEEPING`]) wakes the loop for expiry and loss notices, and, since
+//! a socket with a timeout is never restarted after a signal handler, also
+//! lets a termination signal end the wait at once. Sends never wait
+//! (`MSG_DONTWAIT`): a client that stops reading must not stall the daemon.
 
-use std::io::{self, Read};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +39,8 @@ pub struct Server {
     sock: Arc<NetlinkSocket>,
     handler: Handler,
     config: Config,
-    signals: UnixStream,
+    /// Set by SIGTERM/SIGINT.
+    stop: Arc<AtomicBool>,
     /// Kept to tell receivers about `nf.netlink` messages they lost.
     sink: Arc<SocketSink>,
     /// Stopped (and joined) when the server is dropped.
@@ -52,7 +60,7 @@ impl Server {
                 anyhow::Error::new(e).context(format!("binding NETLINK_USERSOCK port {:#x}", config.port))
             }
         })?;
-        sock.set_nonblocking(true).context("making the socket non-blocking")?;
+        sock.set_recv_timeout(HOUSEKEEPING).context("setting the receive timeout")?;
         if let Err(e) = sock.set_recv_buffer(config.recv_buffer) {
             tracing::warn!(error = %e, "could not set the receive buffer");
         }
@@ -76,11 +84,9 @@ impl Server {
                 .with_context(|| format!("serving metrics on {addr}"))?;
             tracing::info!(%bound, "metrics served over HTTP at /metrics");
         }
-        let (signals, signal_writer) = UnixStream::pair().context("creating the signal pipe")?;
-        signals.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-            signal_hook::low_level::pipe::register(sig, signal_writer.try_clone()?)
-                .context("installing signal handlers")?;
+            signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
         }
         let mut handler = Handler {
             engine,
@@ -97,7 +103,7 @@ impl Server {
         if let Some(dir) = &config.state_dir {
             restore_journal(&mut handler, dir)?;
         }
-        Ok(Server { sock, handler, config, signals, sink, _timers: timers })
+        Ok(Server { sock, handler, config, stop, sink, _timers: timers })
     }
 
     /// Serves until a termination signal arrives.
@@ -105,34 +111,15 @@ impl Server {
         tracing::info!(port = format_args!("{:#x}", self.config.port), "nfluad serving");
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut last_housekeeping = Instant::now();
-        loop {
-            let idle = self.handler.clients.is_empty() && !self.sink.loss_notices_pending();
-            let timeout = if idle { -1 } else { HOUSEKEEPING.as_millis() as i32 };
-            let (net_ready, sig_ready) = poll2(self.sock.as_raw_fd(), self.signals.as_raw_fd(), timeout)?;
-            if sig_ready {
-                let mut drain = [0u8; 16];
-                let _ = self.signals.read(&mut drain);
-                tracing::info!("termination signal received, shutting down");
-                break;
-            }
-            if net_ready {
-                self.drain_socket(&mut buf);
-            }
+        while !self.stop.load(Ordering::Relaxed) {
+            self.serve_one(&mut buf);
             let now = Instant::now();
             if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
                 last_housekeeping = now;
-                self.sink.flush_loss_notices();
-                let expired = self.handler.clients.expire(now, self.config.fragment_timeout);
-                if expired > 0 {
-                    tracing::info!(
-                        expired,
-                        in_flight = self.handler.clients.len(),
-                        pending_bytes = self.handler.clients.pending_bytes(),
-                        "dropped half-sent requests of clients that went quiet"
-                    );
-                }
+                self.housekeeping(now);
             }
         }
+        tracing::info!("termination signal received, shutting down");
         // Workers flush their pending verdicts and unbind their queues.
         self.handler.hooks.clear();
         let states = self.handler.engine.list().len();
@@ -141,42 +128,54 @@ impl Server {
         Ok(())
     }
 
-    /// Reads and handles datagrams until the socket is empty, so one wake-up
-    /// serves a burst.
-    fn drain_socket(&mut self, buf: &mut [u8]) {
-        loop {
-            let info = match self.sock.recv(buf, true) {
-                Ok(info) => info,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    // Our receive buffer overflowed: requests were lost, and
-                    // their senders cannot be told which. Say it loudly.
-                    tracing::error!("receive buffer overflow: requests were dropped by the kernel");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "receive failed");
-                    return;
-                }
-            };
-            if info.src_port == 0 {
-                continue; // the kernel has nothing to say on this protocol
-            }
-            let datagram = &buf[..info.len];
-            let from = Sender { port: info.src_port, creds: info.creds };
-            let replies = if info.truncated {
-                vec![oversized_reply(datagram, self.config.port)]
-            } else {
-                self.handler.handle_datagram(datagram, from, Instant::now())
-            };
-            self.send_replies(from.port, &replies);
+    fn housekeeping(&mut self, now: Instant) {
+        self.sink.flush_loss_notices();
+        let expired = self.handler.clients.expire(now, self.config.fragment_timeout);
+        if expired > 0 {
+            tracing::info!(
+                expired,
+                in_flight = self.handler.clients.len(),
+                pending_bytes = self.handler.clients.pending_bytes(),
+                "dropped half-sent requests of clients that went quiet"
+            );
         }
+    }
+
+    /// Waits for one datagram (at most [`HOUSEKEEPING`]) and handles it.
+    fn serve_one(&mut self, buf: &mut [u8]) {
+        let info = match self.sock.recv(buf, false) {
+            Ok(info) => info,
+            // The timeout, or a signal: the caller looks at both.
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                // Our receive buffer overflowed: requests were lost, and
+                // their senders cannot be told which. Say it loudly.
+                tracing::error!("receive buffer overflow: requests were dropped by the kernel");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "receive failed");
+                // Whatever it is, do not spin on it.
+                std::thread::sleep(Duration::from_millis(10));
+                return;
+            }
+        };
+        if info.src_port == 0 {
+            return; // the kernel has nothing to say on this protocol
+        }
+        let datagram = &buf[..info.len];
+        let from = Sender { port: info.src_port, creds: info.creds };
+        let replies = if info.truncated {
+            vec![oversized_reply(datagram, self.config.port)]
+        } else {
+            self.handler.handle_datagram(datagram, from, Instant::now())
+        };
+        self.send_replies(from.port, &replies);
     }
 
     fn send_replies(&mut self, port: u32, replies: &[Vec<u8>]) {
         for reply in replies {
-            if let Err(e) = self.sock.send_to(reply, port, 0) {
+            if let Err(e) = self.sock.send_to_nowait(reply, port, 0) {
                 match e.raw_os_error() {
                     // The client is gone: stop talking to it and forget it.
                     Some(libc::ECONNREFUSED) => {
@@ -210,23 +209,4 @@ fn oversized_reply(datagram: &[u8], port: u32) -> Vec<u8> {
     let text = format!("datagram exceeds {RECV_BUFFER} bytes");
     nflua_proto::encode_error(&mut out, nflua_proto::errno::EMSGSIZE, &header, &text, port);
     out
-}
-
-/// Polls two descriptors for input.
-fn poll2(a: i32, b: i32, timeout_ms: i32) -> anyhow::Result<(bool, bool)> {
-    let mut fds = [
-        libc::pollfd { fd: a, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: b, events: libc::POLLIN, revents: 0 },
-    ];
-    // SAFETY: two pollfds owned by this frame, alive for the call.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::Interrupted {
-            return Ok((false, false));
-        }
-        return Err(err).context("poll");
-    }
-    let ready = |f: &libc::pollfd| f.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
-    Ok((ready(&fds[0]), ready(&fds[1])))
 }

@@ -162,7 +162,7 @@ impl SocketSink {
         };
         let mut buf = Vec::with_capacity(128);
         encode_error(&mut buf, errno::ENOBUFS, &header, &loss_text(lost), us);
-        self.sock.send_to(&buf, port, 0)?;
+        self.sock.send_to_nowait(&buf, port, 0)?;
         self.losses.notices.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(port, lost, "told a receiver about the messages it lost");
         Ok(())
@@ -179,7 +179,7 @@ impl NetlinkSink for SocketSink {
         // The socket is non-blocking: a receiver that stopped reading gives
         // EAGAIN here (reported to Lua, and booked for the receiver) instead
         // of stalling the daemon.
-        if let Err(e) = self.sock.send_to(&buf, port, groups) {
+        if let Err(e) = self.sock.send_to_nowait(&buf, port, groups) {
             self.record_failure(port, &e);
             return Err(e);
         }

@@ -96,6 +96,19 @@ fn print_ratios(size: usize, results: &[Result]) {
         };
         println!("{:<8} {:>12.2} {:>12}   {verdict}", name, n.rate() / d.rate(), limit);
     }
+    if let (Some(c), Some(b)) = (find(Config::LuaTrivial), find(Config::RawBatch)) {
+        // A rate c never reached (it stopped at an earlier loss) counts as lossy.
+        let c_ok = |rate: u64| c.paced.iter().any(|&(r, ok)| r == rate && ok);
+        let missed: Vec<String> = b
+            .paced
+            .iter()
+            .filter(|&&(r, ok)| ok && !c_ok(r))
+            .map(|(r, _)| format!("{}k", r / 1000))
+            .collect();
+        let verdict =
+            if missed.is_empty() { "met".to_owned() } else { format!("MISSED at {}", missed.join(", ")) };
+        println!("c lossless at every paced rate where b is lossless: {verdict}");
+    }
 }
 
 pub fn print_caveat() {
