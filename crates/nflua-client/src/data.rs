@@ -23,11 +23,13 @@ pub struct DataMessage {
 pub struct DataSocket {
     link: DaemonLink,
     seq: u32,
+    /// Reused for every message sent.
+    send_buf: Vec<u8>,
 }
 
 impl DataSocket {
     pub fn open(config: ClientConfig, port: Port) -> Result<DataSocket, ClientError> {
-        Ok(DataSocket { link: DaemonLink::open(config, port)?, seq: 0 })
+        Ok(DataSocket { link: DaemonLink::open(config, port)?, seq: 0, send_buf: Vec::new() })
     }
 
     pub fn port(&self) -> Result<u32, ClientError> {
@@ -63,9 +65,10 @@ impl DataSocket {
             return Err(ClientError::DataTooLarge(payload.len()));
         }
         self.seq = self.seq.wrapping_add(1);
-        let mut buf = Vec::with_capacity(16 + 68 + payload.len() + 3);
-        encode_data(&mut buf, self.seq, self.port()?, state, payload);
-        self.link.send(&buf)
+        let port = self.port()?;
+        self.send_buf.clear();
+        encode_data(&mut self.send_buf, self.seq, port, state, payload);
+        self.link.send(&self.send_buf)
     }
 
     /// Receives one message into `out` (which must hold `DATA_MAX` bytes to be

@@ -27,7 +27,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError,
+};
 use std::time::Instant;
 
 use crate::hook::{self, HookOutcome, PacketContext};
@@ -63,13 +65,30 @@ struct Slot {
     pins: AtomicUsize,
     /// Some chunk executed in the state mentioned `connid`.
     wants_conntrack: AtomicBool,
+    /// Times a caller found the state busy and had to wait: the contention of
+    /// queue workers (and the control loop, timers) sharing one Lua state.
+    lock_waits: AtomicU64,
 }
 
 impl Slot {
     fn lock(&self) -> MutexGuard<'_, Option<State>> {
         // A panic while a state was locked happened outside Lua (every call into Lua catches
         // unwinding); the state itself is still a consistent Lua state.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        match self.state.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.lock_waits.fetch_add(1, Relaxed);
+                self.state.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+        }
+    }
+
+    fn stats(&self) -> Option<StateStats> {
+        let state = self.lock();
+        let mut stats = state.as_ref().map(State::stats)?;
+        stats.lock_waits = self.lock_waits.load(Relaxed);
+        Some(stats)
     }
 }
 
@@ -126,6 +145,7 @@ impl Engine {
             state: Mutex::new(Some(state)),
             pins: AtomicUsize::new(0),
             wants_conntrack: AtomicBool::new(false),
+            lock_waits: AtomicU64::new(0),
         };
         states.insert(name.clone(), Arc::new(slot));
         drop(states);
@@ -204,14 +224,12 @@ impl Engine {
 
     /// Statistics of one state (SPEC §8), or `None` if there is no such state.
     pub fn stats(&self, name: &str) -> Option<StateStats> {
-        let slot = self.slot(name).ok()?;
-        let state = slot.lock();
-        state.as_ref().map(State::stats)
+        self.slot(name).ok()?.stats()
     }
 
     /// Statistics of all states, sorted by name.
     pub fn all_stats(&self) -> Vec<StateStats> {
-        self.slots().iter().filter_map(|slot| slot.lock().as_ref().map(State::stats)).collect()
+        self.slots().iter().filter_map(|slot| slot.stats()).collect()
     }
 
     /// The counters of the sink states send through (see [`NetlinkSink::stats`]).

@@ -161,4 +161,6 @@ pub struct StateStats {
     pub instructions: u64,
     /// Timers created and not yet fired or destroyed.
     pub timers: usize,
+    /// Entries that found the state busy (another thread inside it) and waited.
+    pub lock_waits: u64,
 }

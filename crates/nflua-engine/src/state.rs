@@ -144,6 +144,8 @@ impl State {
             errors: counters.errors.load(Relaxed),
             instructions: self.budget.charged(),
             timers: self.ctx.timers.pending_count(self.ctx.id),
+            // Kept by the engine's slot, which fills it in.
+            lock_waits: 0,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::error::DecodeError;
 use crate::header::{emit_message, Message, MsgFlags, MsgType};
 use crate::name::{emit_name, read_name, state_name};
 use crate::record::{RecordFormat, StateRecord};
-use crate::wire::{get_u32, put_u32};
+use crate::wire::get_u32;
 
 /// The script header of the first EXECUTE fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,9 +198,11 @@ pub fn encode_list(out: &mut Vec<u8>, seq: u32, pid: u32, ext: bool) {
 /// target state, from the daemon the sending state). The caller has checked
 /// `payload.len() <= DATA_MAX` and the name.
 pub fn encode_data(out: &mut Vec<u8>, seq: u32, pid: u32, name: &str, payload: &[u8]) {
-    let mut head = Vec::with_capacity(DATA_HEADER_LEN);
-    put_u32(&mut head, payload.len() as u32);
-    emit_name(&mut head, name, STATE_NAME_MAX);
+    // On the stack: DATA is the per-message path, so no allocation here.
+    let mut head = [0u8; DATA_HEADER_LEN];
+    head[..4].copy_from_slice(&(payload.len() as u32).to_ne_bytes());
+    let name = &name.as_bytes()[..name.len().min(STATE_NAME_MAX - 1)];
+    head[4..4 + name.len()].copy_from_slice(name);
     emit_message(
         out,
         MsgType::Data.as_u16(),

@@ -209,13 +209,13 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
     let states = stats["states"].as_array().unwrap_or(&empty);
     writeln!(
         out,
-        "{:<16} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8} {:>6}",
-        "STATE", "MEMORY", "PEAK", "LIMIT", "INSTRUCTIONS", "CALLS", "ERRORS", "TIMERS"
+        "{:<16} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8} {:>6} {:>10}",
+        "STATE", "MEMORY", "PEAK", "LIMIT", "INSTRUCTIONS", "CALLS", "ERRORS", "TIMERS", "LOCKWAITS"
     )?;
     for s in states {
         writeln!(
             out,
-            "{:<16} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8} {:>6}",
+            "{:<16} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8} {:>6} {:>10}",
             s["name"].as_str().unwrap_or("?"),
             s["memory_current"],
             s["memory_peak"],
@@ -223,7 +223,8 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
             s["instructions"],
             s["calls"],
             s["errors"],
-            s["timers"]
+            s["timers"],
+            s["lock_waits"]
         )?;
     }
     let hooks = stats["hooks"].as_array().unwrap_or(&empty);

@@ -25,6 +25,12 @@ use crate::inject::Injector;
 /// grow the daemon's memory without bound.
 const MAX_TRACKED_PORTS: usize = 1024;
 
+thread_local! {
+    /// Encoding buffer of `nf.netlink` messages, one per thread that runs Lua
+    /// (server loop, queue workers, timers): no allocation per message.
+    static SEND_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 pub struct SocketSink {
     pub sock: Arc<NetlinkSocket>,
     pub injector: Injector,
@@ -148,6 +154,17 @@ impl SocketSink {
         }
     }
 
+    /// Sends one encoded DATA message. The socket never waits: a receiver
+    /// that stopped reading gives EAGAIN here (reported to Lua, and booked
+    /// for the receiver) instead of stalling the daemon.
+    fn send_encoded(&self, buf: &[u8], port: u32, groups: u32) -> io::Result<()> {
+        if let Err(e) = self.sock.send_to_nowait(buf, port, groups) {
+            self.record_failure(port, &e);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Sends `port` an NLMSG_ERROR with ENOBUFS saying `lost` messages were
     /// dropped. The echoed "request" is a DATA header from us with seq 0:
     /// the lost messages were DATA we sent, not a request of the receiver.
@@ -174,22 +191,17 @@ impl NetlinkSink for SocketSink {
         if port != 0 {
             self.report_before_send(port)?;
         }
-        let mut buf = Vec::with_capacity(16 + 68 + payload.len() + 3);
-        encode_data(&mut buf, seq, self.sock.port(), state, payload);
-        // The socket is non-blocking: a receiver that stopped reading gives
-        // EAGAIN here (reported to Lua, and booked for the receiver) instead
-        // of stalling the daemon.
-        if let Err(e) = self.sock.send_to_nowait(&buf, port, groups) {
-            self.record_failure(port, &e);
-            return Err(e);
-        }
+        SEND_BUF.with_borrow_mut(|buf| {
+            buf.clear();
+            encode_data(buf, seq, self.sock.port(), state, payload);
+            self.send_encoded(buf, port, groups)
+        })?;
         Ok(payload.len())
     }
 
     fn send_packet(&self, ip_packet: &[u8]) -> io::Result<()> {
         self.injector.send(ip_packet)
     }
-
     fn stats(&self) -> SinkStats {
         SinkStats {
             dropped: self.losses.dropped.load(Ordering::Relaxed),

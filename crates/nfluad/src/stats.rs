@@ -38,6 +38,8 @@ pub struct StateSnapshot {
     pub calls: u64,
     pub errors: u64,
     pub timers: usize,
+    /// Entries that waited for another thread to leave the state.
+    pub lock_waits: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,6 +84,7 @@ impl Snapshot {
                 calls: s.calls,
                 errors: s.errors,
                 timers: s.timers,
+                lock_waits: s.lock_waits,
             })
             .collect();
         let hooks = hooks
@@ -124,7 +127,7 @@ impl Snapshot {
     /// Prometheus text exposition format 0.0.4.
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
-        let state_metrics: [Metric<StateSnapshot>; 8] = [
+        let state_metrics: [Metric<StateSnapshot>; 9] = [
             ("nflua_state_memory_bytes", "gauge", "Bytes the state's Lua heap uses now.", |s| {
                 s.memory_current as f64
             }),
@@ -137,6 +140,9 @@ impl Snapshot {
             ("nflua_state_calls_total", "counter", "Entries into the state.", |s| s.calls as f64),
             ("nflua_state_errors_total", "counter", "Entries that failed.", |s| s.errors as f64),
             ("nflua_state_timers", "gauge", "Pending timers.", |s| s.timers as f64),
+            ("nflua_state_lock_waits_total", "counter", "Entries that waited for the state.", |s| {
+                s.lock_waits as f64
+            }),
         ];
         for (name, kind, help, get) in state_metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -235,6 +241,7 @@ mod tests {
                 calls: 3,
                 errors: 1,
                 timers: 0,
+                lock_waits: 7,
             }],
             hooks: vec![],
             netlink: NetlinkSnapshot { dropped: 7, loss_notices: 2 },
@@ -243,6 +250,7 @@ mod tests {
         assert!(text.contains("# TYPE nflua_state_memory_bytes gauge"), "{text}");
         assert!(text.contains("nflua_state_memory_bytes{state=\"we\\\"b\"} 100"), "{text}");
         assert!(text.contains("nflua_state_errors_total{state=\"we\\\"b\"} 1"), "{text}");
+        assert!(text.contains("nflua_state_lock_waits_total{state=\"we\\\"b\"} 7"), "{text}");
         assert!(text.contains("# TYPE nflua_netlink_dropped_total counter\nnflua_netlink_dropped_total 7"));
         assert!(text.contains("\nnflua_netlink_loss_notices_total 2\n"), "{text}");
     }

@@ -113,8 +113,9 @@ fn main() -> anyhow::Result<()> {
             eprintln!("[{:>5.1}s] {size} B {}", started.elapsed().as_secs_f64(), config.label());
             let path = Path::setup(config, &args.ns_b)?;
             let result = measure_path(&traffic, &path, rates, args.repeats);
+            let lock = path.lock_waits();
             path.teardown()?;
-            results.push(result?);
+            results.push(Result { lock: lock?, ..result? });
         }
         table::print_size(size, &results, args.repeats, args.seconds);
     }
@@ -141,5 +142,5 @@ fn measure_path(traffic: &Traffic, path: &Path, rates: &[u64], repeats: usize) -
             break;
         }
     }
-    Ok(Result { config: path.config, unpaced, paced })
+    Ok(Result { config: path.config, unpaced, paced, lock: None })
 }

@@ -7,6 +7,10 @@ use anyhow::Context;
 
 use crate::ns::{sibling, Netns, Proc};
 
+/// Netlink ports are per namespace, so a fixed port cannot collide with a
+/// daemon outside it.
+const DAEMON_PORT: &str = "0x6e666c75";
+
 /// Destination port of the benchmark traffic.
 pub const PORT: &str = "9000";
 const EVAL: &str = "0x10000000/0x10000000";
@@ -165,6 +169,18 @@ impl Path {
         pkts.context("parsing the security INPUT counter")
     }
 
+    /// The daemon's count of hook calls that waited for the Lua state (held
+    /// by the other queue's worker), and of calls into it, so far.
+    pub fn lock_waits(&self) -> anyhow::Result<Option<(u64, u64)>> {
+        if self.daemon.is_none() {
+            return Ok(None);
+        }
+        let json = self.ns.run(sibling("nfluactl")?, &["--port", DAEMON_PORT, "stats", "--json"])?;
+        let stats: serde_json::Value = serde_json::from_str(&json).context("nfluactl stats --json")?;
+        let state = &stats["states"][0];
+        Ok(state["lock_waits"].as_u64().zip(state["calls"].as_u64()))
+    }
+
     pub fn teardown(mut self) -> anyhow::Result<()> {
         if let Some(d) = self.daemon.take() {
             d.stop();
@@ -183,9 +199,7 @@ fn flush(ns: &Netns) -> anyhow::Result<()> {
 }
 
 fn start_daemon(ns: &Netns, lua: &str, queues: &str) -> anyhow::Result<Proc> {
-    // Netlink ports are per namespace, so a fixed port cannot collide with a
-    // daemon outside it.
-    let port = "0x6e666c75";
+    let port = DAEMON_PORT;
     let mut cmd = ns.command(sibling("nfluad")?);
     cmd.args(["--port", port, "--log", "warn"]);
     let daemon = Proc::spawn("nfluad", cmd)?;

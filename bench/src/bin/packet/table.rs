@@ -9,6 +9,8 @@ pub struct Result {
     pub unpaced: Vec<Sample>,
     /// Paced rates tried, ascending, with whether each was loss-free.
     pub paced: Vec<(u64, bool)>,
+    /// nfluad only: hook calls that waited for the Lua state, and all calls.
+    pub lock: Option<(u64, u64)>,
 }
 
 impl Result {
@@ -108,6 +110,15 @@ fn print_ratios(size: usize, results: &[Result]) {
         let verdict =
             if missed.is_empty() { "met".to_owned() } else { format!("MISSED at {}", missed.join(", ")) };
         println!("c lossless at every paced rate where b is lossless: {verdict}");
+    }
+    for r in results {
+        if let Some((waits, calls)) = r.lock {
+            let share = if calls == 0 { 0.0 } else { waits as f64 * 100.0 / calls as f64 };
+            println!(
+                "state lock, {}: {waits} of {calls} calls waited for the Lua state ({share:.1}%)",
+                r.config.key()
+            );
+        }
     }
 }
 

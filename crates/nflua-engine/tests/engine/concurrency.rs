@@ -44,6 +44,35 @@ fn threads_share_states() {
 }
 
 #[test]
+fn waiting_for_a_busy_state_is_counted() {
+    let (engine, _) = engine();
+    let engine = Arc::new(engine);
+    engine.create(config("slow", 1 << 20, 10_000_000)).unwrap();
+    engine.create(config("alone", 1 << 20, 10_000_000)).unwrap();
+    run(&engine, "slow", "function f() for i = 1, 200000 do end return false end").unwrap();
+    run(&engine, "alone", "function f() return false end").unwrap();
+    // The first call holds the state long enough that the second one must wait.
+    let (started_tx, started_rx) = mpsc::channel();
+    let first = {
+        let engine = Arc::clone(&engine);
+        thread::spawn(move || {
+            let _ = started_tx.send(());
+            for _ in 0..5 {
+                hook(&engine, "slow", "f").unwrap();
+            }
+        })
+    };
+    started_rx.recv().unwrap();
+    for _ in 0..5 {
+        hook(&engine, "slow", "f").unwrap();
+    }
+    first.join().unwrap();
+    assert!(engine.stats("slow").unwrap().lock_waits > 0);
+    hook(&engine, "alone", "f").unwrap();
+    assert_eq!(engine.stats("alone").unwrap().lock_waits, 0);
+}
+
+#[test]
 fn destroy_while_another_thread_calls() {
     let (engine, _) = engine();
     let engine = Arc::new(engine);

@@ -17,6 +17,7 @@ fn stats_count_calls_errors_and_memory() {
     let current = st["memory_current"].as_u64().unwrap();
     assert!(current > 0 && current <= st["memory_peak"].as_u64().unwrap(), "{st}");
     assert!(st["instructions"].as_u64().unwrap() > 0, "{st}");
+    assert!(st["lock_waits"].is_u64(), "{st}");
 
     let table = d.ctl_ok(&["stats", "st"]);
     assert!(table.starts_with("STATE"), "{table}");
