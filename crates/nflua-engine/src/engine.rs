@@ -308,6 +308,22 @@ impl Engine {
         self.timers.set_waker(Arc::from(waker));
     }
 
+    /// A handle on state `name` for a caller that enters it for every packet (a queue worker):
+    /// see [`StateRef`].
+    pub fn state_ref(&self, name: &str) -> Result<StateRef, EngineError> {
+        Ok(StateRef { name: name.to_owned(), slot: self.slot(name)? })
+    }
+
+    /// [`Engine::call_hook`] through a handle: no lookup in the state map.
+    pub fn call_hook_ref(
+        &self,
+        state: &StateRef,
+        function: &str,
+        packet: &PacketContext<'_>,
+    ) -> Result<HookOutcome, EngineError> {
+        enter(&state.slot, &state.name, |_, s| hook::call(s, function, packet))
+    }
+
     fn slot(&self, name: &str) -> Result<Arc<Slot>, EngineError> {
         self.read().get(name).cloned().ok_or_else(|| EngineError::NotFound(name.to_string()))
     }
@@ -319,11 +335,48 @@ impl Engine {
         f: impl FnOnce(&Slot, &mut State) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
         let slot = self.slot(name)?;
-        let mut state = slot.lock();
-        match state.as_mut() {
-            Some(state) => f(&slot, state),
-            None => Err(EngineError::NotFound(name.to_string())),
-        }
+        enter(&slot, name, f)
+    }
+}
+
+/// Runs `f` on the state of `slot` with it locked; a destroyed state is not found.
+fn enter<R>(
+    slot: &Slot,
+    name: &str,
+    f: impl FnOnce(&Slot, &mut State) -> Result<R, EngineError>,
+) -> Result<R, EngineError> {
+    let mut state = slot.lock();
+    match state.as_mut() {
+        Some(state) => f(slot, state),
+        None => Err(EngineError::NotFound(name.to_string())),
+    }
+}
+
+/// A state held by a caller that enters it very often: calls through it skip the name lookup
+/// in the state map (a read lock and string comparisons per packet). It keeps the state's slot
+/// alive, not the state: once the state is destroyed, calls fail with `NotFound` as by name. A
+/// state re-created under the same name is a new slot, not reached through an old handle —
+/// hooks pin their state, so for them this never happens.
+#[derive(Clone)]
+pub struct StateRef {
+    name: String,
+    slot: Arc<Slot>,
+}
+
+impl StateRef {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// See [`Engine::wants_conntrack`].
+    pub fn wants_conntrack(&self) -> bool {
+        self.slot.wants_conntrack.load(Relaxed)
+    }
+}
+
+impl std::fmt::Debug for StateRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateRef").field("name", &self.name).field("id", &self.slot.id).finish()
     }
 }
 

@@ -58,7 +58,7 @@ mod state;
 mod timers;
 mod traceback;
 
-pub use engine::{Engine, STATE_NAME_MAX_BYTES};
+pub use engine::{Engine, StateRef, STATE_NAME_MAX_BYTES};
 pub use error::EngineError;
 pub use hook::{HookMode, HookOutcome, HookResult, PacketContext, Verdict};
 pub use limits::LIMIT_MESSAGE;

@@ -194,6 +194,27 @@ fn missing_function_and_unknown_state() {
 }
 
 #[test]
+fn calls_through_a_state_ref() {
+    let (engine, _) = with_state();
+    run(&engine, "s", "n = 0 function f() n = n + 1 return n == 2 end").unwrap();
+    let frame = tcp_frame(b"x");
+    let state = engine.state_ref("s").unwrap();
+    assert_eq!(state.name(), "s");
+    assert!(!state.wants_conntrack());
+    let by_ref = |engine: &Engine| engine.call_hook_ref(&state, "f", &packet(&frame, HookMode::Match));
+    assert_eq!(by_ref(&engine).unwrap().result, HookResult::Match(false));
+    // Same state as by name: the count goes on.
+    assert!(matched(&engine, "f", &frame));
+    engine.destroy("s").unwrap();
+    assert!(matches!(by_ref(&engine), Err(EngineError::NotFound(ref n)) if n == "s"));
+    // A new state under the name is not reached through the old handle.
+    engine.create(config("s", 1 << 20, 1000)).unwrap();
+    run(&engine, "s", "function f() return true end").unwrap();
+    assert!(matches!(by_ref(&engine), Err(EngineError::NotFound(_))));
+    assert!(matches!(engine.state_ref("ghost"), Err(EngineError::NotFound(_))));
+}
+
+#[test]
 fn errors_and_limits_fail_the_call_only() {
     let (engine, _) = engine();
     engine.create(config("s", 65536, 1000)).unwrap();

@@ -150,6 +150,7 @@ impl Hooks {
             conntrack: self.engine.wants_conntrack(&spec.state),
             recv_buffer: self.defaults.recv_buffer,
         };
+        let state = self.engine.state_ref(&spec.state)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (engine, spec_c, stats_c, stop_c) =
@@ -176,7 +177,7 @@ impl Hooks {
                         return;
                     }
                 };
-                Worker { queue, spec: spec_c, engine, stop: stop_c, stats: stats_c }.run();
+                Worker { queue, spec: spec_c, engine, state, stop: stop_c, stats: stats_c }.run();
             })
             .map_err(HookError::Spawn)?;
         match ready_rx.recv() {

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nflua_engine::{Engine, HookMode as EngineMode, HookResult, PacketContext, Verdict as EngineVerdict};
+use nflua_engine::{
+    Engine, HookMode as EngineMode, HookResult, PacketContext, StateRef, Verdict as EngineVerdict,
+};
 use nflua_nfqueue::{Packet, Queue, Verdict};
 use nflua_proto::{HookMode, HookSpec};
 
@@ -63,6 +65,8 @@ pub struct Worker {
     pub queue: Queue,
     pub spec: HookSpec,
     pub engine: Arc<Engine>,
+    /// The hooked state, entered without a name lookup per packet.
+    pub state: StateRef,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<HookStats>,
 }
@@ -84,12 +88,13 @@ impl Worker {
         let mut connids = ConnIds::Off;
         let mut handled = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
-            if connids == ConnIds::Off && self.engine.wants_conntrack(&self.spec.state) {
+            if connids == ConnIds::Off && self.state.wants_conntrack() {
                 connids = self.enable_connids();
             }
-            let (engine, spec, stats) = (&self.engine, &self.spec, &self.stats);
+            let hook =
+                Hook { engine: &self.engine, state: &self.state, spec: &self.spec, stats: &self.stats };
             let received = self.queue.recv_batch(POLL, |packet| {
-                pending.push(evaluate(engine, spec, stats, packet, connids, &mut frame));
+                pending.push(evaluate(&hook, packet, connids, &mut frame));
             });
             match received {
                 Ok(n) => handled += n as u64,
@@ -165,14 +170,16 @@ fn flow_id(ip_packet: &[u8]) -> Option<u32> {
     Some((v ^ (v >> 32)) as u32)
 }
 
-fn evaluate(
-    engine: &Engine,
-    spec: &HookSpec,
-    stats: &HookStats,
-    packet: &Packet<'_>,
-    connids: ConnIds,
-    frame: &mut Vec<u8>,
-) -> Pending {
+/// What `evaluate` needs of the worker, borrowed while the queue reads a batch.
+struct Hook<'a> {
+    engine: &'a Engine,
+    state: &'a StateRef,
+    spec: &'a HookSpec,
+    stats: &'a HookStats,
+}
+
+fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds, frame: &mut Vec<u8>) -> Pending {
+    let (spec, stats) = (hook.spec, hook.stats);
     stats.packets.fetch_add(1, Ordering::Relaxed);
     build_frame(frame, packet);
     let ip = ETH_LEN..frame.len();
@@ -204,7 +211,7 @@ fn evaluate(
                 },
             };
             let started = Instant::now();
-            let result = engine.call_hook(&spec.state, &spec.function, &ctx);
+            let result = hook.engine.call_hook_ref(hook.state, &spec.function, &ctx);
             stats.record_lua(started.elapsed().as_nanos() as u64);
             match result {
                 Ok(outcome) => {
