@@ -1,16 +1,23 @@
 //! Shared memory and the views over it.
 //!
 //! ```text
-//!   Data { offset: 0, len: 8 } ──┐
-//!   Data { offset: 2, len: 4 } ──┼──► Arc<RwLock<Option<Box<[u8]>>>>   (one allocation)
-//!   Data { offset: 6, len: 2 } ──┘           None once invalidated
+//!   Data { gen: 3, offset: 0, len: 8 } ──┐
+//!   Data { gen: 3, offset: 2, len: 4 } ──┼──► Arc<RwLock<Memory { generation: 3, bytes }>>
+//!   Data { gen: 2, offset: 6, len: 2 } ──┘        (one allocation; the gen-2 view is dead)
 //! ```
 //!
-//! Every view cut from a buffer (clones, segments) holds the same `Arc`. The bytes never move or
-//! change length while valid, so a view's `offset..offset + len`, checked when the view is made,
-//! stays in bounds. [`Data::invalidate`] drops the bytes inside the lock: every view sees it at
-//! once, and each access checks for it under the same lock. A poisoned lock is recovered (the
-//! bytes are plain bytes; no invariant can be half-updated).
+//! Every view cut from a buffer (clones, segments) holds the same `Arc` and the generation of the
+//! memory it was made for. A view is valid while its generation is the memory's: the bytes of a
+//! generation never move or change length, so a view's `offset..offset + len`, checked when the
+//! view is made, stays in bounds. [`Data::invalidate`] bumps the generation and frees the bytes
+//! inside the lock: every view sees it at once, and each access checks for it under the same
+//! lock. A poisoned lock is recovered (the bytes are plain bytes; no invariant can be
+//! half-updated).
+//!
+//! The generation also lets one memory be reused without one allocation per use (see
+//! `LentBuffer`): `refill` bumps the generation and copies new bytes in, keeping the
+//! allocation, and `retire` bumps it without freeing. Either way every view of an earlier fill
+//! fails with [`DataError::Invalidated`], exactly as after `invalidate`.
 //!
 //! A view also carries the layout applied to it with `d:layout{...}`; the layout belongs to the
 //! view, not to the memory (segments start without one, Rust clones copy it).
@@ -21,7 +28,12 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::error::DataError;
 use crate::layout::Layout;
 
-type Memory = RwLock<Option<Box<[u8]>>>;
+/// The bytes and the generation they belong to; views of another generation are dead.
+#[derive(Debug)]
+struct Memory {
+    generation: u64,
+    bytes: Vec<u8>,
+}
 
 /// A view over a byte buffer shared between Lua and Rust (the Lua `data` object).
 ///
@@ -30,7 +42,9 @@ type Memory = RwLock<Option<Box<[u8]>>>;
 /// [`DataError::Invalidated`].
 #[derive(Clone)]
 pub struct Data {
-    memory: Arc<Memory>,
+    memory: Arc<RwLock<Memory>>,
+    /// The memory's generation this view was made for.
+    generation: u64,
     offset: usize,
     len: usize,
     layout: Option<Arc<Layout>>,
@@ -48,13 +62,9 @@ impl fmt::Debug for Data {
 }
 
 impl Data {
-    fn from_box(bytes: Box<[u8]>) -> Data {
-        Data { len: bytes.len(), memory: Arc::new(RwLock::new(Some(bytes))), offset: 0, layout: None }
-    }
-
     /// A new zero-filled buffer of `size` bytes.
     pub fn with_size(size: usize) -> Data {
-        Data::from_box(vec![0; size].into_boxed_slice())
+        Data::from_vec(vec![0; size])
     }
 
     /// Like [`Data::with_size`], but reports allocation failure instead of aborting.
@@ -67,12 +77,14 @@ impl Data {
 
     /// A new buffer holding a copy of `bytes`.
     pub fn from_bytes(bytes: &[u8]) -> Data {
-        Data::from_box(bytes.into())
+        Data::from_vec(bytes.to_vec())
     }
 
     /// A new buffer taking ownership of `bytes` (no copy).
     pub fn from_vec(bytes: Vec<u8>) -> Data {
-        Data::from_box(bytes.into_boxed_slice())
+        let len = bytes.len();
+        let memory = Memory { generation: 0, bytes };
+        Data { memory: Arc::new(RwLock::new(memory)), generation: 0, offset: 0, len, layout: None }
     }
 
     /// Length of this view in bytes (kept after invalidation).
@@ -87,33 +99,42 @@ impl Data {
 
     /// False once the memory has been invalidated through any view.
     pub fn is_valid(&self) -> bool {
-        self.read().is_some()
+        self.read().generation == self.generation
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Option<Box<[u8]>>> {
+    fn read(&self) -> RwLockReadGuard<'_, Memory> {
         self.memory.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Option<Box<[u8]>>> {
+    fn write(&self) -> RwLockWriteGuard<'_, Memory> {
         self.memory.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// This view's range of `memory`, if the view is still valid.
+    fn range(&self, memory: &Memory) -> Result<std::ops::Range<usize>, DataError> {
+        if memory.generation != self.generation {
+            return Err(DataError::Invalidated);
+        }
+        // In bounds for a view of this generation; checked anyway, so a view forged from bad
+        // numbers fails instead of reading past the bytes.
+        let end = self.offset.checked_add(self.len).filter(|&end| end <= memory.bytes.len());
+        end.map(|end| self.offset..end).ok_or(DataError::Invalidated)
     }
 
     /// Calls `f` with this view's bytes, without copying. `f` runs under the buffer's read lock:
     /// it must not access this memory's views mutably (that would deadlock).
     pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, DataError> {
         let guard = self.read();
-        let bytes = guard.as_deref().ok_or(DataError::Invalidated)?;
-        let view = bytes.get(self.offset..self.offset + self.len).ok_or(DataError::Invalidated)?;
-        Ok(f(view))
+        let range = self.range(&guard)?;
+        Ok(f(&guard.bytes[range]))
     }
 
     /// Calls `f` with this view's bytes, mutably. `f` runs under the buffer's write lock: it
     /// must not access this memory's views at all (that would deadlock).
     pub fn with_bytes_mut<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, DataError> {
         let mut guard = self.write();
-        let bytes = guard.as_deref_mut().ok_or(DataError::Invalidated)?;
-        let view = bytes.get_mut(self.offset..self.offset + self.len).ok_or(DataError::Invalidated)?;
-        Ok(f(view))
+        let range = self.range(&guard)?;
+        Ok(f(&mut guard.bytes[range]))
     }
 
     /// A copy of this view's bytes.
@@ -154,17 +175,52 @@ impl Data {
             })?,
         };
         match offset.checked_add(len) {
-            Some(end) if end <= self.len => {
-                Ok(Data { memory: Arc::clone(&self.memory), offset: self.offset + offset, len, layout: None })
-            }
+            Some(end) if end <= self.len => Ok(self.view(self.generation, self.offset + offset, len, None)),
             _ => Err(DataError::OutOfRange { offset, len, size: self.len }),
         }
+    }
+
+    /// A view of the same memory with the given generation, range (from the start of the memory)
+    /// and layout. Nothing is checked here: a view that does not fit its generation's bytes is
+    /// invalid on every access.
+    pub(crate) fn view(
+        &self,
+        generation: u64,
+        offset: usize,
+        len: usize,
+        layout: Option<Arc<Layout>>,
+    ) -> Data {
+        Data { memory: Arc::clone(&self.memory), generation, offset, len, layout }
+    }
+
+    /// The generation and the range from the start of the memory: what a view is made of.
+    pub(crate) fn parts(&self) -> (u64, usize, usize) {
+        (self.generation, self.offset, self.len)
     }
 
     /// Invalidates the memory for every view sharing it (clones and segments) and frees it.
     /// Idempotent.
     pub fn invalidate(&self) {
-        *self.write() = None;
+        let mut memory = self.write();
+        memory.generation += 1;
+        memory.bytes = Vec::new();
+    }
+
+    /// Invalidates every view of the memory, as [`Data::invalidate`], but keeps the bytes'
+    /// allocation for the next [`Data::refill`].
+    pub(crate) fn retire(&self) {
+        self.write().generation += 1;
+    }
+
+    /// Invalidates every view of the memory and fills it with a copy of `bytes`, reusing its
+    /// allocation (it only grows, when `bytes` is longer than any fill before); returns a view of
+    /// all of it, without a layout.
+    pub(crate) fn refill(&self, bytes: &[u8]) -> Data {
+        let mut memory = self.write();
+        memory.generation += 1;
+        memory.bytes.clear();
+        memory.bytes.extend_from_slice(bytes);
+        self.view(memory.generation, 0, bytes.len(), None)
     }
 
     /// True when both views share the same memory.
@@ -252,6 +308,40 @@ mod tests {
         }
         assert_eq!(d.len(), 6);
         d.invalidate();
+    }
+
+    #[test]
+    fn refill_reuses_the_memory_and_kills_older_views() {
+        let d = Data::from_bytes(b"abcdef");
+        let s = d.segment(1, Some(2)).unwrap();
+        let first = d.refill(b"xyz");
+        assert!(first.shares_memory_with(&d));
+        assert_eq!(first.to_vec(), Ok(b"xyz".to_vec()));
+        for old in [&d, &s] {
+            assert!(!old.is_valid());
+            assert_eq!(old.to_vec(), Err(DataError::Invalidated));
+            assert_eq!(old.write_at(0, b"q"), Err(DataError::Invalidated));
+            assert!(matches!(old.segment(0, None), Err(DataError::Invalidated)));
+        }
+        let seg = first.segment(1, None).unwrap();
+        seg.write_at(0, b"Y").unwrap();
+        assert_eq!(first.to_vec(), Ok(b"xYz".to_vec()));
+        let capacity = first.read().bytes.capacity();
+        first.retire();
+        assert_eq!(seg.byte_at(0), Err(DataError::Invalidated));
+        assert_eq!(first.to_vec(), Err(DataError::Invalidated));
+        let second = d.refill(b"12");
+        assert_eq!(second.to_vec(), Ok(b"12".to_vec()));
+        assert_eq!(second.read().bytes.capacity(), capacity, "no new allocation");
+        assert_eq!(first.to_vec(), Err(DataError::Invalidated));
+        // A view from numbers that do not fit is invalid, not out of bounds.
+        let (generation, _, _) = second.parts();
+        assert_eq!(second.view(generation, 1, 5, None).to_vec(), Err(DataError::Invalidated));
+        assert_eq!(second.view(generation, usize::MAX, 2, None).to_vec(), Err(DataError::Invalidated));
+        assert_eq!(second.view(generation, 1, 1, None).to_vec(), Ok(b"2".to_vec()));
+        second.invalidate();
+        assert_eq!(second.to_vec(), Err(DataError::Invalidated));
+        assert_eq!(d.refill(b"again").to_vec(), Ok(b"again".to_vec()), "refill after invalidate");
     }
 
     #[test]

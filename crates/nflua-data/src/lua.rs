@@ -28,17 +28,46 @@
 //!
 //! Bytes are copied out before any Lua value is made, so no Lua code (e.g. a `__gc` finalizer run
 //! by an allocation) ever runs while a buffer lock is held.
+//!
+//! # Two kinds of data objects
+//!
+//! `data.new` and Rust's `IntoLua` make *plain* objects: mlua userdata owning a [`Data`] (an
+//! `Arc` to the memory). mlua gives every userdata a `__gc` finalizer, and finalizers are costly
+//! for objects made by the million: Lua runs them in a separate step of the collector and frees
+//! the block only in the cycle after, so a hook call that handed two buffers to its function paid
+//! two Rust allocations, two Lua allocations, two finalizer calls and most of an extra
+//! collection.
+//!
+//! [`LentBuffer`] makes *borrowed views* instead, for the buffers of callbacks and hooks: a bare
+//! 80-byte userdata holding only numbers (a slot naming the memory, the memory's generation,
+//! offset, length) and, as user value, its layout object, with a metatable without `__gc` (the
+//! raw C API side is `view.rs`). The memory is one buffer per use site, reused from call to call
+//! and registered with the Lua state (in its app data) for the state's whole life, so a view never
+//! outlives its memory. [`LentBuffer::refill`] copies the next call's bytes in without allocating
+//! and bumps the memory's generation, which kills every view of the previous fill, as
+//! [`Data::invalidate`] does for plain objects. A collection frees dead views in its sweep, like
+//! strings. [`view_caller`] makes the views inside the call they are for, so a hook call costs two
+//! small Lua allocations and no Rust one.
+//!
+//! A view behaves exactly as a plain object: its metamethods turn it into a temporary `Data` (the
+//! memory, the view's generation and range, its layout) and call the same functions as plain
+//! objects' methods, with the same messages; `data.isdata`, [`Data::from_lua_value`] and
+//! `FromLua for Data` accept both kinds; segments of a view are views (of the same fill),
+//! segments of a plain object are plain. What differs is nothing a script can rely on: a view's
+//! `segment` and `layout` are other function values than a plain object's, and a view's
+//! metatable is another (hidden) table.
 
 use std::sync::Arc;
 
 use mlua::{
-    AnyUserData, Error as LuaError, FromLua, Lua, MetaMethod, Result as LuaResult, Table, UserData,
+    AnyUserData, Error as LuaError, FromLua, Function, Lua, MetaMethod, Result as LuaResult, Table, UserData,
     UserDataFields, UserDataMethods, Value,
 };
 
 use crate::buffer::Data;
 use crate::error::{DataError, FieldError};
 use crate::layout::{self, Endian, Field, FieldKind, FieldValue, Layout};
+use crate::view::{self, ViewArg, ViewCell};
 
 /// The largest buffer `data.new` creates from Lua, in bytes (64 MiB). Buffers live outside the Lua
 /// allocator, so this bounds what a script can take without the state's memory limit noticing.
@@ -89,24 +118,246 @@ fn name_of(bytes: &[u8]) -> String {
 }
 
 impl Data {
-    /// The `Data` inside a Lua value (a clone sharing its memory, with its layout), or `None` if
-    /// the value is not a data object.
-    pub fn from_lua_value(value: &Value) -> Option<Data> {
+    /// The `Data` a Lua value stands for (a clone sharing its memory, with its layout), or `None`
+    /// if the value is not a data object. Takes plain objects and borrowed views alike; `lua` must
+    /// be the state the value lives in.
+    pub fn from_lua_value(lua: &Lua, value: &Value) -> Option<Data> {
         match value {
-            Value::UserData(ud) => ud.borrow::<Data>().ok().map(|d| Data::clone(&d)),
+            Value::UserData(ud) => data_object(lua, ud).ok().flatten().map(|(data, _)| data),
             _ => None,
         }
     }
 }
 
 impl FromLua for Data {
-    fn from_lua(value: Value, _: &Lua) -> LuaResult<Data> {
-        Data::from_lua_value(&value).ok_or_else(|| LuaError::FromLuaConversionError {
+    fn from_lua(value: Value, lua: &Lua) -> LuaResult<Data> {
+        let found = match &value {
+            Value::UserData(ud) => data_object(lua, ud)?.map(|(data, _)| data),
+            _ => None,
+        };
+        found.ok_or_else(|| LuaError::FromLuaConversionError {
             from: value.type_name(),
             to: "data".to_owned(),
             message: Some("expected a data object".to_owned()),
         })
     }
+}
+
+/// Which kind of data object a userdata is (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    /// A borrowed view of the lent memory in this slot.
+    View(usize),
+}
+
+/// The `Data` a userdata stands for and its kind, or `None` if it is not a data object.
+fn data_object(lua: &Lua, ud: &AnyUserData) -> LuaResult<Option<(Data, Kind)>> {
+    if let Ok(data) = ud.borrow::<Data>() {
+        return Ok(Some((Data::clone(&data), Kind::Plain)));
+    }
+    let Some(view) = view::inspect(lua, ud)? else {
+        return Ok(None);
+    };
+    let slot = view.cell.slot();
+    Ok(view_data(lua, view).map(|data| (data, Kind::View(slot))))
+}
+
+/// The `Data` a view stands for: its memory's slot, its generation and range, its layout. `None`
+/// if the slot is not one of this state's (a view forged in a `debug` state).
+fn view_data(lua: &Lua, view: ViewArg) -> Option<Data> {
+    let ViewArg { cell, user_value } = view;
+    // The guard is dropped at once: no app data borrow is held while Lua runs.
+    let memory = lua.app_data_ref::<LentMemories>().and_then(|lent| lent.0.get(cell.slot()).cloned())?;
+    let layout = match &user_value {
+        Value::UserData(l) => l.borrow::<LayoutObject>().ok().map(|l| Arc::clone(&l.0)),
+        _ => None,
+    };
+    Some(memory.view(cell.generation(), cell.offset(), cell.len(), layout))
+}
+
+/// A new data object of `kind` for `data` (a segment of an object of that kind).
+fn make_object(lua: &Lua, kind: Kind, data: Data) -> LuaResult<Value> {
+    match kind {
+        Kind::Plain => lua.create_userdata(data).map(Value::UserData),
+        Kind::View(slot) => {
+            let (generation, offset, len) = data.parts();
+            view::create(lua, cell(slot, generation, offset, len)?).map(Value::UserData)
+        }
+    }
+}
+
+/// The cell of a view, or an error for a range a view cannot hold (beyond 4 GiB).
+fn cell(slot: usize, generation: u64, offset: usize, len: usize) -> LuaResult<ViewCell> {
+    ViewCell::new(slot, generation, offset, len)
+        .ok_or_else(|| LuaError::runtime("data view: buffer too large for a borrowed view"))
+}
+
+/// The memories lent to one Lua state, by slot; in the state's app data, which mlua drops only
+/// after closing the state, so every view (even one a `__close` handler touches while the state
+/// closes) finds its memory.
+struct LentMemories(Vec<Data>);
+
+/// A buffer reused from call to call and handed to one Lua state as borrowed views: Lua objects
+/// without finalizer or Rust value inside, which behave as `data` objects (see the module doc).
+///
+/// Per use: [`LentBuffer::refill`] with the bytes, [`LentBuffer::lend`] views of the returned
+/// `Data` (or of its segments) to Lua, call Lua, [`LentBuffer::invalidate`]. A view then fails
+/// with "data buffer is no longer valid" forever after, wherever a script stashed it, and so do
+/// Rust clones of the returned `Data`. In steady state this allocates nothing in Rust; each view
+/// is one small block on the Lua heap, freed by the collector's sweep.
+///
+/// The memory stays registered with the state until the state is closed, even if the
+/// `LentBuffer` is dropped earlier; it keeps the capacity of the largest fill.
+#[derive(Debug)]
+pub struct LentBuffer {
+    memory: Data,
+    slot: usize,
+    /// Whether the views' metatable is known to exist in the state.
+    view_type_ready: bool,
+}
+
+impl LentBuffer {
+    /// A new, empty buffer whose views will live in `lua`. Use it with that state only.
+    ///
+    /// # Panics
+    ///
+    /// If `lua`'s app data is borrowed, i.e. when called from inside a Lua callback that holds an
+    /// app data reference.
+    pub fn new(lua: &Lua) -> LentBuffer {
+        let memory = Data::with_size(0);
+        let registered = lua.app_data_mut::<LentMemories>().map(|mut lent| {
+            lent.0.push(memory.clone());
+            lent.0.len() - 1
+        });
+        let slot = match registered {
+            Some(slot) => slot,
+            None => {
+                lua.set_app_data(LentMemories(vec![memory.clone()]));
+                0
+            }
+        };
+        LentBuffer { memory, slot, view_type_ready: false }
+    }
+
+    /// Invalidates every view of the previous fill and fills the buffer with a copy of `bytes`,
+    /// reusing its allocation; returns a view of all of it (no layout).
+    pub fn refill(&self, bytes: &[u8]) -> Data {
+        self.memory.refill(bytes)
+    }
+
+    /// Invalidates every view of the current fill, Lua objects and Rust clones alike; keeps the
+    /// allocation for the next [`LentBuffer::refill`].
+    pub fn invalidate(&self) {
+        self.memory.retire();
+    }
+
+    /// Borrowed views of `first` and, if given, `second` (views of this buffer, as for
+    /// [`LentBuffer::lend`]), to be made inside a Lua call: calling the function [`view_caller`]
+    /// returns with `(f, extra..., views)` calls `f(extra..., first_view [, second_view])`. This
+    /// is the cheap way to hand views to a Lua function: no protected call and no mlua reference
+    /// per view; a memory error making them is an error of that call.
+    pub fn views(&mut self, lua: &Lua, first: &Data, second: Option<&Data>) -> LuaResult<LentViews> {
+        let (generation, _, _) = first.parts();
+        // Both of this buffer, and of the same fill: the views share one generation.
+        let fits = |d: &Data| d.shares_memory_with(&self.memory) && d.parts().0 == generation;
+        if !fits(first) || !second.is_none_or(fits) {
+            return Err(LuaError::runtime("LentBuffer::views: not views of this buffer's fill"));
+        }
+        self.ready(lua)?;
+        // Checked as cells: then every number fits a u32, hence an i64.
+        let range = |d: &Data| {
+            let (_, offset, len) = d.parts();
+            cell(self.slot, generation, offset, len).map(|_| (offset as i64, len as i64))
+        };
+        let (offset1, len1) = range(first)?;
+        let (n, (offset2, len2)) = match second {
+            Some(second) => (2, range(second)?),
+            None => (1, (0, 0)),
+        };
+        // The generation travels as a Lua integer, bit for bit.
+        Ok((n, self.slot as i64, generation as i64, offset1, len1, offset2, len2))
+    }
+
+    /// Makes sure the state has the views' metatable.
+    fn ready(&mut self, lua: &Lua) -> LuaResult<()> {
+        if !self.view_type_ready {
+            register_view_type(lua)?;
+            self.view_type_ready = true;
+        }
+        Ok(())
+    }
+
+    /// A borrowed view of `data`, which must be a view of this buffer (from [`LentBuffer::refill`]
+    /// or a segment of it), as a Lua object. Fails at the state's memory limit ("not enough
+    /// memory"); the first call also makes the views' metatable, if the state has none yet.
+    pub fn lend(&mut self, lua: &Lua, data: &Data) -> LuaResult<AnyUserData> {
+        if !data.shares_memory_with(&self.memory) {
+            return Err(LuaError::runtime("LentBuffer::lend: not a view of this buffer"));
+        }
+        self.ready(lua)?;
+        let (generation, offset, len) = data.parts();
+        view::create(lua, cell(self.slot, generation, offset, len)?)
+    }
+}
+
+/// What [`LentBuffer::views`] gives, to pass last to the function of [`view_caller`]: the
+/// number of views, the memory's slot and generation, and two (offset, length) pairs.
+pub type LentViews = (i64, i64, i64, i64, i64, i64, i64);
+
+/// The Lua function `caller(f, extra..., views)` that calls `f(extra..., views...)` with the
+/// borrowed views [`LentBuffer::views`] describes, made inside the call. A C function: it adds
+/// no VM instructions, but shows as a `[C]` frame in tracebacks below `f`. Only call it with
+/// views from [`LentBuffer::views`] for this state.
+pub fn view_caller(lua: &Lua) -> LuaResult<Function> {
+    register_view_type(lua)?;
+    view::caller(lua)
+}
+
+/// Makes the views' metatable of `lua`, unless it has one. Its functions resolve the view and call
+/// the same functions as plain objects' methods.
+fn register_view_type(lua: &Lua) -> LuaResult<()> {
+    if view::has_metatable(lua)? {
+        return Ok(());
+    }
+    let segment_fn = lua.create_function(|lua, (this, offset, len): (Value, Value, Value)| {
+        any_segment(lua, &this, &offset, &len)
+    })?;
+    let layout_fn = lua.create_function(|lua, (this, spec): (Value, Value)| any_layout(lua, this, &spec))?;
+    let metatable = lua.create_table_with_capacity(0, 6)?;
+    let index_fn = lua.create_function(move |lua, (this, key): (ViewArg, Value)| {
+        // Methods win, and are found even on an invalidated view (calling them raises).
+        if let Value::String(name) = &key {
+            match &*name.as_bytes() {
+                b"segment" => return Ok(Value::Function(segment_fn.clone())),
+                b"layout" => return Ok(Value::Function(layout_fn.clone())),
+                _ => {}
+            }
+        }
+        index(lua, &this_view(lua, this)?, &key)
+    })?;
+    metatable.raw_set("__index", index_fn)?;
+    let new_index_fn = lua.create_function(|lua, (this, key, value): (ViewArg, Value, Value)| {
+        new_index(&this_view(lua, this)?, &key, &value)
+    })?;
+    metatable.raw_set("__newindex", new_index_fn)?;
+    let len_fn = lua.create_function(|lua, this: ViewArg| {
+        this_view(lua, this)?.with_bytes(<[u8]>::len).map_err(lua_err)
+    })?;
+    metatable.raw_set("__len", len_fn)?;
+    let tostring_fn = lua.create_function(|lua, this: ViewArg| {
+        let bytes = this_view(lua, this)?.to_vec().map_err(lua_err)?;
+        lua.create_string(bytes)
+    })?;
+    metatable.raw_set("__tostring", tostring_fn)?;
+    metatable.raw_set(MetaMethod::Type.name(), "data")?;
+    metatable.raw_set("__metatable", false)?;
+    view::register_metatable(lua, &metatable)
+}
+
+/// The `Data` of a view given to one of its metamethods.
+fn this_view(lua: &Lua, view: ViewArg) -> LuaResult<Data> {
+    view_data(lua, view).ok_or_else(|| LuaError::runtime("expected a data object"))
 }
 
 impl UserData for Data {
@@ -265,7 +516,22 @@ fn segment(this: &Data, offset: &Value, len: &Value) -> LuaResult<Option<Data>> 
     }
 }
 
-/// `d:layout(spec)`: applies a layout table or a `data.layout` object to the view.
+/// `d:segment(...)` for any data object `this` (the views' method): a segment of the same kind.
+fn any_segment(lua: &Lua, this: &Value, offset: &Value, len: &Value) -> LuaResult<Value> {
+    let object = match this {
+        Value::UserData(ud) => data_object(lua, ud)?,
+        _ => None,
+    };
+    let Some((data, kind)) = object else {
+        return Err(bad_argument("segment", 1, format!("data expected, got {}", type_name(this))));
+    };
+    match segment(&data, offset, len)? {
+        Some(seg) => make_object(lua, kind, seg),
+        None => Ok(Value::Nil),
+    }
+}
+
+/// `d:layout(spec)` on a plain object: applies a layout table or a `data.layout` object to it.
 fn apply_layout(ud: &AnyUserData, spec: &Value) -> LuaResult<()> {
     if !ud.is::<Data>() {
         return Err(bad_argument("layout", 1, "data expected".to_owned()));
@@ -273,13 +539,43 @@ fn apply_layout(ud: &AnyUserData, spec: &Value) -> LuaResult<()> {
     if !ud.borrow::<Data>()?.is_valid() {
         return Err(lua_err(DataError::Invalidated));
     }
-    let layout = match spec {
-        Value::Table(t) => Arc::new(parse_layout(t)?),
-        Value::UserData(l) if l.is::<LayoutObject>() => Arc::clone(&l.borrow::<LayoutObject>()?.0),
-        other => return Err(bad_argument("layout", 2, format!("table expected, got {}", type_name(other)))),
-    };
+    let layout = layout_arg(spec)?;
     ud.borrow_mut::<Data>()?.set_layout(Some(layout));
     Ok(())
+}
+
+/// The layout a `d:layout(spec)` argument gives.
+fn layout_arg(spec: &Value) -> LuaResult<Arc<Layout>> {
+    match spec {
+        Value::Table(t) => Ok(Arc::new(parse_layout(t)?)),
+        Value::UserData(l) if l.is::<LayoutObject>() => Ok(Arc::clone(&l.borrow::<LayoutObject>()?.0)),
+        other => Err(bad_argument("layout", 2, format!("table expected, got {}", type_name(other)))),
+    }
+}
+
+/// `d:layout(spec)` for any data object `this` (the views' method); returns `this`. A view keeps
+/// its layout as a layout object in its user value: the `data.layout` object given, or a new one.
+fn any_layout(lua: &Lua, this: Value, spec: &Value) -> LuaResult<Value> {
+    let Value::UserData(ud) = &this else {
+        return Err(bad_argument("layout", 1, "data expected".to_owned()));
+    };
+    match data_object(lua, ud)? {
+        Some((_, Kind::Plain)) => apply_layout(ud, spec)?,
+        Some((data, Kind::View(_))) => {
+            if !data.is_valid() {
+                return Err(lua_err(DataError::Invalidated));
+            }
+            let object = match spec {
+                Value::UserData(l) if l.is::<LayoutObject>() => l.clone(),
+                other => lua.create_userdata(LayoutObject(layout_arg(other)?))?,
+            };
+            if !view::set_layout(lua, ud, &object)? {
+                return Err(bad_argument("layout", 1, "data expected".to_owned()));
+            }
+        }
+        None => return Err(bad_argument("layout", 1, "data expected".to_owned())),
+    }
+    Ok(this)
 }
 
 /// A layout table `{name = {offset, length [, endian | "string"]}, ...}`; entries may also be
@@ -405,7 +701,10 @@ pub fn open(lua: &Lua) -> LuaResult<Table> {
     )?;
     module.set(
         "isdata",
-        lua.create_function(|_, x: Value| Ok(matches!(&x, Value::UserData(ud) if ud.is::<Data>())))?,
+        lua.create_function(|lua, x: Value| match &x {
+            Value::UserData(ud) => Ok(ud.is::<Data>() || view::is_view(lua, ud)?),
+            _ => Ok(false),
+        })?,
     )?;
     Ok(module)
 }

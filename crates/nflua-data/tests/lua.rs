@@ -1,8 +1,9 @@
 //! The `data` module as a Lua script sees it: each test runs a snippet in a fresh state with the
-//! module registered as the global `data`.
+//! module registered as the global `data`. Snippets run twice: with plain objects, and with
+//! `data.new` making borrowed views (see `lent_state`), which must behave the same.
 
-use mlua::{Lua, Value};
-use nflua_data::{open, Data, DataError, MAX_NEW_LEN};
+use mlua::{Function, Lua, Value};
+use nflua_data::{open, view_caller, Data, DataError, LentBuffer, MAX_NEW_LEN};
 
 /// Lua helpers available to every snippet.
 const PRELUDE: &str = r#"
@@ -27,8 +28,25 @@ fn run(lua: &Lua, code: &str) {
     }
 }
 
+/// A state whose `data.new` makes borrowed views: each object is a view of a `LentBuffer` of its
+/// own, filled with the bytes of the plain object the original `data.new` made.
+fn lent_state() -> Lua {
+    let lua = state();
+    let lend = lua
+        .create_function(|lua, plain: Data| {
+            let mut buffer = LentBuffer::new(lua);
+            let fill = buffer.refill(&plain.to_vec().map_err(mlua::Error::external)?);
+            buffer.lend(lua, &fill)
+        })
+        .expect("lend");
+    lua.globals().set("lend", lend).expect("set");
+    run(&lua, "local new = data.new data.new = function(...) return lend(new(...)) end");
+    lua
+}
+
 fn check(code: &str) {
     run(&state(), code);
+    run(&lent_state(), code);
 }
 
 #[test]
@@ -360,12 +378,12 @@ fn rust_sees_lua_writes_and_vice_versa() {
     // Lua-made buffers come back to Rust with their layout and shared memory.
     run(&lua, r#"made = data.new("xyz"):layout{f = {0, 8}}"#);
     let made: Value = lua.globals().get("made").expect("get");
-    let from_lua = Data::from_lua_value(&made).expect("a data object");
+    let from_lua = Data::from_lua_value(&lua, &made).expect("a data object");
     assert_eq!(from_lua.to_vec(), Ok(b"xyz".to_vec()));
     assert!(from_lua.layout().is_some_and(|l| l.get(b"f").is_some()));
     from_lua.write_at(0, b"X").expect("write");
     run(&lua, r#"assert(tostring(made) == "Xyz")"#);
-    assert!(Data::from_lua_value(&Value::Integer(1)).is_none());
+    assert!(Data::from_lua_value(&lua, &Value::Integer(1)).is_none());
     let not_data: mlua::Result<Data> = lua.load("{}").eval();
     assert!(not_data.is_err());
     from_lua.invalidate();
@@ -399,4 +417,155 @@ fn lua_finalizer_during_tostring_does_not_deadlock() {
         collectgarbage()
         "#,
     );
+}
+
+/// A state, a buffer filled with `bytes`, and the `data.isdata` check run on views as globals.
+fn lent(bytes: &[u8]) -> (Lua, LentBuffer, Data) {
+    let lua = state();
+    let buffer = LentBuffer::new(&lua);
+    let fill = buffer.refill(bytes);
+    (lua, buffer, fill)
+}
+
+#[test]
+fn borrowed_views_are_data_objects() {
+    let (lua, mut buffer, fill) = lent(b"0123456789");
+    let seg = fill.segment(2, Some(3)).expect("segment");
+    lua.globals().set("v", buffer.lend(&lua, &fill).expect("lend")).expect("set");
+    lua.globals().set("s", buffer.lend(&lua, &seg).expect("lend")).expect("set");
+    run(
+        &lua,
+        r#"
+        assert(data.isdata(v) and data.isdata(s) and type(v) == "userdata")
+        assert(getmetatable(v) == false, "the metatable is protected")
+        assert(#v == 10 and tostring(s) == "234" and v[1] == 48 and v[11] == nil)
+        s[1] = string.byte("x")
+        assert(tostring(v) == "01x3456789", "a view and its segment share the bytes")
+        local ss = v:segment(8)
+        assert(data.isdata(ss) and tostring(ss) == "89" and not rawequal(ss, v:segment(8)))
+        assert(v:layout{a = {0, 8}, b = {8, 8, "little"}} == v and v.a == 48 and v.b == 49)
+        v.b = 0x41
+        assert(v[2] == 0x41 and ss.a == nil, "segments start without a layout")
+        assert(data.isdata(data.new(1)) and not data.isdata(data.layout{}))
+        expect_error("data object has no field 'nosuch'", function() v.nosuch = 1 end)
+        expect_error("attempt to perform arithmetic on a data value", function() return v + 1 end)
+        keep = {v, s, ss, v:segment(0, 2):layout{x = {0, 8}}}
+        "#,
+    );
+    // Rust sees what Lua wrote, through the fill and through `Data::from_lua_value`.
+    assert_eq!(fill.to_vec(), Ok(b"0A x3456789".iter().filter(|&&b| b != b' ').copied().collect()));
+    let v: Value = lua.globals().get("v").expect("v");
+    let from_lua = Data::from_lua_value(&lua, &v).expect("a view is a data object");
+    assert!(from_lua.shares_memory_with(&fill));
+    assert!(from_lua.layout().is_some_and(|l| l.get(b"a").is_some()));
+    let plain: Data = lua.load("return v:segment(1, 1)").eval().expect("FromLua takes views");
+    assert_eq!(plain.to_vec(), Ok(b"A".to_vec()));
+
+    // The next fill kills every view of this one, wherever it is kept.
+    let next = buffer.refill(b"new bytes");
+    run(
+        &lua,
+        r#"
+        local msg = "data buffer is no longer valid"
+        for _, x in ipairs(keep) do
+            assert(data.isdata(x))
+            expect_error(msg, function() return x[1] end)
+            expect_error(msg, function() return x.a end)
+            expect_error(msg, function() return x.x end)
+            expect_error(msg, function() x[1] = 1 end)
+            expect_error(msg, function() return #x end)
+            expect_error(msg, function() return tostring(x) end)
+            expect_error(msg, function() return x:segment(0) end)
+            expect_error(msg, function() return x:layout{} end)
+            assert(type(x.segment) == "function", "methods are still found")
+        end
+        "#,
+    );
+    assert_eq!(from_lua.to_vec(), Err(DataError::Invalidated));
+    assert_eq!(plain.to_vec(), Err(DataError::Invalidated));
+    assert_eq!(next.to_vec(), Ok(b"new bytes".to_vec()));
+    buffer.invalidate();
+    assert_eq!(next.to_vec(), Err(DataError::Invalidated));
+    let other = LentBuffer::new(&lua);
+    assert!(buffer.lend(&lua, &other.refill(b"x")).is_err(), "views of another buffer are refused");
+}
+
+#[test]
+fn view_caller_makes_views_inside_the_call() {
+    let (lua, mut buffer, fill) = lent(b"frame:packet");
+    let packet = fill.segment(6, None).expect("segment");
+    let caller = view_caller(&lua).expect("caller");
+    let f: Function = lua
+        .load(
+            r#"
+            return function(tag, frame, packet)
+                assert(data.isdata(frame) and data.isdata(packet))
+                packet[1] = string.byte("P")
+                kept = packet
+                return tag .. " " .. tostring(frame) .. " " .. #packet
+            end
+            "#,
+        )
+        .eval()
+        .expect("f");
+    let views = buffer.views(&lua, &fill, Some(&packet)).expect("views");
+    let got: String = caller.call((&f, "t", views)).expect("call");
+    assert_eq!(got, "t frame:Packet 6");
+    let one: Function = lua.load("return function(x, v) return x .. tostring(v) end").eval().expect("f");
+    let views = buffer.views(&lua, &packet, None).expect("views");
+    assert_eq!(caller.call::<String>((&one, "x", views)).expect("call"), "xPacket");
+    buffer.invalidate();
+    run(&lua, r#"expect_error("data buffer is no longer valid", function() return kept[1] end)"#);
+
+    // Mixing fills or buffers is refused; forged numbers make invalid views, nothing worse.
+    let stale = packet.clone();
+    let fresh = buffer.refill(b"0123456789");
+    assert!(buffer.views(&lua, &fresh, Some(&stale)).is_err());
+    let err = caller.call::<()>((&one, "x", 3, 0, 0, 0, 0, 0, 0)).expect_err("n out of range");
+    assert!(err.to_string().contains("view caller: bad arguments"), "{err}");
+    let (n, slot, generation, ..) = buffer.views(&lua, &fresh, None).expect("views");
+    let forged: Function =
+        lua.load("return function(v) return pcall(function() return v[1] end) end").eval().expect("f");
+    for (slot, offset, len) in [(slot, 5, 100), (slot, 1_i64 << 31, 1_i64 << 31), (slot + 7, 0, 1)] {
+        let (ok, _): (bool, Value) =
+            caller.call((&forged, n, slot, generation, offset, len, 0, 0)).expect("call");
+        assert!(!ok, "a forged view (slot {slot}, {offset}+{len}) must be invalid");
+    }
+    for (offset, len) in [(-1, 2), (i64::MAX, 1)] {
+        let err = caller.call::<()>((&forged, n, slot, generation, offset, len, 0, 0)).expect_err("bad");
+        assert!(err.to_string().contains("view caller: bad arguments"), "{err}");
+    }
+    let (ok, _): (bool, Value) = caller.call((&forged, n, slot, generation, 9, 1, 0, 0)).expect("call");
+    assert!(ok, "an in-range view of the current fill works");
+}
+
+#[test]
+fn views_fail_cleanly_at_the_memory_limit() {
+    let (lua, mut buffer, fill) = lent(b"bytes");
+    let caller = view_caller(&lua).expect("caller");
+    let f: Function = lua.load("return function(v) return #v end").eval().expect("f");
+    let views = buffer.views(&lua, &fill, None).expect("views");
+    lua.gc_collect().expect("collect");
+    lua.set_memory_limit(lua.used_memory()).expect("limit");
+    let err = caller.call::<usize>((&f, views)).expect_err("no room for the view");
+    assert!(err.to_string().contains("not enough memory"), "{err}");
+    let err = buffer.lend(&lua, &fill).expect_err("no room for the view");
+    assert!(err.to_string().contains("not enough memory"), "{err}");
+    lua.set_memory_limit(0).expect("no limit");
+    assert_eq!(caller.call::<usize>((&f, views)).expect("room again"), 5);
+}
+
+#[test]
+fn views_need_no_finalizer() {
+    // One full collection frees dropped views (objects with a finalizer need two).
+    let (lua, mut buffer, fill) = lent(&[0; 64]);
+    lua.globals().set("v", buffer.lend(&lua, &fill).expect("lend")).expect("set");
+    lua.gc_collect().expect("collect");
+    let before = lua.used_memory();
+    lua.gc_stop();
+    run(&lua, "for i = 1, 10000 do local s = v:segment(i % 64) end");
+    assert!(lua.used_memory() > before + 100_000, "the segments were allocated");
+    lua.gc_restart();
+    lua.gc_collect().expect("collect");
+    assert!(lua.used_memory() < before + 1024, "{} bytes left over", lua.used_memory() - before);
 }

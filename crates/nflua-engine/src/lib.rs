@@ -40,7 +40,8 @@
 //!   whole on almost every allocation (5 µs per hook call instead of 0.9), and much more than
 //!   the room allows lets garbage buffers outrun their finalizers and exhaust a small state.
 //! - Buffers given to callbacks and hooks are invalid once the call returns; so are packet
-//!   objects from `nf.getpacket`.
+//!   objects from `nf.getpacket`. The buffers are borrowed views of one reused buffer per state
+//!   (no finalizer, no Rust allocation per call; see `hook.rs`).
 //! - Timers are one-shot; `timer.destroy` returns true when it cancelled a pending timer and
 //!   false when the timer had already fired or been destroyed. Destroying a state cancels its
 //!   timers; a state holds at most [`MAX_TIMERS_PER_STATE`] pending timers.

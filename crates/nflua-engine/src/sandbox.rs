@@ -18,6 +18,7 @@
 //! built-in modules) raise plain strings at the caller's position, as a C library function does,
 //! instead of mlua's error userdata (see `lualib::Lib`).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use mlua::state::{GcIncParams, GcMode};
@@ -31,10 +32,12 @@ use crate::StateConfig;
 
 /// Lowest GC pause in percent, the original module's: start a new cycle as soon as the heap
 /// outgrows what the last one left alive (Lua's default, 200, waits for it to double). Besides
-/// keeping small heaps small, this is what lets finalizers keep up: buffers handed to callbacks
-/// and hooks are userdata with finalizers, which Lua's emergency collection (on a failed
-/// allocation) does not run, and which are freed only by the cycle after the one that finalized
-/// them; with pause 200 a flood of DATA messages ran a 64 KiB state out of memory.
+/// keeping small heaps small, this is what lets finalizers keep up: userdata made by mlua have
+/// finalizers, which Lua's emergency collection (on a failed allocation) does not run, and are
+/// freed only by the cycle after the one that finalized them; with pause 200 a flood of DATA
+/// messages ran a 64 KiB state out of memory when their buffers were such userdata. (They are
+/// finalizer-free views now, see `hook.rs`; packet objects, timer handles and `data.new`
+/// buffers still have finalizers, and this tuning was not revisited.)
 ///
 /// Exactly 100 is costly, though: a cycle on a small heap finishes within one step and leaves
 /// no debt, so the very next allocation starts the next full cycle. A hook call, with its two
@@ -163,7 +166,7 @@ pub(crate) fn build(config: &StateConfig, ctx: &Arc<Context>, budget: &Arc<Budge
 
     let errors = Arc::clone(ctx);
     let on_error = lua.create_function(move |lua, err: Value| {
-        traceback::on_error(lua, err, &errors.error_text);
+        traceback::on_error(lua, err, &errors.error_text, errors.plumbing_frames.load(Relaxed));
         Ok(())
     })?;
     Ok(Sandbox { lua, xpcall, on_error })

@@ -1,13 +1,14 @@
 //! One Lua state: its interpreter, configuration, counters, and the single door every entry
 //! (execute, receive callback, packet hook, timer) goes through.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use mlua::chunk::ChunkMode;
-use mlua::{Function, IntoLuaMulti, Lua, LuaString, RegistryKey, Table, Value};
-use nflua_data::Data;
+use mlua::{Function, IntoLua, IntoLuaMulti, Lua, LuaString, RegistryKey, Table, Value};
+use nflua_data::{Data, LentBuffer};
 
 use crate::hook::{HookCall, HookMode};
 use crate::limits::Budget;
@@ -41,6 +42,10 @@ pub(crate) struct Context {
     /// The packet of the running hook call; `None` outside hooks. Never held while Lua runs or
     /// allocates (an allocation can run a debug state's finalizer, which may call `nf` again).
     pub(crate) hook: Mutex<Option<HookCall>>,
+    /// C frames the running entry has between its `xpcall` and the script's function: 1 while a
+    /// hook or receive callback runs through the view caller, else 0. Tracebacks leave them
+    /// out, so they read as before the view caller existed.
+    pub(crate) plumbing_frames: AtomicUsize,
 }
 
 /// Per-state statistics (atomics because [`Context`] is shared with `Send` closures and other
@@ -83,8 +88,15 @@ pub(crate) struct State {
     function_names: Vec<(Box<str>, LuaString)>,
     /// Hook calls so far; the current one's number tells its packet objects from older ones.
     hook_generation: u64,
+    /// The reused buffers of hook calls (the frame) and of receive callbacks (the payload),
+    /// handed to Lua as borrowed views (see `hook.rs`).
+    hook_buffer: LentBuffer,
+    receive_buffer: LentBuffer,
+    /// `nflua_data::view_caller`'s function, which calls hooks and the receive callback with
+    /// their views; made on first use (nil until then).
+    view_caller: Value,
     /// The GC pause last set (see `sandbox::gc_pause`).
-    gc_pause: i32,
+    gc_pause: Cell<i32>,
     budget: Arc<Budget>,
     ctx: Arc<Context>,
 }
@@ -101,12 +113,15 @@ impl State {
             error_text: ErrorText::default(),
             warning: Mutex::new(String::new()),
             hook: Mutex::new(None),
+            plumbing_frames: AtomicUsize::new(0),
         });
         let budget = Arc::new(Budget::new(config.max_runs));
         let built = sandbox::build(&config, &ctx, &budget)
             .map_err(|e| EngineError::Create(traceback::error_message(&e)))?;
         let globals = built.lua.globals();
-        let mut state = State {
+        let hook_buffer = LentBuffer::new(&built.lua);
+        let receive_buffer = LentBuffer::new(&built.lua);
+        let state = State {
             config,
             lua: built.lua,
             xpcall: built.xpcall,
@@ -114,7 +129,10 @@ impl State {
             globals,
             function_names: Vec::new(),
             hook_generation: 0,
-            gc_pause: sandbox::GC_PAUSE,
+            hook_buffer,
+            receive_buffer,
+            view_caller: Value::Nil,
+            gc_pause: Cell::new(sandbox::GC_PAUSE),
             budget,
             ctx,
         };
@@ -149,10 +167,6 @@ impl State {
         }
     }
 
-    pub(crate) fn lua(&self) -> &Lua {
-        &self.lua
-    }
-
     pub(crate) fn count_call(&self) {
         self.ctx.counters.calls.fetch_add(1, Relaxed);
     }
@@ -168,7 +182,8 @@ impl State {
     }
 
     /// Calls `__receive_callback(pid, buffer)` with a buffer holding `payload`, invalidated when
-    /// the call returns so a script that keeps it cannot read it later.
+    /// the call returns so a script that keeps it cannot read it later. The buffer is a borrowed
+    /// view of the state's reused receive buffer, as a hook's (see `hook.rs`).
     pub(crate) fn deliver(&mut self, pid: u32, payload: &[u8]) -> Result<(), EngineError> {
         let callback: Value = self.globals.raw_get("__receive_callback").unwrap_or(Value::Nil);
         if callback.is_nil() {
@@ -177,13 +192,13 @@ impl State {
             return Err(EngineError::NoReceiveCallback(self.config.name.clone()));
         }
         self.count_call();
-        let data = Data::from_bytes(payload);
-        let buffer = match self.lua.create_userdata(data.clone()) {
-            Ok(buffer) => buffer,
-            Err(e) => return Err(self.fail("receive", traceback::error_message(&e))),
+        let data = self.receive_buffer.refill(payload);
+        let views = self.receive_buffer.views(&self.lua, &data, None);
+        let result = match (views, self.ensure_view_caller()) {
+            (Ok(views), Ok(())) => self.run_with_views("receive", (callback, i64::from(pid), views)),
+            (Err(e), _) | (_, Err(e)) => Err(self.fail("receive", traceback::error_message(&e))),
         };
-        let result = self.run_value("receive", callback, (i64::from(pid), buffer));
-        data.invalidate();
+        self.receive_buffer.invalidate();
         result.map(drop)
     }
 
@@ -215,21 +230,58 @@ impl State {
         }
     }
 
-    /// Makes the packet in `frame` the running hook call's, where `nf` finds it.
-    pub(crate) fn begin_hook(&mut self, frame: Data, mode: HookMode, conntrack_id: Option<u32>) {
+    /// Copies `frame` into the hook buffer and makes it the running hook call's packet, where
+    /// `nf` finds it. Returns the buffer's view of the whole frame.
+    pub(crate) fn begin_hook(&mut self, frame: &[u8], mode: HookMode, conntrack_id: Option<u32>) -> Data {
         self.hook_generation += 1;
+        let frame = self.hook_buffer.refill(frame);
         *self.ctx.hook() = Some(HookCall {
-            frame,
+            frame: frame.clone(),
             mode,
             conntrack_id,
             generation: self.hook_generation,
             hotdrop: false,
             replacement: None,
         });
+        frame
     }
 
-    /// Ends the running hook call and returns what the script recorded in it.
+    /// Calls the hook function `callable(frame, packet)` with borrowed views of `frame` and
+    /// `packet` (views of the hook buffer), through the entry door.
+    pub(crate) fn run_hook(
+        &mut self,
+        callable: Value,
+        frame: &Data,
+        packet: &Data,
+    ) -> Result<Value, EngineError> {
+        let views = self.hook_buffer.views(&self.lua, frame, Some(packet));
+        match (views, self.ensure_view_caller()) {
+            (Ok(views), Ok(())) => self.run_with_views("hook", (callable, views)),
+            (Err(e), _) | (_, Err(e)) => Err(self.fail("hook", traceback::error_message(&e))),
+        }
+    }
+
+    /// Runs the view caller with `args` (`f, extra..., views`) through the entry door.
+    fn run_with_views(&self, entry: &'static str, args: impl IntoLuaMulti) -> Result<Value, EngineError> {
+        self.ctx.plumbing_frames.store(1, Relaxed);
+        let result = self.run_value(entry, &self.view_caller, args);
+        self.ctx.plumbing_frames.store(0, Relaxed);
+        result
+    }
+
+    /// Makes the function that calls a function with borrowed views (see
+    /// `nflua_data::view_caller`), unless the state has it.
+    fn ensure_view_caller(&mut self) -> mlua::Result<()> {
+        if self.view_caller.is_nil() {
+            self.view_caller = Value::Function(nflua_data::view_caller(&self.lua)?);
+        }
+        Ok(())
+    }
+
+    /// Ends the running hook call: every view of its buffer fails from now on, and `nf`'s packet
+    /// functions raise again. Returns what the script recorded in the call.
     pub(crate) fn end_hook(&mut self) -> Option<HookCall> {
+        self.hook_buffer.invalidate();
         self.ctx.hook().take()
     }
 
@@ -250,9 +302,9 @@ impl State {
     /// function) into a counted, logged [`EngineError::Lua`]. Returns the first value the call
     /// returned (nil if none).
     pub(crate) fn run_value(
-        &mut self,
+        &self,
         entry: &'static str,
-        callable: Value,
+        callable: impl IntoLua,
         args: impl IntoLuaMulti,
     ) -> Result<Value, EngineError> {
         self.ctx.error_text.clear();
@@ -283,7 +335,7 @@ impl State {
     }
 
     /// Counts and logs a failed entry.
-    pub(crate) fn fail(&mut self, entry: &'static str, text: String) -> EngineError {
+    pub(crate) fn fail(&self, entry: &'static str, text: String) -> EngineError {
         self.ctx.count_error();
         self.note_memory();
         if text.starts_with("not enough memory") {
@@ -297,13 +349,13 @@ impl State {
     }
 
     /// Records the memory in use after an entry and fits the GC pause to the room left.
-    fn note_memory(&mut self) {
+    fn note_memory(&self) {
         let used = self.lua.used_memory();
         self.ctx.counters.peak_alloc_bytes.fetch_max(used, Relaxed);
         let pause = sandbox::gc_pause(used, self.config.max_alloc_bytes);
-        if pause != self.gc_pause {
+        if pause != self.gc_pause.get() {
             sandbox::set_gc_pause(&self.lua, pause);
-            self.gc_pause = pause;
+            self.gc_pause.set(pause);
         }
     }
 }

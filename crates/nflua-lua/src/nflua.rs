@@ -360,9 +360,9 @@ fn data_send(lua: &Lua, args: &Args) -> Outcome {
     // The payload's type is checked before the name's content, whose faults are only failures.
     let payload = match args.get(3) {
         Value::String(s) => Payload::Bytes(s.clone()),
-        value => {
-            Payload::Buffer(Data::from_lua_value(value).ok_or_else(|| args.expected(3, "data or string"))?)
-        }
+        value => Payload::Buffer(
+            Data::from_lua_value(lua, value).ok_or_else(|| args.expected(3, "data or string"))?,
+        ),
     };
     let state = match text(&state, "state name") {
         Ok(state) => state,
@@ -379,7 +379,7 @@ fn data_send(lua: &Lua, args: &Args) -> Outcome {
 
 fn data_receive(lua: &Lua, args: &Args) -> Outcome {
     let mut this = channel(args)?;
-    let buffer = Data::from_lua_value(args.get(2)).ok_or_else(|| args.expected(2, "data"))?;
+    let buffer = Data::from_lua_value(lua, args.get(2)).ok_or_else(|| args.expected(2, "data"))?;
     let offset = args.opt_integer(3)?.unwrap_or(0);
     let size = buffer.len();
     let start = usize::try_from(offset)

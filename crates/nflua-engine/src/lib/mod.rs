@@ -89,11 +89,11 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
 
 /// The bytes of a string or `data` argument (copied: the caller may hold no buffer lock while it
 /// goes on), or `None` for anything else.
-pub(crate) fn bytes_of(value: &Value) -> Option<mlua::Result<Vec<u8>>> {
+pub(crate) fn bytes_of(lua: &Lua, value: &Value) -> Option<mlua::Result<Vec<u8>>> {
     match value {
         Value::String(s) => Some(Ok(s.as_bytes().to_vec())),
         other => {
-            let data = nflua_data::Data::from_lua_value(other)?;
+            let data = nflua_data::Data::from_lua_value(lua, other)?;
             Some(data.to_vec().map_err(|e| error(e.to_string())))
         }
     }

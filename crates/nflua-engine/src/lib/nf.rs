@@ -21,15 +21,16 @@ use crate::DATA_MAX_SIZE;
 pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
     let nf = lib.lua.create_table_with_capacity(0, 6)?;
     let ctx = Arc::clone(lib.ctx);
-    let netlink_fn = lib.function(move |_, (port, groups, payload): (Integer, Integer, Value)| {
-        netlink(&ctx, port, groups, &payload)
+    let netlink_fn = lib.function(move |lua, (port, groups, payload): (Integer, Integer, Value)| {
+        netlink(lua, &ctx, port, groups, &payload)
     })?;
     nf.raw_set("netlink", netlink_fn)?;
     nf.raw_set("time", lib.function(|_, ()| Ok(time()))?)?;
 
     packet::register(lib)?;
     let ctx = Arc::clone(lib.ctx);
-    let reply_fn = lib.function(move |_, (kind, message): (Value, Value)| reply(&ctx, &kind, &message))?;
+    let reply_fn =
+        lib.function(move |lua, (kind, message): (Value, Value)| reply(lua, &ctx, &kind, &message))?;
     nf.raw_set("reply", reply_fn)?;
     let ctx = Arc::clone(lib.ctx);
     nf.raw_set("getpacket", lib.function(move |lua, ()| getpacket(lua, &ctx))?)?;
@@ -55,7 +56,7 @@ fn with_hook<R>(
 
 /// `nf.reply(type, message)`: a TCP (`type` starting with "t") or UDP ("u") packet answering the
 /// current packet's sender with `message`, sent through the sink. Returns true.
-fn reply(ctx: &Context, kind: &Value, message: &Value) -> mlua::Result<bool> {
+fn reply(lua: &Lua, ctx: &Context, kind: &Value, message: &Value) -> mlua::Result<bool> {
     let frame = with_hook(ctx, "reply", |call| Ok(call.frame.clone()))?;
     let build = match kind {
         Value::String(s) => match s.as_bytes().first() {
@@ -70,7 +71,7 @@ fn reply(ctx: &Context, kind: &Value, message: &Value) -> mlua::Result<bool> {
         },
         other => return Err(bad_argument(1, "reply", "string", other)),
     };
-    let message = bytes_of(message)
+    let message = bytes_of(lua, message)
         .ok_or_else(|| bad_argument(2, "reply", "string or data", message))?
         .map_err(|e| error(format!("nf.reply: {e}")))?;
     let packet = frame
@@ -108,15 +109,16 @@ fn hotdrop(ctx: &Context, drop: &Value) -> mlua::Result<()> {
 }
 
 /// `nf.netlink(port, groups, payload)`: one DATA message from this state; returns the bytes sent.
-fn netlink(ctx: &Context, port: Integer, groups: Integer, payload: &Value) -> mlua::Result<usize> {
+fn netlink(lua: &Lua, ctx: &Context, port: Integer, groups: Integer, payload: &Value) -> mlua::Result<usize> {
     // Old C bindings report automatic port ids (bit 31 set) as negative numbers: take the
     // integer modulo 2^32, which is what the truncating cast does.
     let port = port as u32;
     let groups = groups as u32;
     match payload {
         Value::String(s) => send(ctx, port, groups, &s.as_bytes()),
-        Value::UserData(ud) => {
-            let data = ud.borrow::<Data>().map_err(|_| bad_payload(payload))?.clone();
+        Value::UserData(_) => {
+            // A plain data object or a borrowed view (the buffers of hooks and callbacks).
+            let data = Data::from_lua_value(lua, payload).ok_or_else(|| bad_payload(payload))?;
             check_size(data.len())?;
             let bytes = data.to_vec().map_err(|e| error(format!("nf.netlink: {e}")))?;
             send(ctx, port, groups, &bytes)

@@ -31,7 +31,8 @@ pub(crate) struct PacketObject {
 pub(crate) fn register(lib: &Lib) -> mlua::Result<()> {
     let methods = lib.lua.create_table_with_capacity(0, 2)?;
     let ctx = Arc::clone(lib.ctx);
-    let send_fn = lib.function(move |_, (this, payload): (Value, Value)| send(&ctx, &this, &payload))?;
+    let send_fn =
+        lib.function(move |lua, (this, payload): (Value, Value)| send(lua, &ctx, &this, &payload))?;
     methods.raw_set("send", send_fn)?;
     let ctx = Arc::clone(lib.ctx);
     methods.raw_set("close", lib.function(move |_, this: Value| close(&ctx, &this))?)?;
@@ -67,12 +68,12 @@ fn open_packet(ctx: &Context, method: &str, this: &Value) -> mlua::Result<UserDa
 
 /// `packet:send([payload])`: records the packet (payload replaced when given) to be emitted
 /// and closes the object. Returns true.
-fn send(ctx: &Context, this: &Value, payload: &Value) -> mlua::Result<bool> {
+fn send(lua: &Lua, ctx: &Context, this: &Value, payload: &Value) -> mlua::Result<bool> {
     let mut packet = open_packet(ctx, "send", this)?;
     let payload = match payload {
         Value::Nil => None,
         other => Some(
-            bytes_of(other)
+            bytes_of(lua, other)
                 .ok_or_else(|| bad_argument(2, "send", "string or data", other))?
                 .map_err(|e| error(format!("packet:send: {e}")))?,
         ),

@@ -4,6 +4,8 @@
 //! Tests that need nflua-packet to craft packets (`nf.reply`, `packet:send(payload)`) are in
 //! `packet_crafting`: `cargo test -p nflua-engine packet_crafting` runs just them.
 
+use std::time::{Duration, Instant};
+
 use nflua_engine::{HookMode, HookOutcome, HookResult, PacketContext, Verdict};
 
 use super::*;
@@ -257,6 +259,169 @@ fn buffers_are_invalid_after_the_call() {
     assert_eq!(eval(&engine, &sink, "s", "result = type(kept_frame)"), "userdata");
 }
 
+/// Tries every access on the views stashed by `keep` (below) and reports through `nf.netlink`
+/// how many raised "data buffer is no longer valid", and how many are still data objects.
+const PROBE: &str = "\
+function probe(where) \
+  local failed, isdata = 0, 0 \
+  for _, v in ipairs{kept_frame, kept_packet, kept_segment, kept_layout} do \
+    if data.isdata(v) then isdata = isdata + 1 end \
+    for _, access in ipairs{ \
+      function() return v[1] end, function() return #v end, function() return tostring(v) end, \
+      function() v[1] = 0 end, function() return v:segment(0) end, function() return v:layout{} end, \
+      function() return v.ttl end, function() v.ttl = 1 end, function() nf.netlink(1, 0, v) end} do \
+      local ok, err = pcall(access) \
+      if not ok and tostring(err):find('data buffer is no longer valid', 1, true) then \
+        failed = failed + 1 \
+      end \
+    end \
+  end \
+  nf.netlink(1, 0, where .. ' ' .. failed .. ' ' .. isdata) \
+end \
+function keep(frame, packet) \
+  if kept_frame then \
+    assert(not rawequal(kept_frame, frame) and not rawequal(kept_packet, packet), 'fresh objects') \
+    probe('hook') \
+  end \
+  kept_frame, kept_packet, kept_segment = frame, packet, packet:segment(8, 4) \
+  kept_layout = frame:segment(14):layout{ttl = {64, 8}} \
+  assert(kept_layout.ttl == 64 and kept_segment[1] == 64 and #kept_segment == 4) \
+  return true \
+end";
+
+#[test]
+fn stashed_views_fail_in_every_later_call() {
+    let (engine, sink) = with_state();
+    run(&engine, "s", PROBE).unwrap();
+    let frame = tcp_frame(b"secret");
+    assert!(matched(&engine, "keep", &frame));
+    // A later hook call (which stashes its own views, still valid).
+    assert!(matched(&engine, "keep", &frame));
+    // A receive callback, a timer, an execute.
+    run(&engine, "s", "function __receive_callback() probe('receive') end").unwrap();
+    engine.deliver("s", 1, b"payload").unwrap();
+    run(&engine, "s", "timer.create(0, function() probe('timer') end)").unwrap();
+    assert_eq!(engine.run_due_timers(Instant::now() + Duration::from_secs(1)), 1);
+    run(&engine, "s", "probe('execute')").unwrap();
+    let reports: Vec<String> =
+        sink.sent().iter().map(|sent| String::from_utf8_lossy(&sent.payload).into_owned()).collect();
+    assert_eq!(reports, ["hook 36 4", "receive 36 4", "timer 36 4", "execute 36 4"]);
+    assert_eq!(engine.stats("s").unwrap().errors, 0);
+}
+
+#[test]
+fn stashed_receive_buffer_fails_in_a_hook() {
+    let (engine, sink) = with_state();
+    run(
+        &engine,
+        "s",
+        "function __receive_callback(pid, buf) stash, seg = buf, buf:segment(1) \
+           assert(tostring(seg) == 'ayload') end \
+         function look(frame, packet) \
+           for _, v in ipairs{stash, seg} do \
+             local ok, err = pcall(function() return v[1] end) \
+             nf.netlink(1, 0, tostring(ok) .. ' ' .. tostring(data.isdata(v)) .. ' ' .. tostring(err)) \
+           end \
+           return true \
+         end",
+    )
+    .unwrap();
+    engine.deliver("s", 1, b"payload").unwrap();
+    assert!(matched(&engine, "look", &tcp_frame(b"")));
+    for sent in &sink.sent()[..2] {
+        let text = String::from_utf8_lossy(&sent.payload);
+        assert!(text.starts_with("false true ") && text.contains("data buffer is no longer valid"), "{text}");
+    }
+}
+
+#[test]
+fn views_behave_as_data_objects() {
+    let (engine, sink) = with_state();
+    run(
+        &engine,
+        "s",
+        "function look(frame, packet) \
+           local out = {} \
+           out[#out + 1] = tostring(data.isdata(frame) and data.isdata(packet)) \
+           out[#out + 1] = type(frame) .. ' ' .. tostring(getmetatable(packet)) \
+           local ok, err = pcall(function() return frame + 1 end) \
+           out[#out + 1] = tostring(err:find('arithmetic on a data value', 1, true) ~= nil) \
+           local addresses = packet:segment(12, 8) \
+           out[#out + 1] = tostring(data.isdata(addresses)) .. ' ' .. #addresses \
+           addresses[1] = 11 \
+           out[#out + 1] = frame[14 + 13] .. ' ' .. packet[13] \
+           assert(packet:layout{src = {96, 32}, proto = {72, 8}} == packet) \
+           out[#out + 1] = packet.proto .. ' ' .. packet.src \
+           local l = data.layout{ttl = {64, 8}} \
+           local ip = frame:segment(14):layout(l) \
+           ip.ttl = 7 \
+           out[#out + 1] = ip.ttl .. ' ' .. packet[9] .. ' ' .. tostring(frame:segment(100)) \
+           nf.netlink(1, 0, table.concat(out, ' ')) \
+           nf.netlink(1, 0, packet:segment(40)) \
+           nf.netlink(1, 0, frame) \
+           return true \
+         end",
+    )
+    .unwrap();
+    let frame = tcp_frame(b"hello");
+    assert!(matched(&engine, "look", &frame));
+    let sent = sink.sent();
+    assert_eq!(
+        String::from_utf8_lossy(&sent[0].payload),
+        format!("true userdata false true true 8 11 11 6 {} 7 7 nil", 0x0b00_0001)
+    );
+    assert_eq!(sent[1].payload, b"hello", "a segment of a view is a payload");
+    let mut expected = frame.clone();
+    expected[14 + 8] = 7;
+    expected[14 + 12] = 11;
+    assert_eq!(sent[2].payload, expected, "the whole frame, with the script's writes");
+}
+
+#[test]
+fn views_at_the_memory_limit() {
+    // Segments made until the state is full fail with Lua's own error, and the state goes on.
+    let (engine, sink) = engine();
+    engine.create(config("s", 32768, u32::MAX)).unwrap();
+    run(
+        &engine,
+        "s",
+        "function fill(frame, packet) \
+           local all = {} \
+           local ok, err = pcall(function() while true do all[#all + 1] = packet:segment(0) end end) \
+           all = nil \
+           collectgarbage() \
+           nf.netlink(1, 0, tostring(ok) .. ' ' .. tostring(err)) \
+           return true \
+         end",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        assert!(matched(&engine, "fill", &tcp_frame(b"")));
+    }
+    for sent in sink.sent() {
+        let text = String::from_utf8_lossy(&sent.payload);
+        assert!(text.starts_with("false ") && text.contains("not enough memory"), "{text}");
+    }
+    assert_eq!(engine.stats("s").unwrap().errors, 0);
+}
+
+#[test]
+fn hook_errors_show_the_scripts_stack() {
+    let (engine, _) = with_state();
+    run(
+        &engine,
+        "s",
+        "local function inner(p) error('bad ' .. #p) end\nfunction outer(frame, packet) inner(packet) end",
+    )
+    .unwrap();
+    let text = hook_error(call(&engine, "outer", &tcp_frame(b""), HookMode::Match));
+    assert_eq!(
+        text,
+        "chunk:1: bad 40\nstack traceback:\n\t[C]: in function 'error'\n\tchunk:1: in upvalue 'inner'\n\
+         \tchunk:2: in function <chunk:2>\n\t[C]: in ?"
+    );
+}
+
 #[test]
 fn packet_functions_only_inside_hooks() {
     let (engine, _) = with_state();
@@ -476,6 +641,28 @@ mod packet_crafting {
         assert_eq!(&replacement[2..4], &u16::try_from(20 + 20 + 14).unwrap().to_be_bytes());
         assert!(nflua_packet::checksum_ok(&replacement));
     }
+
+    #[test]
+    fn send_takes_a_view_as_payload() {
+        // The payload doubled: a segment of `packet` (a borrowed view) read before the rewrite.
+        let (engine, _) = with_state();
+        run(
+            &engine,
+            "s",
+            "function twice(frame, packet) \
+               local payload = packet:segment(40) \
+               nf.getpacket():send(tostring(payload) .. tostring(payload)) \
+               return 'stolen' \
+             end \
+             function same(frame, packet) nf.getpacket():send(packet:segment(40)) return 'stolen' end",
+        )
+        .unwrap();
+        let frame = tcp_frame(b"abc");
+        let replacement = call(&engine, "twice", &frame, HookMode::Target).unwrap().replacement.unwrap();
+        assert_eq!(&replacement[PAYLOAD_OFFSET - 14..], b"abcabc");
+        let replacement = call(&engine, "same", &frame, HookMode::Target).unwrap().replacement.unwrap();
+        assert_eq!(replacement, frame[14..], "the same payload back: the same packet");
+    }
 }
 
 #[test]
@@ -514,8 +701,9 @@ fn wants_conntrack_follows_executed_chunks() {
 
 #[test]
 fn a_packet_flood_does_not_exhaust_a_small_state() {
-    // Every call leaves two buffers (userdata with finalizers) and here a packet object behind;
-    // the collector must keep pace without emergency collections, which run no finalizers.
+    // Every call leaves two views (garbage without finalizers) and here a packet object (with
+    // one) behind; the collector must keep pace without emergency collections, which run no
+    // finalizers.
     let (engine, _) = engine();
     engine.create(config("s", 32768, 1000)).unwrap();
     run(

@@ -1,0 +1,322 @@
+//! The raw Lua C API side of borrowed views: making a view object, recognising one, setting its
+//! layout. What views mean and how they behave is in `lua.rs` (`LentBuffer`).
+//!
+//! A borrowed view is a full userdata holding a [`ViewCell`] (plain numbers, nothing to drop) and
+//! one user value (its layout object, or nil), with a metatable that has no `__gc`. Lua 5.4 marks
+//! an object for finalization only when `lua_setmetatable` gives it a metatable with a `__gc`
+//! field (`luaC_checkfinalizer`), so a view is freed by the sweep like a table: no finalizer
+//! pass, no extra cycle before its memory comes back. The metatable is made once per Lua state
+//! and kept in the registry under the address of a private static; its `__metatable` field hides
+//! it from `getmetatable`, as mlua does for its own userdata, so no script can add a `__gc`.
+//!
+//! Views are made in two ways. [`create`] makes one from Rust, for `LentBuffer::lend` and for
+//! segments of views. The hot path, a hook or callback call, uses the C function [`caller`]
+//! instead: `caller(f, extra..., n, slot, generation, offset1, len1, offset2, len2)` makes the
+//! `n` views and calls `f(extra..., view1 [, view2])`. The engine calls it under its `xpcall`, so
+//! the views are made inside the protected call: no `pcall` of their own, no mlua references to
+//! them, nothing but the two allocations.
+//!
+//! # Safety
+//!
+//! This module holds the crate's `unsafe` code.
+//!
+//! The functions called from Rust enter Lua through `Lua::exec_raw`, which locks the state,
+//! checks 3 free stack slots (each closure uses at most 2 beyond its arguments), runs the closure
+//! under `lua_pcall` and restores the stack afterwards. So a memory error from
+//! `lua_newuserdatauv` (at the state's memory limit) comes back as `Error::MemoryError` ("not
+//! enough memory") instead of aborting. As `exec_raw` requires, the closures own nothing with a
+//! destructor (they capture `Copy` values and `&mut` to them), since an error longjmps over them;
+//! only `lua_newuserdatauv` can raise here.
+//!
+//! [`caller`]'s function runs as any C function called from Lua: its errors (a bad argument, no
+//! memory for a view, whatever `f` raises) longjmp to the enclosing protected call, over its own
+//! frame, which holds only integers and cells (nothing to drop) and calls nothing that can
+//! panic. It checks the stack room it needs with `lua_checkstack`.
+//!
+//! A userdata's bytes are read only after checking that its metatable is ours (set only here, on
+//! blocks of `size_of::<ViewCell>()` bytes) and that its length is exactly that size (a `debug`
+//! state could put our metatable on another userdata with `debug.setmetatable`). The numbers
+//! read are not trusted further: the slot is looked up with a bounds check and a view's range is
+//! checked against the bytes on every access, so a forged cell makes an invalid view, nothing
+//! worse.
+
+use std::mem::size_of;
+use std::os::raw::{c_int, c_void};
+use std::ptr;
+
+use mlua::state::RawLua;
+use mlua::{ffi, AnyUserData, Error as LuaError, FromLua, Function, Lua, Result as LuaResult, Table, Value};
+
+/// What a view object holds: 24 bytes, so a view is an 80-byte block on the Lua heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct ViewCell {
+    /// The memory's generation the view was made for.
+    generation: u64,
+    /// Index of the lent memory in the state's list (see `lua.rs`).
+    slot: u32,
+    /// Range from the start of the memory.
+    offset: u32,
+    len: u32,
+}
+
+impl ViewCell {
+    /// `None` if a number does not fit: views reach the first 4 GiB of a memory only.
+    pub(crate) fn new(slot: usize, generation: u64, offset: usize, len: usize) -> Option<ViewCell> {
+        Some(ViewCell {
+            generation,
+            slot: u32::try_from(slot).ok()?,
+            offset: u32::try_from(offset).ok()?,
+            len: u32::try_from(len).ok()?,
+        })
+    }
+
+    pub(crate) fn slot(&self) -> usize {
+        self.slot as usize
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(crate) fn offset(&self) -> usize {
+        self.offset as usize
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+}
+
+/// Its address is the registry key of the views' metatable.
+static METATABLE_KEY: u8 = 0;
+
+fn key() -> *const c_void {
+    ptr::addr_of!(METATABLE_KEY).cast()
+}
+
+/// Makes `metatable` the metatable of every view made in `lua` from now on.
+pub(crate) fn register_metatable(lua: &Lua, metatable: &Table) -> LuaResult<()> {
+    // SAFETY: see the module doc; `lua_rawsetp` pops the table (it may allocate, under pcall).
+    unsafe {
+        lua.exec_raw::<()>(metatable, |state| {
+            ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, key());
+        })
+    }
+}
+
+/// Whether `lua` has a views' metatable yet.
+pub(crate) fn has_metatable(lua: &Lua) -> LuaResult<bool> {
+    // SAFETY: see the module doc; pushes one value, pops it, pushes the answer.
+    unsafe {
+        lua.exec_raw::<bool>((), |state| {
+            let kind = ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key());
+            ffi::lua_pop(state, 1);
+            ffi::lua_pushboolean(state, c_int::from(kind == ffi::LUA_TTABLE));
+        })
+    }
+}
+
+/// A new view object holding `cell`, without a layout. Fails (a conversion error) if `lua` has no
+/// views' metatable.
+pub(crate) fn create(lua: &Lua, cell: ViewCell) -> LuaResult<AnyUserData> {
+    // SAFETY: see the module doc. The block is written before anything else can run, and it is
+    // `ViewCell`-sized, which is what `read_cell` checks before reading it.
+    unsafe {
+        lua.exec_raw::<AnyUserData>((), move |state| {
+            let block = ffi::lua_newuserdatauv(state, size_of::<ViewCell>(), 1);
+            ptr::write_unaligned(block.cast::<ViewCell>(), cell);
+            if ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key()) == ffi::LUA_TTABLE {
+                ffi::lua_setmetatable(state, -2);
+            } else {
+                // Nothing is returned, which the caller sees as nil: no view without the type.
+                ffi::lua_settop(state, 0);
+            }
+        })
+    }
+}
+
+/// The cell of the view at `idx` (an absolute index), or `None` if the value is not a view.
+/// Leaves the stack as it was; uses 2 slots, which the caller must have checked.
+pub(crate) unsafe fn read_cell(state: *mut ffi::lua_State, idx: c_int) -> Option<ViewCell> {
+    if ffi::lua_type(state, idx) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(state, idx) == 0 {
+        return None;
+    }
+    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key());
+    let ours = ffi::lua_rawequal(state, -1, -2) != 0;
+    ffi::lua_pop(state, 2);
+    if !ours || ffi::lua_rawlen(state, idx) != size_of::<ViewCell>() {
+        return None;
+    }
+    Some(ptr::read_unaligned(ffi::lua_touserdata(state, idx).cast::<ViewCell>()))
+}
+
+/// Whether `ud` is a view object.
+pub(crate) fn is_view(lua: &Lua, ud: &AnyUserData) -> LuaResult<bool> {
+    // SAFETY: see the module doc; the userdata is argument 1.
+    unsafe {
+        lua.exec_raw::<bool>(ud, |state| {
+            let found = read_cell(state, 1).is_some();
+            ffi::lua_settop(state, 0);
+            ffi::lua_pushboolean(state, c_int::from(found));
+        })
+    }
+}
+
+/// A view object as a Rust function receives it: its cell and user value (layout object or nil).
+///
+/// As an mlua function argument it is read straight from the Lua stack (`FromLua::from_stack`,
+/// which mlua calls for arguments): no `pcall`, no mlua reference to the view. That method is
+/// hidden in mlua's docs; should a later mlua stop calling it, `from_lua` gives the same answer
+/// through [`inspect`], only slower.
+#[derive(Debug)]
+pub(crate) struct ViewArg {
+    pub(crate) cell: ViewCell,
+    pub(crate) user_value: Value,
+}
+
+fn not_a_view(from: &'static str) -> LuaError {
+    LuaError::FromLuaConversionError {
+        from,
+        to: "data".to_owned(),
+        message: Some("expected a data object".to_owned()),
+    }
+}
+
+impl FromLua for ViewArg {
+    fn from_lua(value: Value, lua: &Lua) -> LuaResult<ViewArg> {
+        match &value {
+            Value::UserData(ud) => inspect(lua, ud)?.ok_or_else(|| not_a_view("userdata")),
+            other => Err(not_a_view(other.type_name())),
+        }
+    }
+
+    unsafe fn from_stack(idx: c_int, lua: &RawLua) -> LuaResult<ViewArg> {
+        let state = lua.state();
+        let idx = ffi::lua_absindex(state, idx);
+        if ffi::lua_checkstack(state, 2) == 0 {
+            return Err(LuaError::StackError);
+        }
+        let Some(cell) = read_cell(state, idx) else {
+            let kind = ffi::lua_type(state, idx);
+            let from = if kind == ffi::LUA_TUSERDATA { "userdata" } else { "value" };
+            return Err(not_a_view(from));
+        };
+        let user_value = match ffi::lua_getiuservalue(state, idx, 1) {
+            ffi::LUA_TNIL | ffi::LUA_TNONE => Ok(Value::Nil),
+            _ => Value::from_stack(-1, lua),
+        };
+        ffi::lua_pop(state, 1);
+        Ok(ViewArg { cell, user_value: user_value? })
+    }
+}
+
+/// The cell and user value of `ud`, or `None` if it is not a view.
+pub(crate) fn inspect(lua: &Lua, ud: &AnyUserData) -> LuaResult<Option<ViewArg>> {
+    let mut found = None;
+    // SAFETY: see the module doc; the userdata is argument 1, its user value is the result.
+    let user_value = unsafe {
+        lua.exec_raw::<Value>(ud, |state| {
+            found = read_cell(state, 1);
+            if found.is_some() {
+                ffi::lua_getiuservalue(state, 1, 1);
+                ffi::lua_remove(state, 1);
+            } else {
+                ffi::lua_settop(state, 0);
+            }
+        })?
+    };
+    Ok(found.map(|cell| ViewArg { cell, user_value }))
+}
+
+/// Makes `layout` (a layout object) the layout of view `ud`; false if `ud` is not a view.
+pub(crate) fn set_layout(lua: &Lua, ud: &AnyUserData, layout: &AnyUserData) -> LuaResult<bool> {
+    let mut done = false;
+    // SAFETY: see the module doc; the view is argument 1, the layout argument 2, which
+    // `lua_setiuservalue` pops (it only sets a field and a GC barrier: nothing can raise).
+    unsafe {
+        lua.exec_raw::<()>((ud, layout), |state| {
+            if read_cell(state, 1).is_some() {
+                done = ffi::lua_setiuservalue(state, 1, 1) != 0;
+            }
+            ffi::lua_settop(state, 0);
+        })?;
+    }
+    Ok(done)
+}
+
+/// The numbers ending the arguments of [`caller`]'s function: `n`, `slot`, `generation`, and
+/// [`CALLER_VIEWS`] (offset, length) pairs.
+const CALLER_NUMBERS: c_int = 3 + 2 * CALLER_VIEWS;
+
+/// The views one call of [`caller`]'s function makes at most.
+const CALLER_VIEWS: c_int = 2;
+
+/// The C function `caller(f, extra..., n, slot, generation, offset1, len1, offset2, len2)` (see
+/// the module doc): makes `n` (1 or 2) views and returns what `f(extra..., view1 [, view2])`
+/// returns; the second range is ignored when `n` is 1. The views' metatable is the closure's
+/// upvalue, so making this fails (a conversion error) if `lua` has none yet.
+pub(crate) fn caller(lua: &Lua) -> LuaResult<Function> {
+    // SAFETY: see the module doc; the metatable becomes the closure's upvalue (pushing a C
+    // closure allocates, under pcall).
+    unsafe {
+        lua.exec_raw::<Function>((), |state| {
+            if ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key()) == ffi::LUA_TTABLE {
+                ffi::lua_pushcclosure(state, call_with_views, 1);
+            } else {
+                ffi::lua_settop(state, 0);
+            }
+        })
+    }
+}
+
+/// Raises `message` as a Lua error.
+unsafe fn raise(state: *mut ffi::lua_State, message: &'static std::ffi::CStr) -> ! {
+    ffi::lua_pushstring(state, message.as_ptr());
+    ffi::lua_error(state)
+}
+
+unsafe extern "C-unwind" fn call_with_views(state: *mut ffi::lua_State) -> c_int {
+    let top = ffi::lua_gettop(state);
+    // Index of the first number (`n`); `f` is at 1.
+    let first = top - CALLER_NUMBERS + 1;
+    if first < 2 {
+        raise(state, c"view caller: bad arguments");
+    }
+    let integer = |idx: c_int| {
+        let mut is_integer = 0;
+        let value = ffi::lua_tointegerx(state, idx, &mut is_integer);
+        (is_integer != 0).then_some(value)
+    };
+    let (Some(n), Some(slot), Some(generation)) = (integer(first), integer(first + 1), integer(first + 2))
+    else {
+        raise(state, c"view caller: bad arguments");
+    };
+    // The numbers come from `LentBuffer::views`, which made them from a cell (the generation
+    // travels bit for bit); a forged number makes a view that is invalid on every access.
+    let cell = |pair: c_int| {
+        let (offset, len) = (integer(first + 3 + 2 * pair)?, integer(first + 4 + 2 * pair)?);
+        let number = |n: i64| usize::try_from(n).ok();
+        ViewCell::new(number(slot)?, generation as u64, number(offset)?, number(len)?)
+    };
+    let cells = match (n, cell(0), cell(1)) {
+        (1, Some(only), _) => [Some(only), None],
+        (2, Some(one), Some(two)) => [Some(one), Some(two)],
+        _ => raise(state, c"view caller: bad arguments"),
+    };
+    // The numbers are done with: the views take their place.
+    ffi::lua_settop(state, first - 1);
+    if ffi::lua_checkstack(state, CALLER_VIEWS + 1) == 0 {
+        raise(state, c"stack overflow");
+    }
+    let metatable = ffi::lua_upvalueindex(1);
+    for cell in cells.into_iter().flatten() {
+        // May raise "not enough memory": nothing on this frame needs dropping.
+        let block = ffi::lua_newuserdatauv(state, size_of::<ViewCell>(), 1);
+        ptr::write_unaligned(block.cast::<ViewCell>(), cell);
+        ffi::lua_pushvalue(state, metatable);
+        ffi::lua_setmetatable(state, -2);
+    }
+    ffi::lua_call(state, ffi::lua_gettop(state) - 1, ffi::LUA_MULTRET);
+    ffi::lua_gettop(state)
+}
