@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     rows.push(Row::rate("raw NETLINK_USERSOCK echo (msg/s)", raw.clone(), None));
     rows.push(
         Row::rate("data round trip via Lua (msg/s)", ours, Some(("vs raw echo", raw)))
-            .with_target(Target::AtLeast(0.8)),
+            .with_target(Target::RatioAtLeast(0.8)),
     );
 
     // The in-process figures are for one core: pin this thread so the

@@ -16,20 +16,23 @@ impl Samples {
     }
 }
 
-/// What a figure should reach: a bound on the median, or on the ratio when the row has one.
+/// What a figure should reach: a bound on the median, or on the ratio to the row's baseline.
 #[derive(Debug, Clone, Copy)]
 pub enum Target {
     AtLeast(f64),
     AtMost(f64),
+    RatioAtLeast(f64),
 }
 
 impl Target {
-    fn check(self, value: f64) -> String {
-        let (sign, bound, ok) = match self {
-            Target::AtLeast(b) => (">=", b, value >= b),
-            Target::AtMost(b) => ("<=", b, value <= b),
+    fn check(self, median: f64, ratio: Option<f64>) -> String {
+        let (what, sign, bound, value) = match self {
+            Target::AtLeast(b) => ("", ">=", b, Some(median)),
+            Target::AtMost(b) => ("", "<=", b, Some(median)),
+            Target::RatioAtLeast(b) => ("ratio ", ">=", b, ratio),
         };
-        format!("target {sign} {}: {}", compact(bound), if ok { "met" } else { "MISSED" })
+        let ok = value.is_some_and(|v| if sign == ">=" { v >= bound } else { v <= bound });
+        format!("target {what}{sign} {}: {}", compact(bound), if ok { "met" } else { "MISSED" })
     }
 }
 
@@ -60,7 +63,6 @@ impl Row {
         Row { name, samples, ratio, target: None }
     }
 
-    /// Checks the ratio if the row has one, else the median.
     pub fn with_target(mut self, target: Target) -> Row {
         self.target = Some(target);
         self
@@ -73,7 +75,7 @@ pub fn print_table(rows: &[Row]) {
         let runs: Vec<String> = r.samples.0.iter().map(|v| format!("{v:.0}")).collect();
         let mut notes: Vec<String> = r.ratio.iter().map(|(label, x)| format!("{x:.2} {label}")).collect();
         if let Some(t) = r.target {
-            notes.push(t.check(r.ratio.map_or(r.samples.median(), |(_, x)| x)));
+            notes.push(t.check(r.samples.median(), r.ratio.map(|(_, x)| x)));
         }
         println!("{:<52} {:>12.1} {:>30}   {}", r.name, r.samples.median(), runs.join(" "), notes.join("; "));
     }

@@ -185,7 +185,7 @@ impl State {
     /// the call returns so a script that keeps it cannot read it later. The buffer is a borrowed
     /// view of the state's reused receive buffer, as a hook's (see `hook.rs`).
     pub(crate) fn deliver(&mut self, pid: u32, payload: &[u8]) -> Result<(), EngineError> {
-        let callback: Value = self.globals.raw_get("__receive_callback").unwrap_or(Value::Nil);
+        let callback = self.cached_global("__receive_callback").unwrap_or(Value::Nil);
         if callback.is_nil() {
             self.ctx.count_error();
             tracing::debug!(state = %self.config.name, "DATA for a state without __receive_callback");
@@ -207,20 +207,7 @@ impl State {
     /// state without `__receive_callback`); any other value is called and fails in Lua if it
     /// is not callable.
     pub(crate) fn global_function(&mut self, name: &str) -> Result<Value, EngineError> {
-        let found = match self.function_names.iter().find(|(n, _)| **n == *name) {
-            Some((_, key)) => self.globals.raw_get(key),
-            None => match self.lua.create_string(name) {
-                Ok(key) => {
-                    let value = self.globals.raw_get(&key);
-                    if self.function_names.len() < CACHED_FUNCTION_NAMES {
-                        self.function_names.push((name.into(), key));
-                    }
-                    value
-                }
-                Err(e) => Err(e),
-            },
-        };
-        match found {
+        match self.cached_global(name) {
             Ok(Value::Nil) => {
                 self.ctx.count_error();
                 Err(EngineError::NoFunction { state: self.config.name.clone(), function: name.to_string() })
@@ -228,6 +215,20 @@ impl State {
             Ok(value) => Ok(value),
             Err(e) => Err(self.fail("hook", traceback::error_message(&e))),
         }
+    }
+
+    /// The global `name`, through a Lua string made once per name: building the key is a
+    /// string hash and intern per call otherwise.
+    fn cached_global(&mut self, name: &str) -> mlua::Result<Value> {
+        if let Some((_, key)) = self.function_names.iter().find(|(n, _)| **n == *name) {
+            return self.globals.raw_get(key);
+        }
+        let key = self.lua.create_string(name)?;
+        let value = self.globals.raw_get(&key);
+        if self.function_names.len() < CACHED_FUNCTION_NAMES {
+            self.function_names.push((name.into(), key));
+        }
+        value
     }
 
     /// Copies `frame` into the hook buffer and makes it the running hook call's packet, where
