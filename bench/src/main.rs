@@ -232,7 +232,10 @@ impl NetlinkSink for NullSink {
 /// Calls/s of a trivial `__receive_callback` through the engine (limits,
 /// data buffer, error handling included), no sockets.
 fn engine_callback_rate(n: usize) -> anyhow::Result<f64> {
-    let engine = Engine::new(EngineConfig { max_states: 1, min_alloc_bytes: 32768 }, Arc::new(NullSink));
+    let engine = Engine::new(
+        EngineConfig { max_states: 1, min_alloc_bytes: 32768, ..EngineConfig::default() },
+        Arc::new(NullSink),
+    );
     engine.create(StateConfig {
         name: "b".into(),
         max_alloc_bytes: 1 << 20,
@@ -251,7 +254,10 @@ fn engine_callback_rate(n: usize) -> anyhow::Result<f64> {
 /// Calls/s of a match hook returning false on a 64-byte IPv4/UDP frame, as a
 /// queue worker calls it (frame and packet views, limits, result reading).
 fn engine_hook_rate(n: usize) -> anyhow::Result<f64> {
-    let engine = Engine::new(EngineConfig { max_states: 1, min_alloc_bytes: 32768 }, Arc::new(NullSink));
+    let engine = Engine::new(
+        EngineConfig { max_states: 1, min_alloc_bytes: 32768, ..EngineConfig::default() },
+        Arc::new(NullSink),
+    );
     engine.create(StateConfig {
         name: "b".into(),
         max_alloc_bytes: 1 << 20,

@@ -119,8 +119,10 @@ impl Engine {
     /// Creates a state. Fails with `InvalidName` (empty, longer than 63 bytes, or holding a NUL),
     /// `InvalidMaxRuns` (0), `MemoryTooSmall`, `Exists`, `TooManyStates`, or `Create` when the
     /// state's libraries do not fit in its memory limit.
-    pub fn create(&self, config: StateConfig) -> Result<(), EngineError> {
+    pub fn create(&self, mut config: StateConfig) -> Result<(), EngineError> {
         check_name(&config.name)?;
+        config.max_runs = config.max_runs.min(self.config.max_runs_cap);
+        config.max_alloc_bytes = config.max_alloc_bytes.min(self.config.max_alloc_cap);
         if config.max_runs == 0 {
             return Err(EngineError::InvalidMaxRuns);
         }

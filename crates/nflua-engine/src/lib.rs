@@ -114,12 +114,22 @@ pub struct EngineConfig {
     pub max_states: usize,
     /// Smallest accepted `maxalloc` (SPEC: 32768).
     pub min_alloc_bytes: usize,
+    /// Largest `maxruns` and `maxalloc` a state gets: higher requests are lowered to these.
+    /// No bound by default (the protocol's own limits); a fuzzer, which would otherwise spend
+    /// its time in four-billion-instruction loops, sets them low.
+    pub max_runs_cap: u32,
+    pub max_alloc_cap: usize,
 }
 
 impl Default for EngineConfig {
-    /// The SPEC's numbers: 904 states, 32768 bytes minimum.
+    /// The SPEC's numbers: 904 states, 32768 bytes minimum; no caps.
     fn default() -> EngineConfig {
-        EngineConfig { max_states: 904, min_alloc_bytes: 32768 }
+        EngineConfig {
+            max_states: 904,
+            min_alloc_bytes: 32768,
+            max_runs_cap: u32::MAX,
+            max_alloc_cap: usize::MAX,
+        }
     }
 }
 

@@ -125,9 +125,26 @@ mod states {
     }
 
     #[test]
+    fn caps_lower_what_a_state_gets() {
+        let sink = Arc::new(RecordingSink::default());
+        let caps = EngineConfig { max_runs_cap: 500, max_alloc_cap: 65536, ..EngineConfig::default() };
+        let engine = Engine::new(caps, sink);
+        engine.create(config("big", 1 << 30, 4_000_000_000)).unwrap();
+        engine.create(config("small", 40000, 100)).unwrap();
+        let stats = |n: &str| engine.stats(n).map(|s| (s.max_alloc_bytes, s.max_runs));
+        assert_eq!(stats("big"), Some((65536, 500)));
+        assert_eq!(stats("small"), Some((40000, 100)));
+        let err = engine.execute("big", b"for i = 1, 1000 do end", "=t").unwrap_err();
+        assert!(err.to_string().contains("instruction"), "{err}");
+    }
+
+    #[test]
     fn too_many_states() {
         let sink = Arc::new(RecordingSink::default());
-        let engine = Engine::new(EngineConfig { max_states: 3, min_alloc_bytes: 32768 }, sink);
+        let engine = Engine::new(
+            EngineConfig { max_states: 3, min_alloc_bytes: 32768, ..EngineConfig::default() },
+            sink,
+        );
         for name in ["a", "b", "c"] {
             engine.create(config(name, 32768, 100)).unwrap();
         }
@@ -156,7 +173,10 @@ mod states {
     #[test]
     fn limit_too_small_for_the_libraries() {
         let sink = Arc::new(RecordingSink::default());
-        let engine = Engine::new(EngineConfig { max_states: 10, min_alloc_bytes: 1024 }, sink);
+        let engine = Engine::new(
+            EngineConfig { max_states: 10, min_alloc_bytes: 1024, ..EngineConfig::default() },
+            sink,
+        );
         let err = engine.create(config("tiny", 8192, 100)).unwrap_err();
         assert!(matches!(err, EngineError::Create(_)), "{err}");
         assert_eq!(

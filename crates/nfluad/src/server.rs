@@ -67,7 +67,11 @@ impl Server {
         let sock = Arc::new(sock);
         let sink = Arc::new(SocketSink::new(Arc::clone(&sock), Injector::default()));
         let engine = Arc::new(Engine::new(
-            EngineConfig { max_states: MAX_STATES, min_alloc_bytes: MIN_ALLOC_BYTES },
+            EngineConfig {
+                max_states: MAX_STATES,
+                min_alloc_bytes: MIN_ALLOC_BYTES,
+                ..EngineConfig::default()
+            },
             Arc::clone(&sink) as Arc<dyn nflua_engine::NetlinkSink>,
         ));
         let timers = TimerThread::spawn(Arc::clone(&engine)).context("starting the timer thread")?;
