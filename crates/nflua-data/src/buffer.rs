@@ -35,6 +35,19 @@ struct Memory {
     bytes: Vec<u8>,
 }
 
+impl Memory {
+    /// The bytes of the view `generation, offset, len`, if it is still valid.
+    fn range(&self, generation: u64, offset: usize, len: usize) -> Result<std::ops::Range<usize>, DataError> {
+        if self.generation != generation {
+            return Err(DataError::Invalidated);
+        }
+        // In bounds for a view of this generation; checked anyway, so a view forged from bad
+        // numbers fails instead of reading past the bytes.
+        let end = offset.checked_add(len).filter(|&end| end <= self.bytes.len());
+        end.map(|end| offset..end).ok_or(DataError::Invalidated)
+    }
+}
+
 /// A view over a byte buffer shared between Lua and Rust (the Lua `data` object).
 ///
 /// Clones share the memory: a write through one is seen by all. Once [`Data::invalidate`] has
@@ -112,13 +125,7 @@ impl Data {
 
     /// This view's range of `memory`, if the view is still valid.
     fn range(&self, memory: &Memory) -> Result<std::ops::Range<usize>, DataError> {
-        if memory.generation != self.generation {
-            return Err(DataError::Invalidated);
-        }
-        // In bounds for a view of this generation; checked anyway, so a view forged from bad
-        // numbers fails instead of reading past the bytes.
-        let end = self.offset.checked_add(self.len).filter(|&end| end <= memory.bytes.len());
-        end.map(|end| self.offset..end).ok_or(DataError::Invalidated)
+        memory.range(self.generation, self.offset, self.len)
     }
 
     /// Calls `f` with this view's bytes, without copying. `f` runs under the buffer's read lock:
@@ -196,6 +203,20 @@ impl Data {
     /// The generation and the range from the start of the memory: what a view is made of.
     pub(crate) fn parts(&self) -> (u64, usize, usize) {
         (self.generation, self.offset, self.len)
+    }
+
+    /// Byte `index` (0-based) of the view `generation, offset, len` of this memory, without
+    /// making the view: `None` past the view's end. The fast path of `view[i]` (see `view.rs`).
+    pub(crate) fn byte_of(
+        &self,
+        generation: u64,
+        offset: usize,
+        len: usize,
+        index: usize,
+    ) -> Result<Option<u8>, DataError> {
+        let memory = self.read();
+        let range = memory.range(generation, offset, len)?;
+        Ok(if index < len { memory.bytes.get(range.start + index).copied() } else { None })
     }
 
     /// Invalidates the memory for every view sharing it (clones and segments) and frees it.

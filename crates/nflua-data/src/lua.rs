@@ -196,7 +196,16 @@ fn cell(slot: usize, generation: u64, offset: usize, len: usize) -> LuaResult<Vi
 /// The memories lent to one Lua state, by slot; in the state's app data, which mlua drops only
 /// after closing the state, so every view (even one a `__close` handler touches while the state
 /// closes) finds its memory.
-struct LentMemories(Vec<Data>);
+pub(crate) struct LentMemories(Vec<Data>);
+
+impl LentMemories {
+    /// Byte `index` (0-based) of the view `cell`: `Some(byte, or None past its end)`, `None`
+    /// when the view is not valid.
+    pub(crate) fn byte(&self, cell: &ViewCell, index: usize) -> Option<Option<u8>> {
+        let memory = self.0.get(cell.slot())?;
+        memory.byte_of(cell.generation(), cell.offset(), cell.len(), index).ok()
+    }
+}
 
 /// A buffer reused from call to call and handed to one Lua state as borrowed views: Lua objects
 /// without finalizer or Rust value inside, which behave as `data` objects (see the module doc).
@@ -336,7 +345,8 @@ fn register_view_type(lua: &Lua) -> LuaResult<()> {
         }
         index(lua, &this_view(lua, this)?, &key)
     })?;
-    metatable.raw_set("__index", index_fn)?;
+    let memories = lent_memories(lua);
+    metatable.raw_set("__index", view::indexer(lua, &metatable, &index_fn, memories)?)?;
     let new_index_fn = lua.create_function(|lua, (this, key, value): (ViewArg, Value, Value)| {
         new_index(&this_view(lua, this)?, &key, &value)
     })?;
@@ -353,6 +363,16 @@ fn register_view_type(lua: &Lua) -> LuaResult<()> {
     metatable.raw_set(MetaMethod::Type.name(), "data")?;
     metatable.raw_set("__metatable", false)?;
     view::register_metatable(lua, &metatable)
+}
+
+/// The address of the state's [`LentMemories`] (made empty if the state has none yet), for the
+/// views' fast `__index`. Stable: app data lives boxed until the state is closed, and only the
+/// `Vec` inside changes.
+fn lent_memories(lua: &Lua) -> *const LentMemories {
+    if lua.app_data_ref::<LentMemories>().is_none() {
+        lua.set_app_data(LentMemories(Vec::new()));
+    }
+    lua.app_data_ref::<LentMemories>().map_or(std::ptr::null(), |lent| std::ptr::from_ref(&*lent))
 }
 
 /// The `Data` of a view given to one of its metamethods.

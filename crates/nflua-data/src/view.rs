@@ -45,6 +45,8 @@ use std::os::raw::{c_int, c_void};
 use std::ptr;
 
 use mlua::state::RawLua;
+
+use crate::lua::LentMemories;
 use mlua::{ffi, AnyUserData, Error as LuaError, FromLua, Function, Lua, Result as LuaResult, Table, Value};
 
 /// What a view object holds: 24 bytes, so a view is an 80-byte block on the Lua heap.
@@ -319,4 +321,68 @@ unsafe extern "C-unwind" fn call_with_views(state: *mut ffi::lua_State) -> c_int
     }
     ffi::lua_call(state, ffi::lua_gettop(state) - 1, ffi::LUA_MULTRET);
     ffi::lua_gettop(state)
+}
+
+/// The views' `__index`: a C closure answering `view[i]` for an integer `i` on a valid view
+/// straight from the bytes — a filter's `packet[10]`, the commonest operation on a packet —
+/// and handing every other key, and every error, to `general` (mlua's function, which knows
+/// methods, layout fields and the error messages). The bytes are read from `memories`, which
+/// must stay at its address for as long as the state lives, and never be borrowed mutably
+/// while Lua runs (it is the state's app data, changed only when a `LentBuffer` is made).
+pub(crate) fn indexer(
+    lua: &Lua,
+    metatable: &Table,
+    general: &Function,
+    memories: *const LentMemories,
+) -> LuaResult<Function> {
+    // SAFETY: see the module doc; the closure's upvalues are the metatable, the general function
+    // and a light userdata (pushing a C closure allocates, under pcall).
+    unsafe {
+        lua.exec_raw::<Function>((metatable, general), move |state| {
+            ffi::lua_pushlightuserdata(state, memories.cast_mut().cast());
+            ffi::lua_pushcclosure(state, index_view, 3);
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn index_view(state: *mut ffi::lua_State) -> c_int {
+    if let Some(byte) = fast_byte(state) {
+        match byte {
+            Some(b) => ffi::lua_pushinteger(state, ffi::lua_Integer::from(b)),
+            None => ffi::lua_pushnil(state),
+        }
+        return 1;
+    }
+    // Anything else: the general function, with the same two arguments. Its errors longjmp
+    // over this frame, which holds nothing to drop.
+    ffi::lua_settop(state, 2);
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
+    ffi::lua_insert(state, 1);
+    ffi::lua_call(state, 2, 1);
+    1
+}
+
+/// The answer of `view[i]` when argument 1 is a valid view and argument 2 an integer.
+unsafe fn fast_byte(state: *mut ffi::lua_State) -> Option<Option<u8>> {
+    if ffi::lua_isinteger(state, 2) == 0 || ffi::lua_checkstack(state, 2) == 0 {
+        return None;
+    }
+    // A view: our metatable (upvalue 1) on a block of the cell's size, as `read_cell` checks.
+    if ffi::lua_type(state, 1) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(state, 1) == 0 {
+        return None;
+    }
+    let ours = ffi::lua_rawequal(state, -1, ffi::lua_upvalueindex(1)) != 0;
+    ffi::lua_pop(state, 1);
+    if !ours || ffi::lua_rawlen(state, 1) != size_of::<ViewCell>() {
+        return None;
+    }
+    let cell = ptr::read_unaligned(ffi::lua_touserdata(state, 1).cast::<ViewCell>());
+    // 1-based; zero and negative indexes read past the end (nil on a valid view).
+    let index = usize::try_from(ffi::lua_tointeger(state, 2)).ok().and_then(|i| i.checked_sub(1));
+    // The state's `LentMemories`, alive and not borrowed mutably (see `indexer`).
+    let memories = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)).cast::<LentMemories>().as_ref()?;
+    // Nothing in the lookup panics; should it, the general path answers instead of unwinding
+    // through Lua.
+    let index = index.unwrap_or(usize::MAX);
+    std::panic::catch_unwind(|| memories.byte(&cell, index)).ok().flatten()
 }
