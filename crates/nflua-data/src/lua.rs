@@ -205,6 +205,12 @@ impl LentMemories {
         let memory = self.0.get(cell.slot())?;
         memory.byte_of(cell.generation(), cell.offset(), cell.len(), index).ok()
     }
+
+    /// The length of the view `cell`, `None` when the view is not valid.
+    pub(crate) fn len(&self, cell: &ViewCell) -> Option<usize> {
+        // A read past the end checks the view's validity and reads nothing.
+        self.byte(cell, usize::MAX).map(|_| cell.len())
+    }
 }
 
 /// A buffer reused from call to call and handed to one Lua state as borrowed views: Lua objects
@@ -354,7 +360,7 @@ fn register_view_type(lua: &Lua) -> LuaResult<()> {
     let len_fn = lua.create_function(|lua, this: ViewArg| {
         this_view(lua, this)?.with_bytes(<[u8]>::len).map_err(lua_err)
     })?;
-    metatable.raw_set("__len", len_fn)?;
+    metatable.raw_set("__len", view::measurer(lua, &metatable, &len_fn, lent_memories(lua))?)?;
     let tostring_fn = lua.create_function(|lua, this: ViewArg| {
         let bytes = this_view(lua, this)?.to_vec().map_err(lua_err)?;
         lua.create_string(bytes)

@@ -345,6 +345,59 @@ pub(crate) fn indexer(
     }
 }
 
+/// The views' `__len`, as [`indexer`] for `#view`: answered here for a valid view, by
+/// `general` otherwise.
+pub(crate) fn measurer(
+    lua: &Lua,
+    metatable: &Table,
+    general: &Function,
+    memories: *const LentMemories,
+) -> LuaResult<Function> {
+    // SAFETY: as `indexer`.
+    unsafe {
+        lua.exec_raw::<Function>((metatable, general), move |state| {
+            ffi::lua_pushlightuserdata(state, memories.cast_mut().cast());
+            ffi::lua_pushcclosure(state, measure_view, 3);
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn measure_view(state: *mut ffi::lua_State) -> c_int {
+    let len = fast_cell(state)
+        .and_then(|(cell, memories)| std::panic::catch_unwind(|| memories.len(&cell)).ok().flatten());
+    match len.and_then(|n| ffi::lua_Integer::try_from(n).ok()) {
+        Some(n) => ffi::lua_pushinteger(state, n),
+        None => {
+            // Lua passes `#v` two arguments (the view twice); the general function takes one.
+            ffi::lua_settop(state, 1);
+            ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
+            ffi::lua_insert(state, 1);
+            ffi::lua_call(state, 1, 1);
+        }
+    }
+    1
+}
+
+/// Argument 1 as a view (our metatable, upvalue 1, on a block of the cell's size, as
+/// `read_cell` checks) with the state's `LentMemories` (upvalue 3), if it is one.
+unsafe fn fast_cell<'a>(state: *mut ffi::lua_State) -> Option<(ViewCell, &'a LentMemories)> {
+    if ffi::lua_checkstack(state, 2) == 0 {
+        return None;
+    }
+    if ffi::lua_type(state, 1) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(state, 1) == 0 {
+        return None;
+    }
+    let ours = ffi::lua_rawequal(state, -1, ffi::lua_upvalueindex(1)) != 0;
+    ffi::lua_pop(state, 1);
+    if !ours || ffi::lua_rawlen(state, 1) != size_of::<ViewCell>() {
+        return None;
+    }
+    let cell = ptr::read_unaligned(ffi::lua_touserdata(state, 1).cast::<ViewCell>());
+    // The state's `LentMemories`, alive and not borrowed mutably (see `indexer`).
+    let memories = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)).cast::<LentMemories>().as_ref()?;
+    Some((cell, memories))
+}
+
 unsafe extern "C-unwind" fn index_view(state: *mut ffi::lua_State) -> c_int {
     if let Some(byte) = fast_byte(state) {
         match byte {
@@ -364,25 +417,14 @@ unsafe extern "C-unwind" fn index_view(state: *mut ffi::lua_State) -> c_int {
 
 /// The answer of `view[i]` when argument 1 is a valid view and argument 2 an integer.
 unsafe fn fast_byte(state: *mut ffi::lua_State) -> Option<Option<u8>> {
-    if ffi::lua_isinteger(state, 2) == 0 || ffi::lua_checkstack(state, 2) == 0 {
+    if ffi::lua_isinteger(state, 2) == 0 {
         return None;
     }
-    // A view: our metatable (upvalue 1) on a block of the cell's size, as `read_cell` checks.
-    if ffi::lua_type(state, 1) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(state, 1) == 0 {
-        return None;
-    }
-    let ours = ffi::lua_rawequal(state, -1, ffi::lua_upvalueindex(1)) != 0;
-    ffi::lua_pop(state, 1);
-    if !ours || ffi::lua_rawlen(state, 1) != size_of::<ViewCell>() {
-        return None;
-    }
-    let cell = ptr::read_unaligned(ffi::lua_touserdata(state, 1).cast::<ViewCell>());
+    let (cell, memories) = fast_cell(state)?;
     // 1-based; zero and negative indexes read past the end (nil on a valid view).
     let index = usize::try_from(ffi::lua_tointeger(state, 2)).ok().and_then(|i| i.checked_sub(1));
-    // The state's `LentMemories`, alive and not borrowed mutably (see `indexer`).
-    let memories = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)).cast::<LentMemories>().as_ref()?;
+    let index = index.unwrap_or(usize::MAX);
     // Nothing in the lookup panics; should it, the general path answers instead of unwinding
     // through Lua.
-    let index = index.unwrap_or(usize::MAX);
     std::panic::catch_unwind(|| memories.byte(&cell, index)).ok().flatten()
 }
