@@ -232,17 +232,7 @@ impl NetlinkSink for NullSink {
 /// Calls/s of a trivial `__receive_callback` through the engine (limits,
 /// data buffer, error handling included), no sockets.
 fn engine_callback_rate(n: usize) -> anyhow::Result<f64> {
-    let engine = Engine::new(
-        EngineConfig { max_states: 1, min_alloc_bytes: 32768, ..EngineConfig::default() },
-        Arc::new(NullSink),
-    );
-    engine.create(StateConfig {
-        name: "b".into(),
-        max_alloc_bytes: 1 << 20,
-        max_runs: 1000,
-        debug: false,
-    })?;
-    engine.execute("b", b"function __receive_callback(pid, b) return #b end", "=bench")?;
+    let engine = engine_with(b"function __receive_callback(pid, b) return #b end")?;
     let payload = [0u8; 64];
     let start = Instant::now();
     for _ in 0..n {
@@ -251,9 +241,8 @@ fn engine_callback_rate(n: usize) -> anyhow::Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Calls/s of a match hook returning false on a 64-byte IPv4/UDP frame, as a
-/// queue worker calls it (frame and packet views, limits, result reading).
-fn engine_hook_rate(n: usize) -> anyhow::Result<f64> {
+/// An engine with one state "b" (1 MiB, 1000 instructions) that ran `code`.
+fn engine_with(code: &[u8]) -> anyhow::Result<Engine> {
     let engine = Engine::new(
         EngineConfig { max_states: 1, min_alloc_bytes: 32768, ..EngineConfig::default() },
         Arc::new(NullSink),
@@ -264,7 +253,14 @@ fn engine_hook_rate(n: usize) -> anyhow::Result<f64> {
         max_runs: 1000,
         debug: false,
     })?;
-    engine.execute("b", b"function f(frame, packet) return false end", "=bench")?;
+    engine.execute("b", code, "=bench")?;
+    Ok(engine)
+}
+
+/// Calls/s of a match hook returning false on a 64-byte IPv4/UDP frame, as a
+/// queue worker calls it (frame and packet views, limits, result reading).
+fn engine_hook_rate(n: usize) -> anyhow::Result<f64> {
+    let engine = engine_with(b"function f(frame, packet) return false end")?;
     let mut frame = [0u8; 14 + 20 + 8 + 64];
     frame[12] = 0x08;
     frame[14] = 0x45;

@@ -342,14 +342,7 @@ pub(crate) fn indexer(
     general: &Function,
     memories: *const LentMemories,
 ) -> LuaResult<Function> {
-    // SAFETY: see the module doc; the closure's upvalues are the metatable, the general function
-    // and a light userdata (pushing a C closure allocates, under pcall).
-    unsafe {
-        lua.exec_raw::<Function>((metatable, general), move |state| {
-            ffi::lua_pushlightuserdata(state, memories.cast_mut().cast());
-            ffi::lua_pushcclosure(state, index_view, 3);
-        })
-    }
+    fast_closure(lua, metatable, general, memories, index_view)
 }
 
 /// The views' `__len`, as [`indexer`] for `#view`: answered here for a valid view, by
@@ -360,11 +353,23 @@ pub(crate) fn measurer(
     general: &Function,
     memories: *const LentMemories,
 ) -> LuaResult<Function> {
-    // SAFETY: as `indexer`.
+    fast_closure(lua, metatable, general, memories, measure_view)
+}
+
+/// `function` as a C closure with the upvalues [`fast_cell`] and the fallbacks read.
+fn fast_closure(
+    lua: &Lua,
+    metatable: &Table,
+    general: &Function,
+    memories: *const LentMemories,
+    function: ffi::lua_CFunction,
+) -> LuaResult<Function> {
+    // SAFETY: see the module doc; the closure's upvalues are the metatable, the general function
+    // and a light userdata (pushing a C closure allocates, under pcall).
     unsafe {
         lua.exec_raw::<Function>((metatable, general), move |state| {
             ffi::lua_pushlightuserdata(state, memories.cast_mut().cast());
-            ffi::lua_pushcclosure(state, measure_view, 3);
+            ffi::lua_pushcclosure(state, function, 3);
         })
     }
 }
