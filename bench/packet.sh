@@ -15,8 +15,8 @@
 #   --sizes 64,1400           payload sizes in bytes
 #   --rates R,R,...           paced rates (packets/s) for 64-byte payloads
 #   --rates-large R,R,...     paced rates for larger payloads
-#   --seconds S --repeats N   length and number of unpaced runs (default 2 s, 3)
-# The full run takes about 5 minutes. Namespaces are named
+#   --seconds S --repeats N   length and number of unpaced runs (default 2 s, 5)
+# The full run takes about 7 minutes. Namespaces are named
 # nflua-bench-<pid>-a/-b (192.0.2.1 and .11-.17 in a, 192.0.2.2 in b) and are
 # deleted at the end, also on failure or ctrl-c.
 set -euo pipefail
