@@ -148,12 +148,21 @@ pub(crate) fn create(lua: &Lua, cell: ViewCell) -> LuaResult<AnyUserData> {
 /// The cell of the view at `idx` (an absolute index), or `None` if the value is not a view.
 /// Leaves the stack as it was; uses 2 slots, which the caller must have checked.
 pub(crate) unsafe fn read_cell(state: *mut ffi::lua_State, idx: c_int) -> Option<ViewCell> {
+    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key());
+    let cell = cell_under(state, idx, ffi::lua_gettop(state));
+    ffi::lua_pop(state, 1);
+    cell
+}
+
+/// The cell of the value at `idx` (absolute) if its metatable is the one at `metatable` (an
+/// absolute or pseudo-index) and it is a block of the cell's size. Leaves the stack as it was;
+/// uses 1 slot.
+unsafe fn cell_under(state: *mut ffi::lua_State, idx: c_int, metatable: c_int) -> Option<ViewCell> {
     if ffi::lua_type(state, idx) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(state, idx) == 0 {
         return None;
     }
-    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key());
-    let ours = ffi::lua_rawequal(state, -1, -2) != 0;
-    ffi::lua_pop(state, 2);
+    let ours = ffi::lua_rawequal(state, -1, metatable) != 0;
+    ffi::lua_pop(state, 1);
     if !ours || ffi::lua_rawlen(state, idx) != size_of::<ViewCell>() {
         return None;
     }
@@ -390,21 +399,13 @@ unsafe extern "C-unwind" fn measure_view(state: *mut ffi::lua_State) -> c_int {
     1
 }
 
-/// Argument 1 as a view (our metatable, upvalue 1, on a block of the cell's size, as
-/// `read_cell` checks) with the state's `LentMemories` (upvalue 3), if it is one.
+/// Argument 1 as a view (our metatable is upvalue 1) with the state's `LentMemories` (upvalue
+/// 3), if it is one.
 unsafe fn fast_cell<'a>(state: *mut ffi::lua_State) -> Option<(ViewCell, &'a LentMemories)> {
     if ffi::lua_checkstack(state, 2) == 0 {
         return None;
     }
-    if ffi::lua_type(state, 1) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(state, 1) == 0 {
-        return None;
-    }
-    let ours = ffi::lua_rawequal(state, -1, ffi::lua_upvalueindex(1)) != 0;
-    ffi::lua_pop(state, 1);
-    if !ours || ffi::lua_rawlen(state, 1) != size_of::<ViewCell>() {
-        return None;
-    }
-    let cell = ptr::read_unaligned(ffi::lua_touserdata(state, 1).cast::<ViewCell>());
+    let cell = cell_under(state, 1, ffi::lua_upvalueindex(1))?;
     // The state's `LentMemories`, alive and not borrowed mutably (see `indexer`).
     let memories = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)).cast::<LentMemories>().as_ref()?;
     Some((cell, memories))
