@@ -91,10 +91,8 @@ impl DaemonLink {
                 self.set_recv_timeout(Duration::ZERO)?;
                 self.recv_trusted(self.nonblocking, None)
             }
-            Wait::Upto(ms) if ms < 0 && !self.nonblocking => {
-                self.set_recv_timeout(Duration::ZERO)?;
-                self.recv_trusted(false, None)
-            }
+            // Forever on a blocking socket: what its mode does anyway.
+            Wait::Upto(ms) if ms < 0 && !self.nonblocking => self.recv_from_daemon(Wait::Mode),
             Wait::Upto(ms) if self.nonblocking => {
                 // Keep the caller's non-blocking mode: poll, then read without waiting.
                 let deadline = (ms >= 0).then(|| Instant::now() + Duration::from_millis(ms as u64));
