@@ -265,12 +265,7 @@ fn engine_hook_rate(n: usize) -> anyhow::Result<f64> {
     frame[12] = 0x08;
     frame[14] = 0x45;
     frame[23] = 17;
-    let packet = PacketContext {
-        frame: &frame,
-        lua_packet: 14..frame.len(),
-        mode: HookMode::Match,
-        conntrack_id: None,
-    };
+    let packet = PacketContext::from_frame(&frame, HookMode::Match).context("frame")?;
     let start = Instant::now();
     for _ in 0..n {
         engine.call_hook("b", "f", &packet)?;

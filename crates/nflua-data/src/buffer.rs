@@ -237,11 +237,20 @@ impl Data {
     /// allocation (it only grows, when `bytes` is longer than any fill before); returns a view of
     /// all of it, without a layout.
     pub(crate) fn refill(&self, bytes: &[u8]) -> Data {
+        self.refill_parts(&[bytes])
+    }
+
+    /// [`Data::refill`] with the concatenation of `parts`, copied straight in (a caller that
+    /// puts a header before its bytes needs no buffer of its own to join them first).
+    pub(crate) fn refill_parts(&self, parts: &[&[u8]]) -> Data {
         let mut memory = self.write();
         memory.generation += 1;
         memory.bytes.clear();
-        memory.bytes.extend_from_slice(bytes);
-        self.view(memory.generation, 0, bytes.len(), None)
+        for part in parts {
+            memory.bytes.extend_from_slice(part);
+        }
+        let len = memory.bytes.len();
+        self.view(memory.generation, 0, len, None)
     }
 
     /// True when both views share the same memory.
@@ -363,6 +372,10 @@ mod tests {
         second.invalidate();
         assert_eq!(second.to_vec(), Err(DataError::Invalidated));
         assert_eq!(d.refill(b"again").to_vec(), Ok(b"again".to_vec()), "refill after invalidate");
+        let joined = d.refill_parts(&[b"ab", b"", b"cde"]);
+        assert_eq!(joined.to_vec(), Ok(b"abcde".to_vec()));
+        let (_, offset, len) = joined.parts();
+        assert_eq!((offset, len), (0, 5));
     }
 
     #[test]

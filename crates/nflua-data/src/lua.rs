@@ -261,6 +261,11 @@ impl LentBuffer {
         self.memory.refill(bytes)
     }
 
+    /// [`LentBuffer::refill`] with the concatenation of `parts`.
+    pub fn refill_parts(&self, parts: &[&[u8]]) -> Data {
+        self.memory.refill_parts(parts)
+    }
+
     /// Invalidates every view of the current fill, Lua objects and Rust clones alike; keeps the
     /// allocation for the next [`LentBuffer::refill`].
     pub fn invalidate(&self) {

@@ -69,8 +69,7 @@ fn main() {
     frame[12] = 0x08;
     frame[14] = 0x45;
     frame[23] = 6;
-    let packet =
-        PacketContext { frame: &frame, lua_packet: 14..64, mode: HookMode::Match, conntrack_id: None };
+    let packet = PacketContext::from_frame(&frame, HookMode::Match).expect("frame");
 
     measure("hook `return false`", calls, || {
         engine.call_hook("s", "f", &packet).expect("hook");
@@ -98,8 +97,7 @@ fn main() {
         .expect("filter");
     let mut udp = frame;
     udp[23] = 17;
-    let udp_packet =
-        PacketContext { frame: &udp, lua_packet: 14..64, mode: HookMode::Match, conntrack_id: None };
+    let udp_packet = PacketContext::from_frame(&udp, HookMode::Match).expect("frame");
     measure("hook filter: 9 header bytes, 2 lookups", calls, || {
         engine.call_hook("s", "filter", &udp_packet).expect("hook");
     });

@@ -5,7 +5,8 @@
 //! (`reply`, `getpacket`, `connid`, `hotdrop`) find the packet there and record their effects
 //! (hot drop, replacement packet) in it; outside a call it is `None` and they raise.
 //!
-//! The packet bytes are copied into the state's hook buffer for the call; `frame` is a view of
+//! The packet bytes are copied into the state's hook buffer for the call (the link header and
+//! the IP packet straight from where the daemon has them); `frame` is a view of
 //! all of it and `packet` a segment of it (same memory, so writes through one show in the
 //! other). When the call returns the buffer is invalidated, so a script that stashed either view
 //! (or a segment of one) gets "data buffer is no longer valid" on later access, in a later hook,
@@ -87,17 +88,41 @@ impl Verdict {
     }
 }
 
-/// One packet as the daemon hands it to a hook.
+/// One packet as the daemon hands it to a hook. Lua sees a frame: the link header, then the IP
+/// packet. They come apart so that the daemon can pass the packet where the queue delivered it;
+/// the engine joins them as it copies them into the state's hook buffer, the one copy per packet.
 #[derive(Debug, Clone)]
 pub struct PacketContext<'a> {
-    /// A 14-byte Ethernet header followed by the IP packet.
-    pub frame: &'a [u8],
-    /// The part of `frame` given to Lua as `packet`: the IP packet (`14..len`), or only the TCP
-    /// payload with `--tcp-payload`.
+    /// The Ethernet header put before the IP packet (offsets written for the original module,
+    /// which saw the packet from the MAC header, keep working).
+    pub link_header: [u8; ETHERNET_HEADER_LEN],
+    pub ip_packet: &'a [u8],
+    /// The part of the frame given to Lua as `packet`, as offsets in the frame: the IP packet
+    /// (`14..frame_len`), or only the TCP payload with `--tcp-payload`.
     pub lua_packet: Range<usize>,
     pub mode: HookMode,
     /// The packet's conntrack id, for `nf.connid`; `None` when untracked.
     pub conntrack_id: Option<u32>,
+}
+
+impl<'a> PacketContext<'a> {
+    /// A packet from a whole frame (link header, then IP packet), all of its IP packet given
+    /// to Lua; `None` if `frame` is shorter than the link header.
+    pub fn from_frame(frame: &'a [u8], mode: HookMode) -> Option<PacketContext<'a>> {
+        let (header, ip_packet) = frame.split_first_chunk::<ETHERNET_HEADER_LEN>()?;
+        Some(PacketContext {
+            link_header: *header,
+            ip_packet,
+            lua_packet: ETHERNET_HEADER_LEN..frame.len(),
+            mode,
+            conntrack_id: None,
+        })
+    }
+
+    /// Bytes of the frame Lua sees.
+    pub fn frame_len(&self) -> usize {
+        ETHERNET_HEADER_LEN + self.ip_packet.len()
+    }
 }
 
 /// What the hook function returned.
@@ -134,7 +159,7 @@ pub(crate) struct HookCall {
 }
 
 /// Offset of the IP packet in a frame.
-pub(crate) const ETHERNET_HEADER_LEN: usize = 14;
+pub const ETHERNET_HEADER_LEN: usize = 14;
 
 /// Calls `function(frame, packet)` in `state` and reads the result as `packet.mode` says.
 pub(crate) fn call(
@@ -143,15 +168,12 @@ pub(crate) fn call(
     packet: &PacketContext<'_>,
 ) -> Result<HookOutcome, EngineError> {
     let range = packet.lua_packet.clone();
-    if range.start > range.end || range.end > packet.frame.len() {
-        return Err(EngineError::InvalidPacket {
-            start: range.start,
-            end: range.end,
-            len: packet.frame.len(),
-        });
+    let len = packet.frame_len();
+    if range.start > range.end || range.end > len {
+        return Err(EngineError::InvalidPacket { start: range.start, end: range.end, len });
     }
     let callable = state.global_function(function)?;
-    let frame = state.begin_hook(packet.frame, packet.mode, packet.conntrack_id);
+    let frame = state.begin_hook(&[&packet.link_header, packet.ip_packet], packet.mode, packet.conntrack_id);
     let returned = run(state, callable, &frame, range);
     // Whatever happened, nothing of this call may stay reachable: views fail from now on, and
     // `nf`'s packet functions raise again.

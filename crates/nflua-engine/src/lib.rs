@@ -61,7 +61,7 @@ mod traceback;
 
 pub use engine::{Engine, StateRef, STATE_NAME_MAX_BYTES};
 pub use error::EngineError;
-pub use hook::{HookMode, HookOutcome, HookResult, PacketContext, Verdict};
+pub use hook::{HookMode, HookOutcome, HookResult, PacketContext, Verdict, ETHERNET_HEADER_LEN};
 pub use limits::LIMIT_MESSAGE;
 pub use lualib::MODULES;
 pub use timers::MAX_TIMERS_PER_STATE;

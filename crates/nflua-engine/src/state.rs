@@ -231,11 +231,11 @@ impl State {
         value
     }
 
-    /// Copies `frame` into the hook buffer and makes it the running hook call's packet, where
-    /// `nf` finds it. Returns the buffer's view of the whole frame.
-    pub(crate) fn begin_hook(&mut self, frame: &[u8], mode: HookMode, conntrack_id: Option<u32>) -> Data {
+    /// Copies the frame (`parts` joined) into the hook buffer and makes it the running hook
+    /// call's packet, where `nf` finds it. Returns the buffer's view of the whole frame.
+    pub(crate) fn begin_hook(&mut self, parts: &[&[u8]], mode: HookMode, conntrack_id: Option<u32>) -> Data {
         self.hook_generation += 1;
-        let frame = self.hook_buffer.refill(frame);
+        let frame = self.hook_buffer.refill_parts(parts);
         *self.ctx.hook() = Some(HookCall {
             frame: frame.clone(),
             mode,

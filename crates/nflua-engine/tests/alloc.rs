@@ -68,8 +68,7 @@ fn a_hook_call_allocates_only_its_two_views() {
         .unwrap();
     let mut frame = [0u8; 64];
     frame[23] = 6;
-    let packet =
-        PacketContext { frame: &frame, lua_packet: 14..64, mode: HookMode::Match, conntrack_id: None };
+    let packet = PacketContext::from_frame(&frame, HookMode::Match).unwrap();
     for _ in 0..10_000 {
         engine.call_hook("s", "f", &packet).unwrap();
     }

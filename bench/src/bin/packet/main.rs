@@ -100,6 +100,7 @@ fn parse_args() -> anyhow::Result<Args> {
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let started = Instant::now();
+    let log = |what: String| eprintln!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
     for &size in &args.sizes {
         let traffic = Traffic {
             ns_a: &args.ns_a,
@@ -110,14 +111,35 @@ fn main() -> anyhow::Result<()> {
             max_count: 5_000_000,
         };
         let rates = if size <= 64 { &args.rates } else { &args.rates_large };
-        let mut results = Vec::new();
-        for &config in &args.configs {
-            eprintln!("[{:>5.1}s] {size} B {}", started.elapsed().as_secs_f64(), config.label());
-            let path = Path::setup(config, &args.ns_b)?;
-            let result = measure_path(&traffic, &path, rates, args.repeats);
+        let mut results: Vec<Result> = args
+            .configs
+            .iter()
+            .map(|&config| Result { config, unpaced: Vec::new(), paced: Vec::new(), lock: None })
+            .collect();
+        // Unpaced runs go round by round, one run of every path per round: the machine's load
+        // drifts over minutes, and interleaving lets each round's paths share the same drift,
+        // so ratios can be taken within a round (see `table::paired_ratio`).
+        for round in 1..=args.repeats {
+            for result in &mut results {
+                log(format!("{size} B {}, unpaced round {round}/{}", result.config.label(), args.repeats));
+                let path = Path::setup(result.config, &args.ns_b)?;
+                let sample = traffic.run(&path, 0);
+                let lock = path.lock_waits();
+                path.teardown()?;
+                let s = sample?;
+                eprintln!("    sent {} received {} ({:.0}/s)", s.sent, s.received, s.received_rate());
+                result.unpaced.push(s);
+                result.add_lock(lock?);
+            }
+        }
+        for result in &mut results {
+            log(format!("{size} B {}, paced", result.config.label()));
+            let path = Path::setup(result.config, &args.ns_b)?;
+            let paced = measure_paced(&traffic, &path, rates);
             let lock = path.lock_waits();
             path.teardown()?;
-            results.push(Result { lock: lock?, ..result? });
+            result.paced = paced?;
+            result.add_lock(lock?);
         }
         table::print_size(size, &results, args.repeats, args.seconds);
     }
@@ -126,13 +148,8 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn measure_path(traffic: &Traffic, path: &Path, rates: &[u64], repeats: usize) -> anyhow::Result<Result> {
-    let mut unpaced = Vec::new();
-    for _ in 0..repeats {
-        let s = traffic.run(path, 0)?;
-        eprintln!("    unpaced: sent {} received {} ({:.0}/s)", s.sent, s.received, s.received_rate());
-        unpaced.push(s);
-    }
+/// Paced rates in ascending order until the first one with loss: (rate, loss-free).
+fn measure_paced(traffic: &Traffic, path: &Path, rates: &[u64]) -> anyhow::Result<Vec<(u64, bool)>> {
     let mut paced = Vec::new();
     for &rate in rates {
         let s = traffic.run(path, rate)?;
@@ -144,5 +161,5 @@ fn measure_path(traffic: &Traffic, path: &Path, rates: &[u64], repeats: usize) -
             break;
         }
     }
-    Ok(Result { config: path.config, unpaced, paced, lock: None })
+    Ok(paced)
 }

@@ -97,7 +97,6 @@ end
 
 /// A configured path; dropping it (or `teardown`) removes rules and consumer.
 pub struct Path {
-    pub config: Config,
     ns: Netns,
     daemon: Option<Proc>,
     raw: Option<Proc>,
@@ -106,7 +105,7 @@ pub struct Path {
 impl Path {
     pub fn setup(config: Config, ns: &Netns) -> anyhow::Result<Path> {
         flush(ns)?;
-        let mut path = Path { config, ns: ns.clone(), daemon: None, raw: None };
+        let mut path = Path { ns: ns.clone(), daemon: None, raw: None };
         let udp = ["-p", "udp", "--dport", PORT];
         match config {
             Config::Kernel => {}

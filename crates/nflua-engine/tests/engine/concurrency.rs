@@ -14,7 +14,7 @@ use super::*;
 const FRAME: [u8; 20] = [0; 20];
 
 fn hook(engine: &Engine, state: &str, function: &str) -> Result<bool, EngineError> {
-    let ctx = PacketContext { frame: &FRAME, lua_packet: 14..20, mode: HookMode::Match, conntrack_id: None };
+    let ctx = PacketContext::from_frame(&FRAME, HookMode::Match).expect("frame");
     engine.call_hook(state, function, &ctx).map(|outcome| outcome.result == HookResult::Match(true))
 }
 

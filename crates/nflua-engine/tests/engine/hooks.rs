@@ -61,7 +61,7 @@ fn tcp_frame(payload: &[u8]) -> Vec<u8> {
 }
 
 fn packet(frame: &[u8], mode: HookMode) -> PacketContext<'_> {
-    PacketContext { frame, lua_packet: 14..frame.len(), mode, conntrack_id: None }
+    PacketContext::from_frame(frame, mode).expect("a whole Ethernet header")
 }
 
 fn call(engine: &Engine, function: &str, frame: &[u8], mode: HookMode) -> Result<HookOutcome, EngineError> {

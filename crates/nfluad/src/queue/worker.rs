@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use nflua_engine::{
     Engine, HookMode as EngineMode, HookResult, PacketContext, StateRef, Verdict as EngineVerdict,
+    ETHERNET_HEADER_LEN,
 };
 use nflua_nfqueue::{Packet, Queue, Verdict};
 use nflua_proto::{HookMode, HookSpec};
@@ -17,8 +18,6 @@ use super::verdict::{decide, with_replacement, Decision, Evaluation};
 
 /// How long a worker waits for packets before it looks at its stop flag.
 const POLL: Duration = Duration::from_millis(200);
-/// Bytes of the Ethernet header put in front of the IP packet for Lua.
-const ETH_LEN: usize = 14;
 
 /// Counters of one hook, shared by its workers.
 #[derive(Debug, Default)]
@@ -83,7 +82,6 @@ impl Worker {
     pub fn run(mut self) {
         let queue_num = self.queue.queue();
         tracing::info!(queue = queue_num, state = %self.spec.state, function = %self.spec.function, "queue worker started");
-        let mut frame = Vec::with_capacity(ETH_LEN + 65_535);
         let mut pending: Vec<Pending> = Vec::with_capacity(64);
         let mut connids = ConnIds::Off;
         let mut handled = 0u64;
@@ -94,7 +92,7 @@ impl Worker {
             let hook =
                 Hook { engine: &self.engine, state: &self.state, spec: &self.spec, stats: &self.stats };
             let received = self.queue.recv_batch(POLL, |packet| {
-                pending.push(evaluate(&hook, packet, connids, &mut frame));
+                pending.push(evaluate(&hook, packet, connids));
             });
             match received {
                 Ok(n) => handled += n as u64,
@@ -178,17 +176,16 @@ struct Hook<'a> {
     stats: &'a HookStats,
 }
 
-fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds, frame: &mut Vec<u8>) -> Pending {
+fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds) -> Pending {
     let (spec, stats) = (hook.spec, hook.stats);
     stats.packets.fetch_add(1, Ordering::Relaxed);
-    build_frame(frame, packet);
-    let ip = ETH_LEN..frame.len();
+    let ip_packet = packet.payload;
     let lua_packet: Option<Range<usize>> = if spec.tcp_payload {
-        nflua_packet::tcp_payload(&frame[ip.clone()])
+        nflua_packet::tcp_payload(ip_packet)
             .filter(|r| !r.is_empty())
-            .map(|r| r.start + ETH_LEN..r.end + ETH_LEN)
+            .map(|r| r.start + ETHERNET_HEADER_LEN..r.end + ETHERNET_HEADER_LEN)
     } else {
-        Some(ip)
+        Some(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + ip_packet.len())
     };
     let mut replacement = None;
     let evaluation = match lua_packet {
@@ -198,7 +195,8 @@ fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds, frame: &mut 
         }
         Some(lua_packet) => {
             let ctx = PacketContext {
-                frame,
+                link_header: link_header(packet),
+                ip_packet,
                 lua_packet,
                 mode: match spec.mode {
                     HookMode::Match => EngineMode::Match,
@@ -207,7 +205,7 @@ fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds, frame: &mut 
                 conntrack_id: match connids {
                     ConnIds::Off => None,
                     ConnIds::Kernel => packet.conntrack_id,
-                    ConnIds::Flow => flow_id(packet.payload),
+                    ConnIds::Flow => flow_id(ip_packet),
                 },
             };
             let started = Instant::now();
@@ -238,19 +236,18 @@ fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds, frame: &mut 
     Pending { id: packet.id, decision, replacement }
 }
 
-/// Ethernet header (destination zeros, source from the queue's hardware
-/// address when known, ethertype of the L3 protocol), then the IP packet:
-/// offsets written for the original module keep working.
-fn build_frame(frame: &mut Vec<u8>, packet: &Packet<'_>) {
-    frame.clear();
-    frame.extend_from_slice(&[0u8; 6]);
-    match packet.hw_addr {
-        Some(mac) if mac.len() >= 6 => frame.extend_from_slice(&mac[..6]),
-        _ => frame.extend_from_slice(&[0u8; 6]),
+/// The Ethernet header Lua sees before the IP packet: destination zeros, source from the
+/// queue's hardware address when known, ethertype of the L3 protocol. The engine copies it and
+/// the packet (still in the queue's receive buffer) into the state's buffer, so the packet is
+/// copied once.
+fn link_header(packet: &Packet<'_>) -> [u8; ETHERNET_HEADER_LEN] {
+    let mut header = [0u8; ETHERNET_HEADER_LEN];
+    if let Some(mac) = packet.hw_addr.and_then(|mac| mac.get(..6)) {
+        header[6..12].copy_from_slice(mac);
     }
     let ethertype = nflua_packet::ethertype(packet.payload).unwrap_or(packet.hw_protocol);
-    frame.extend_from_slice(&ethertype.to_be_bytes());
-    frame.extend_from_slice(packet.payload);
+    header[12..].copy_from_slice(&ethertype.to_be_bytes());
+    header
 }
 
 fn to_nf_verdict(v: EngineVerdict) -> Verdict {
