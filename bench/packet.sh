@@ -6,8 +6,9 @@
 #   match, (d) nfluad with a header-reading filter, (e) (c) on two balanced
 #   queues,
 # at 64- and 1400-byte payloads, unpaced and at paced rates. Prints per payload
-# size a table (medians of 3 runs, zero-loss limits) and the ratios c/b, d/b,
-# e/c beside their targets.
+# size a table (medians of 5 unpaced runs, zero-loss limits) and the ratios c/b,
+# d/b, e/c beside their targets. Unpaced runs go in rounds, one run of every path
+# per round, and ratios are medians of the per-round ratios.
 #
 # Usage (as root):  bench/packet.sh [--quick] [options of nflua-bench-packet]
 #   --quick                   ~1-minute smoke run (1 run of 1 s, 2 paced rates)
@@ -16,7 +17,7 @@
 #   --rates R,R,...           paced rates (packets/s) for 64-byte payloads
 #   --rates-large R,R,...     paced rates for larger payloads
 #   --seconds S --repeats N   length and number of unpaced runs (default 2 s, 5)
-# The full run takes about 7 minutes. Namespaces are named
+# The full run takes about 5 minutes. Namespaces are named
 # nflua-bench-<pid>-a/-b (192.0.2.1 and .11-.17 in a, 192.0.2.2 in b) and are
 # deleted at the end, also on failure or ctrl-c.
 set -euo pipefail

@@ -127,7 +127,13 @@ fn main() -> anyhow::Result<()> {
                 let lock = path.lock_waits();
                 path.teardown()?;
                 let s = sample?;
-                eprintln!("    sent {} received {} ({:.0}/s)", s.sent, s.received, s.received_rate());
+                let per_cpu = s.per_consumer_cpu().map_or(String::new(), |p| format!(", {p:.0} per CPU-s"));
+                eprintln!(
+                    "    sent {} received {} ({:.0}/s{per_cpu})",
+                    s.sent,
+                    s.received,
+                    s.received_rate()
+                );
                 result.unpaced.push(s);
                 result.add_lock(lock?);
             }

@@ -16,6 +16,8 @@ pub struct Sample {
     pub send_secs: f64,
     /// Sink's first-to-last datagram time.
     pub recv_secs: f64,
+    /// CPU seconds the queue consumer used during the run (`None` without one).
+    pub consumer_cpu: Option<f64>,
 }
 
 impl Sample {
@@ -29,6 +31,12 @@ impl Sample {
         } else {
             0.0
         }
+    }
+
+    /// Packets received per CPU second of the consumer: its efficiency, whatever bounded the
+    /// rate (on this machine mostly the sender).
+    pub fn per_consumer_cpu(&self) -> Option<f64> {
+        self.consumer_cpu.filter(|&s| s > 0.0).map(|s| self.received as f64 / s)
     }
 
     pub fn sent_rate(&self) -> f64 {
@@ -56,6 +64,7 @@ impl Traffic<'_> {
     /// `self.seconds` and counts what arrives.
     pub fn run(&self, path: &Path, rate: u64) -> anyhow::Result<Sample> {
         path.reset_counters()?;
+        let cpu_before = path.consumer_cpu_secs()?;
         let mut sink_cmd = self.ns_b.command(sibling("nflua-bench-sink")?);
         let timeout_ms = ((self.seconds + 5.0) * 1000.0) as u64;
         sink_cmd.args(["--bind", &format!("{DEST}:{PORT}"), "--idle-ms", "300"]);
@@ -76,7 +85,8 @@ impl Traffic<'_> {
 
         let (arrived, recv_secs) = sink.expect_count("received ")?;
         sink.wait()?;
+        let consumer_cpu = path.consumer_cpu_secs()?.zip(cpu_before).map(|(after, before)| after - before);
         let bypassed = path.bypassed()?;
-        Ok(Sample { sent, received: arrived.saturating_sub(bypassed), send_secs, recv_secs })
+        Ok(Sample { sent, received: arrived.saturating_sub(bypassed), send_secs, recv_secs, consumer_cpu })
     }
 }

@@ -90,6 +90,23 @@ impl Proc {
         }
     }
 
+    /// CPU time (user + system, all threads) the process has used so far, in seconds.
+    pub fn cpu_secs(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .with_context(|| format!("reading /proc stat of {}", self.name))?;
+        // Fields after the command name, which is in parentheses and may hold spaces: state is
+        // field 3, utime 14 and stime 15.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
+        let (Some(user), Some(system)) = (ticks(14), ticks(15)) else {
+            bail!("{}: unexpected /proc stat {stat:?}", self.name)
+        };
+        // SAFETY: sysconf with a valid name has no other effect.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+        Ok((user + system) as f64 / hz as f64)
+    }
+
     pub fn wait(mut self) -> anyhow::Result<()> {
         let status = self.child.wait().with_context(|| format!("waiting for {}", self.name))?;
         anyhow::ensure!(status.success(), "{} exited with {status}", self.name);

@@ -157,6 +157,13 @@ impl Path {
         Ok(())
     }
 
+    /// CPU seconds the queue consumer (nfluad or nfq-accept) has used so far; `None` without
+    /// one. Kernel work done in its system calls (receiving, and the verdicts' reinjection up
+    /// to the sink's socket) counts as its system time.
+    pub fn consumer_cpu_secs(&self) -> anyhow::Result<Option<f64>> {
+        self.daemon.as_ref().or(self.raw.as_ref()).map(Proc::cpu_secs).transpose()
+    }
+
     /// Packets that passed the queue rule without being evaluated (fail-open).
     pub fn bypassed(&self) -> anyhow::Result<u64> {
         if self.daemon.is_none() {

@@ -32,6 +32,12 @@ impl Result {
         median(self.unpaced.iter().map(Sample::received_rate).collect())
     }
 
+    /// Median packets per consumer CPU second over the unpaced runs; `None` without a consumer.
+    pub fn per_cpu(&self) -> Option<f64> {
+        let v: Vec<f64> = self.unpaced.iter().filter_map(Sample::per_consumer_cpu).collect();
+        (!v.is_empty()).then(|| median(v))
+    }
+
     /// Adds one daemon's lock counters (each path setup starts a fresh daemon).
     pub fn add_lock(&mut self, lock: Option<(u64, u64)>) {
         if let Some((waits, calls)) = lock {
@@ -44,11 +50,20 @@ impl Result {
 /// Median over rounds of `num`'s rate divided by `den`'s in the same round: the paths of a
 /// round ran back to back, so a slow minute of the machine divides out.
 pub fn paired_ratio(num: &Result, den: &Result) -> f64 {
+    paired(num, den, |s| Some(s.received_rate()))
+}
+
+/// The same for packets per consumer CPU second.
+fn paired_cpu_ratio(num: &Result, den: &Result) -> f64 {
+    paired(num, den, Sample::per_consumer_cpu)
+}
+
+fn paired(num: &Result, den: &Result, figure: impl Fn(&Sample) -> Option<f64>) -> f64 {
     let ratios = num
         .unpaced
         .iter()
         .zip(&den.unpaced)
-        .map(|(n, d)| n.received_rate() / d.received_rate())
+        .filter_map(|(n, d)| Some(figure(n)? / figure(d)?))
         .filter(|r| r.is_finite())
         .collect();
     median(ratios)
@@ -75,14 +90,22 @@ pub fn print_size(size: usize, results: &[Result], repeats: usize, seconds: f64)
          loss) with no loss"
     );
     println!(
-        "{:<36} {:>10} {:>10} {:>9} {:>12} {:>24} {:>10}",
-        "configuration", "sent", "received", "lost", "received/s", "runs (received/s)", "zero-loss"
+        "{:<36} {:>10} {:>10} {:>9} {:>12} {:>24} {:>10} {:>11}",
+        "configuration",
+        "sent",
+        "received",
+        "lost",
+        "received/s",
+        "runs (received/s)",
+        "zero-loss",
+        "per CPU-s"
     );
     for r in results {
         let runs: Vec<String> =
             r.unpaced.iter().map(|s| format!("{:.0}k", s.received_rate() / 1e3)).collect();
+        let per_cpu = r.per_cpu().map_or("-".to_owned(), |p| format!("{:.0}k", p / 1e3));
         println!(
-            "{:<36} {:>10.0} {:>10.0} {:>9.0} {:>12.0} {:>24} {:>10}",
+            "{:<36} {:>10.0} {:>10.0} {:>9.0} {:>12.0} {:>24} {:>10} {:>11}",
             r.config.label(),
             median_u(r.unpaced.iter().map(|s| s.sent)),
             median_u(r.unpaced.iter().map(|s| s.received)),
@@ -90,6 +113,7 @@ pub fn print_size(size: usize, results: &[Result], repeats: usize, seconds: f64)
             r.rate(),
             runs.join(" "),
             r.zero_loss_text(),
+            per_cpu,
         );
     }
     print_ratios(size, results);
@@ -103,8 +127,12 @@ fn print_ratios(size: usize, results: &[Result]) {
         ("d/b", Config::LuaFilter, Config::RawBatch, if small { "target >= 0.8 (64 B)" } else { "" }),
         ("e/c", Config::LuaBalanced, Config::LuaTrivial, "target >= 1.6 where cores allow (*)"),
     ];
-    println!("ratios of received/s are medians of the per-round ratios");
-    println!("{:<8} {:>12} {:>12}   target", "ratio", "received/s", "zero-loss");
+    println!(
+        "per CPU-s: packets received per CPU second of the queue consumer (all its threads, user + \
+         system, which includes the verdicts' reinjection up to the sink's socket)"
+    );
+    println!("ratios of received/s and per CPU-s are medians of the per-round ratios");
+    println!("{:<8} {:>12} {:>12} {:>11}   target", "ratio", "received/s", "zero-loss", "per CPU-s");
     for (name, num, den, target) in ratios {
         let (Some(n), Some(d)) = (find(num), find(den)) else { continue };
         let limit = match (n.zero_loss(), d.zero_loss()) {
@@ -119,7 +147,13 @@ fn print_ratios(size: usize, results: &[Result]) {
                 format!("{t}: {}", if ok { "met" } else { "MISSED" })
             }
         };
-        println!("{:<8} {:>12.2} {:>12}   {verdict}", name, paired_ratio(n, d), limit);
+        println!(
+            "{:<8} {:>12.2} {:>12} {:>11.2}   {verdict}",
+            name,
+            paired_ratio(n, d),
+            limit,
+            paired_cpu_ratio(n, d)
+        );
     }
     if let (Some(c), Some(b)) = (find(Config::LuaTrivial), find(Config::RawBatch)) {
         // A rate c never reached (it stopped at an earlier loss) counts as lossy.
