@@ -133,6 +133,20 @@ fn frame_and_packet_share_the_bytes() {
 }
 
 #[test]
+fn the_frame_is_the_link_header_then_the_ip_packet() {
+    let (engine, sink) = with_state();
+    run(&engine, "s", "function p(frame, packet) nf.netlink(1, 0, frame) return #packet end").unwrap();
+    let frame = tcp_frame(b"x");
+    let ctx = PacketContext::from_frame(&frame, HookMode::Match).unwrap();
+    assert_eq!(ctx.link_header[..], frame[..14]);
+    assert_eq!(ctx.frame_len(), frame.len());
+    assert_eq!(ctx.lua_packet, 14..frame.len());
+    engine.call_hook("s", "p", &ctx).unwrap();
+    assert_eq!(sink.sent()[0].payload, frame, "Lua sees both parts joined");
+    assert!(PacketContext::from_frame(&frame[..13], HookMode::Match).is_none(), "no room for the header");
+}
+
+#[test]
 fn lua_packet_may_be_the_tcp_payload() {
     let (engine, sink) = with_state();
     run(&engine, "s", "function p(frame, packet) nf.netlink(1, 0, packet) return #frame end").unwrap();
