@@ -18,6 +18,9 @@ pub struct Sample {
     pub recv_secs: f64,
     /// CPU seconds the queue consumer used during the run (`None` without one).
     pub consumer_cpu: Option<f64>,
+    /// CPU seconds of the sender (with the receive path veth runs in its context) and the sink.
+    pub sender_cpu: f64,
+    pub sink_cpu: f64,
 }
 
 impl Sample {
@@ -37,6 +40,13 @@ impl Sample {
     /// rate (on this machine mostly the sender).
     pub fn per_consumer_cpu(&self) -> Option<f64> {
         self.consumer_cpu.filter(|&s| s > 0.0).map(|s| self.received as f64 / s)
+    }
+
+    /// Cores kept busy while sending, by sender, consumer and sink (CPU seconds over the
+    /// sender's time; the consumer's and the sink's idle tails add next to nothing).
+    pub fn cores_busy(&self) -> [f64; 3] {
+        let per = |cpu: f64| if self.send_secs > 0.0 { cpu / self.send_secs } else { 0.0 };
+        [per(self.sender_cpu), per(self.consumer_cpu.unwrap_or(0.0)), per(self.sink_cpu)]
     }
 
     pub fn sent_rate(&self) -> f64 {
@@ -81,12 +91,23 @@ impl Traffic<'_> {
         send_cmd.args(["--seconds", &secs.to_string(), "--rate", &rate.to_string()]);
         let mut sender = Proc::spawn("nflua-bench-send", send_cmd)?;
         let (sent, send_secs) = sender.expect_count("sent ")?;
+        // Read before reaping: the last line is printed when the work is done.
+        let sender_cpu = sender.cpu_secs()?;
         sender.wait()?;
 
         let (arrived, recv_secs) = sink.expect_count("received ")?;
+        let sink_cpu = sink.cpu_secs()?;
         sink.wait()?;
         let consumer_cpu = path.consumer_cpu_secs()?.zip(cpu_before).map(|(after, before)| after - before);
         let bypassed = path.bypassed()?;
-        Ok(Sample { sent, received: arrived.saturating_sub(bypassed), send_secs, recv_secs, consumer_cpu })
+        Ok(Sample {
+            sent,
+            received: arrived.saturating_sub(bypassed),
+            send_secs,
+            recv_secs,
+            consumer_cpu,
+            sender_cpu,
+            sink_cpu,
+        })
     }
 }

@@ -168,6 +168,7 @@ fn print_ratios(size: usize, results: &[Result]) {
             if missed.is_empty() { "met".to_owned() } else { format!("MISSED at {}", missed.join(", ")) };
         println!("c lossless at every paced rate where b is lossless: {verdict}");
     }
+    print_cores(results);
     for r in results {
         if let Some((waits, calls)) = r.lock {
             let share = if calls == 0 { 0.0 } else { waits as f64 * 100.0 / calls as f64 };
@@ -184,7 +185,8 @@ pub fn print_caveat() {
     println!(
         "(*) this machine has {} cores shared by the sender (which also runs the receive-side kernel \
          path: veth delivers in the sender's softirq), the sink and the daemon's queue workers; e/c \
-         cannot reach 1.6 unless a core is free for each queue worker.",
+         cannot reach 1.6 unless a core is free for each queue worker (see \"cores busy\": with \
+         one queue the cores are already nearly all in use).",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
@@ -196,4 +198,19 @@ pub fn print_caveat() {
         "received excludes packets nfluad let pass unevaluated on overflow (fail-open; counted in the \
          security table); nfq-accept runs without fail-open, so its overflows are lost."
     );
+}
+
+/// Where the machine's cores went in the unpaced runs: what bounds the rates (and e/c).
+fn print_cores(results: &[Result]) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("cores busy while sending, unpaced (medians; of {cores}): sender (with veth's receive path), consumer, sink");
+    for r in results {
+        let busy = |i: usize| median(r.unpaced.iter().map(|s| s.cores_busy()[i]).collect());
+        let (sender, consumer, sink) = (busy(0), busy(1), busy(2));
+        println!(
+            "  {:<4} sender {sender:.2}  consumer {consumer:.2}  sink {sink:.2}  total {:.2}",
+            r.config.key(),
+            sender + consumer + sink
+        );
+    }
 }
