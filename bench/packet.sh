@@ -23,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -q -p nflua-bench -p nfluad -p nfluactl -p nflua-nfqueue
+cargo build --release -q -p nflua-bench -p nfluad -p nfluactl
 
 NS_A="nflua-bench-$$-a"
 NS_B="nflua-bench-$$-b"

@@ -21,6 +21,8 @@ pub struct Sample {
     /// CPU seconds of the sender (with the receive path veth runs in its context) and the sink.
     pub sender_cpu: f64,
     pub sink_cpu: f64,
+    /// Times the consumer went to sleep waiting for packets during the run.
+    pub consumer_sleeps: Option<u64>,
 }
 
 impl Sample {
@@ -49,6 +51,13 @@ impl Sample {
         [per(self.sender_cpu), per(self.consumer_cpu.unwrap_or(0.0)), per(self.sink_cpu)]
     }
 
+    /// Consumer sleeps per 1000 packets received: each is a wake-up that the sender's CPU
+    /// pays for (on a VM, an interrupt between cores that exits to the hypervisor).
+    pub fn sleeps_per_k(&self) -> Option<f64> {
+        let sleeps = self.consumer_sleeps?;
+        (self.received > 0).then(|| sleeps as f64 * 1000.0 / self.received as f64)
+    }
+
     pub fn sent_rate(&self) -> f64 {
         if self.send_secs > 0.0 {
             self.sent as f64 / self.send_secs
@@ -75,6 +84,7 @@ impl Traffic<'_> {
     pub fn run(&self, path: &Path, rate: u64) -> anyhow::Result<Sample> {
         path.reset_counters()?;
         let cpu_before = path.consumer_cpu_secs()?;
+        let sleeps_before = path.consumer_sleeps()?;
         let mut sink_cmd = self.ns_b.command(sibling("nflua-bench-sink")?);
         let timeout_ms = ((self.seconds + 5.0) * 1000.0) as u64;
         sink_cmd.args(["--bind", &format!("{DEST}:{PORT}"), "--idle-ms", "300"]);
@@ -99,6 +109,8 @@ impl Traffic<'_> {
         let sink_cpu = sink.cpu_secs()?;
         sink.wait()?;
         let consumer_cpu = path.consumer_cpu_secs()?.zip(cpu_before).map(|(after, before)| after - before);
+        let consumer_sleeps =
+            path.consumer_sleeps()?.zip(sleeps_before).map(|(after, before)| after.saturating_sub(before));
         let bypassed = path.bypassed()?;
         Ok(Sample {
             sent,
@@ -108,6 +120,7 @@ impl Traffic<'_> {
             consumer_cpu,
             sender_cpu,
             sink_cpu,
+            consumer_sleeps,
         })
     }
 }

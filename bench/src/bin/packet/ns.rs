@@ -107,6 +107,23 @@ impl Proc {
         Ok((user + system) as f64 / hz as f64)
     }
 
+    /// Times the process's threads have gone to sleep waiting (voluntary context switches), so
+    /// far: for a queue consumer, about how often a packet had to wake it.
+    pub fn sleeps(&self) -> anyhow::Result<u64> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let mut total = 0;
+        for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
+            // A thread may end between listing and reading: it no longer counts.
+            let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else { continue };
+            let switches = status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            total += switches.unwrap_or(0);
+        }
+        Ok(total)
+    }
+
     pub fn wait(mut self) -> anyhow::Result<()> {
         let status = self.child.wait().with_context(|| format!("waiting for {}", self.name))?;
         anyhow::ensure!(status.success(), "{} exited with {status}", self.name);

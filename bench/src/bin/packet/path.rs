@@ -20,9 +20,9 @@ const MATCH: &str = "0x20000000/0x20000000";
 pub enum Config {
     /// (a) no queue: the kernel path alone.
     Kernel,
-    /// (b) nfq-accept, batched verdicts (64) and GSO.
+    /// (b) nfq-raw, batched verdicts (32) and GSO.
     RawBatch,
-    /// (b1) nfq-accept, one verdict message per packet.
+    /// (b1) nfq-raw, one verdict message per packet.
     RawSingle,
     /// (c) nfluad, `function f() return false end`.
     LuaTrivial,
@@ -56,7 +56,7 @@ impl Config {
     pub fn label(self) -> &'static str {
         match self {
             Config::Kernel => "(a) no queue, kernel only",
-            Config::RawBatch => "(b) raw NFQUEUE, batch 64 + GSO",
+            Config::RawBatch => "(b) raw NFQUEUE, batch 32 + GSO",
             Config::RawSingle => "(b1) raw NFQUEUE, 1 verdict/packet",
             Config::LuaTrivial => "(c) nfluad, trivial Lua match",
             Config::LuaFilter => "(d) nfluad, header filter + lookup",
@@ -110,13 +110,14 @@ impl Path {
         match config {
             Config::Kernel => {}
             Config::RawBatch | Config::RawSingle => {
-                let mode = if config == Config::RawBatch { "batch" } else { "single" };
-                let mut cmd = ns.command(sibling("nfq-accept")?);
-                // No fail-open: a full queue must show up as loss at the sink,
-                // not as packets slipping past the consumer.
-                cmd.args(["--queue", "0", "--mode", mode, "--max-batch", "64", "--no-fail-open"]);
-                cmd.args(["--duration-ms", "3600000"]);
-                let mut p = Proc::spawn("nfq-accept", cmd)?;
+                let mut cmd = ns.command(sibling("nfq-raw")?);
+                // Without fail-open (nfq-raw never sets it): a full queue shows up as loss at
+                // the sink, not as packets slipping past the consumer.
+                cmd.args(["--queue", "0", "--batch", "32"]);
+                if config == Config::RawSingle {
+                    cmd.arg("--single");
+                }
+                let mut p = Proc::spawn("nfq-raw", cmd)?;
                 p.expect("ready queue")?;
                 path.raw = Some(p);
                 let rule = [&udp[..], &["-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"]].concat();
@@ -157,11 +158,16 @@ impl Path {
         Ok(())
     }
 
-    /// CPU seconds the queue consumer (nfluad or nfq-accept) has used so far; `None` without
+    /// CPU seconds the queue consumer (nfluad or nfq-raw) has used so far; `None` without
     /// one. Kernel work done in its system calls (receiving, and the verdicts' reinjection up
     /// to the sink's socket) counts as its system time.
     pub fn consumer_cpu_secs(&self) -> anyhow::Result<Option<f64>> {
         self.daemon.as_ref().or(self.raw.as_ref()).map(Proc::cpu_secs).transpose()
+    }
+
+    /// Sleeps of the queue consumer so far (see `Proc::sleeps`); `None` without one.
+    pub fn consumer_sleeps(&self) -> anyhow::Result<Option<u64>> {
+        self.daemon.as_ref().or(self.raw.as_ref()).map(Proc::sleeps).transpose()
     }
 
     /// Packets that passed the queue rule without being evaluated (fail-open).

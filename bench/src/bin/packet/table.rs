@@ -196,7 +196,7 @@ pub fn print_caveat() {
     );
     println!(
         "received excludes packets nfluad let pass unevaluated on overflow (fail-open; counted in the \
-         security table); nfq-accept runs without fail-open, so its overflows are lost."
+         security table); nfq-raw runs without fail-open, so its overflows are lost."
     );
 }
 
@@ -207,8 +207,14 @@ fn print_cores(results: &[Result]) {
     for r in results {
         let busy = |i: usize| median(r.unpaced.iter().map(|s| s.cores_busy()[i]).collect());
         let (sender, consumer, sink) = (busy(0), busy(1), busy(2));
+        let sleeps: Vec<f64> = r.unpaced.iter().filter_map(Sample::sleeps_per_k).collect();
+        let sleeps = if sleeps.is_empty() {
+            String::new()
+        } else {
+            format!("; consumer slept {:.0} times per 1000 packets", median(sleeps))
+        };
         println!(
-            "  {:<4} sender {sender:.2}  consumer {consumer:.2}  sink {sink:.2}  total {:.2}",
+            "  {:<4} sender {sender:.2}  consumer {consumer:.2}  sink {sink:.2}  total {:.2}{sleeps}",
             r.config.key(),
             sender + consumer + sink
         );
