@@ -1,8 +1,10 @@
 //! A focused NFQUEUE client: binds one netfilter queue, reads queued packets in batches and gives
 //! them verdicts in batches, over a raw `NETLINK_NETFILTER` socket.
 //!
-//! Used by nfluad's queue workers (one [`Queue`] per worker thread) and by the benchmarks as the
-//! raw NFQUEUE baseline (the `nfq-accept` binary of this crate). It tunes what the SPEC asks for:
+//! Used by nfluad's queue workers (one [`Queue`] per worker thread) and by this crate's tests
+//! (the `nfq-accept` binary). The benchmarks' raw baseline is deliberately not built on it
+//! (`bench/src/bin/nfq-raw.rs`), so that it measures the kernel interface, not this crate. It
+//! tunes what the SPEC asks for:
 //! a large receive buffer, `NFQA_CFG_F_FAIL_OPEN`, GSO packets unsegmented, a copy range no
 //! larger than needed, `recvmmsg` reads, `NFQNL_MSG_VERDICT_BATCH` verdicts, and conntrack
 //! attributes only while asked for.

@@ -1,6 +1,6 @@
 //! Minimal NFQUEUE verdict loop: binds a queue, gives every packet the same verdict, prints
-//! `received N` at the end. The raw NFQUEUE baseline of the benchmarks and the consumer of
-//! this crate's integration tests.
+//! `received N` at the end. The consumer of this crate's integration tests (the benchmarks'
+//! raw baseline is `nfq-raw` in bench/, independent of this crate).
 //!
 //! ```text
 //! nfq-accept --queue N [--mode batch|single] [--verdict accept|drop] [--count N]
