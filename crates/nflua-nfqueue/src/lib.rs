@@ -6,8 +6,9 @@
 //! (`bench/src/bin/nfq-raw.rs`), so that it measures the kernel interface, not this crate. It
 //! tunes what the SPEC asks for:
 //! a large receive buffer, `NFQA_CFG_F_FAIL_OPEN`, GSO packets unsegmented, a copy range no
-//! larger than needed, `recvmmsg` reads, `NFQNL_MSG_VERDICT_BATCH` verdicts, and conntrack
-//! attributes only while asked for.
+//! larger than needed, `recvmmsg` reads (a few tried, yielding the core, before it waits: every
+//! wake-up costs the core that queued the packet), `NFQNL_MSG_VERDICT_BATCH` verdicts, and
+//! conntrack attributes only while asked for.
 //!
 //! Never: allocates per packet in steady state (receive slots and the verdict buffer are
 //! allocated once), blocks forever (every wait is a `poll` with a timeout), or leaves a packet
