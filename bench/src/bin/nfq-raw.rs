@@ -231,13 +231,18 @@ struct Counts {
     overflows: u64,
 }
 
-fn accept(fd: &OwnedFd, buf: &mut Vec<u8>, kind: u16, queue: u16, id: u32) -> io::Result<()> {
+/// Builds an accept verdict message of type `kind` (single or batch) for packet `id`.
+fn accept_message(buf: &mut Vec<u8>, kind: u16, queue: u16, id: u32) {
     start(buf, kind, NLM_F_REQUEST, queue);
     let mut hdr = [0u8; 8];
     hdr[..4].copy_from_slice(&NF_ACCEPT.to_be_bytes());
     hdr[4..].copy_from_slice(&id.to_be_bytes());
     put_attr(buf, NFQA_VERDICT_HDR, &hdr);
     finish(buf);
+}
+
+fn accept(fd: &OwnedFd, buf: &mut Vec<u8>, kind: u16, queue: u16, id: u32) -> io::Result<()> {
+    accept_message(buf, kind, queue, id);
     send(fd, buf)
 }
 
@@ -340,4 +345,55 @@ fn main() -> anyhow::Result<()> {
         counts.packets, counts.verdict_messages, counts.overflows
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A packet message for queue 0 with packet id `id`, and an attribute before the header
+    /// one (as the kernel may order them).
+    fn packet_message(id: u32) -> Vec<u8> {
+        let mut m = Vec::new();
+        start(&mut m, NFQNL_MSG_PACKET, 0, 0);
+        put_attr(&mut m, 9, &[1, 2, 3]); // NFQA_MARK-like, padded
+        let mut hdr = id.to_be_bytes().to_vec();
+        hdr.extend_from_slice(&[0x08, 0x00, 1]);
+        put_attr(&mut m, NFQA_PACKET_HDR, &hdr);
+        finish(&mut m);
+        m
+    }
+
+    #[test]
+    fn packet_ids_are_read_past_other_attributes() {
+        assert_eq!(packet_id(&packet_message(77)), Some(77));
+    }
+
+    #[test]
+    fn other_and_broken_messages_have_no_id() {
+        let mut verdict = Vec::new();
+        start(&mut verdict, NFQNL_MSG_VERDICT, 0, 0);
+        finish(&mut verdict);
+        assert_eq!(packet_id(&verdict), None);
+        let whole = packet_message(5);
+        for cut in 0..whole.len() {
+            // Never panics, and an id only when its header attribute is all there.
+            let id = packet_id(&whole[..cut]);
+            assert!(id.is_none() || cut >= whole.len() - 4, "cut {cut}: {id:?}");
+        }
+        let mut zero_len = whole.clone();
+        zero_len[HEADERS..HEADERS + 2].copy_from_slice(&0u16.to_ne_bytes());
+        assert_eq!(packet_id(&zero_len), None);
+    }
+
+    #[test]
+    fn verdict_messages_carry_length_queue_and_verdict() {
+        let mut m = Vec::new();
+        accept_message(&mut m, NFQNL_MSG_VERDICT_BATCH, 3, 42);
+        assert_eq!(u32_at(&m, 0), Some(m.len() as u32));
+        assert_eq!(u16_at(&m, 4), Some((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT_BATCH));
+        assert_eq!(&m[18..20], &3u16.to_be_bytes());
+        assert_eq!(u16_at(&m, HEADERS + 2), Some(NFQA_VERDICT_HDR));
+        assert_eq!(&m[HEADERS + 4..HEADERS + 12], &[0, 0, 0, 1, 0, 0, 0, 42]);
+    }
 }
