@@ -61,12 +61,14 @@ fn main() -> anyhow::Result<()> {
             .with_target(Target::AtLeast(1.5e6)),
     );
 
-    let (idle, rss_growth) = state_memory(&config, daemon.child.id(), 100)?;
+    let memory = state_memory(&config, daemon.child.id(), 100)?;
     rows.push(
-        Row::latency("idle state, default libraries (bytes, Lua heap)", Samples(vec![idle]))
+        Row::latency("idle state, default libraries (bytes, Lua heap)", Samples(vec![memory.idle]))
             .with_target(Target::AtMost(40960.0)),
     );
-    rows.push(Row::latency("daemon RSS growth for 100 states (bytes/state)", Samples(vec![rss_growth])));
+    rows.push(Row::latency("daemon RSS with 100 idle states (bytes)", Samples(vec![memory.rss_after])));
+    rows.push(Row::latency("daemon RSS before them, no states (bytes)", Samples(vec![memory.rss_before])));
+    rows.push(Row::latency("daemon RSS growth per state (bytes/state)", Samples(vec![memory.per_state])));
 
     drop(daemon);
     stats::print_table(&rows);
@@ -139,9 +141,9 @@ fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
     Ok(kib * 1024.0)
 }
 
-/// Heap bytes of a fresh state as LIST reports it, and the daemon's RSS
-/// growth per state over `n` new states (both with the default library set).
-fn state_memory(config: &ClientConfig, pid: u32, n: usize) -> anyhow::Result<(f64, f64)> {
+/// Heap bytes of a fresh state as LIST reports it, and the daemon's RSS before and after
+/// creating `n` states (all with the default library set).
+fn state_memory(config: &ClientConfig, pid: u32, n: usize) -> anyhow::Result<StateMemory> {
     let mut c = ControlSocket::open(config.clone(), Port::Auto)?;
     let before = rss_bytes(pid)?;
     for i in 0..n {
@@ -152,7 +154,17 @@ fn state_memory(config: &ClientConfig, pid: u32, n: usize) -> anyhow::Result<(f6
     for i in 0..n {
         c.destroy(&format!("idle{i}"))?;
     }
-    Ok((idle, (after - before) / n as f64))
+    Ok(StateMemory { idle, rss_before: before, rss_after: after, per_state: (after - before) / n as f64 })
+}
+
+/// What [`state_memory`] measured, in bytes.
+struct StateMemory {
+    /// Lua heap of a fresh state (LIST's current allocation).
+    idle: f64,
+    /// Daemon RSS before and after creating the states, and the growth per state.
+    rss_before: f64,
+    rss_after: f64,
+    per_state: f64,
 }
 
 /// Mean µs for one CREATE + DESTROY pair.
