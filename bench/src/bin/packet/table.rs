@@ -7,23 +7,39 @@ use crate::path::Config;
 pub struct Result {
     pub config: Config,
     pub unpaced: Vec<Sample>,
-    /// Paced rates tried, ascending, with whether each was loss-free.
-    pub paced: Vec<(u64, bool)>,
+    /// Paced rates tried, ascending.
+    pub paced: Vec<Paced>,
     /// nfluad only: hook calls that waited for the Lua state, and all calls.
     pub lock: Option<(u64, u64)>,
 }
 
+/// One paced run: the rate asked for, what the sender managed, what was lost.
+#[derive(Debug, Clone, Copy)]
+pub struct Paced {
+    pub rate: u64,
+    pub offered: f64,
+    pub lost: u64,
+}
+
+impl Paced {
+    /// The sender held the rate (within 3 %) and nothing was lost: the rate counts towards the
+    /// zero-loss limit.
+    fn passed(&self) -> bool {
+        self.lost == 0 && self.offered >= self.rate as f64 * 0.97
+    }
+}
+
 impl Result {
-    /// Highest paced rate without loss below the first lossy one.
+    /// Highest paced rate that passed, below the first that did not.
     pub fn zero_loss(&self) -> Option<u64> {
-        self.paced.iter().take_while(|(_, ok)| *ok).last().map(|(r, _)| *r)
+        self.paced.iter().take_while(|p| p.passed()).last().map(|p| p.rate)
     }
 
     fn zero_loss_text(&self) -> String {
         match (self.zero_loss(), self.paced.first()) {
             (_, None) => "-".into(),
-            (None, Some((lowest, _))) => format!("<{}k", lowest / 1000),
-            (Some(r), _) if self.paced.iter().all(|(_, ok)| *ok) => format!(">={}k", r / 1000),
+            (None, Some(lowest)) => format!("<{}k", lowest.rate / 1000),
+            (Some(r), _) if self.paced.iter().all(Paced::passed) => format!(">={}k", r / 1000),
             (Some(r), _) => format!("{}k", r / 1000),
         }
     }
@@ -156,17 +172,29 @@ fn print_ratios(size: usize, results: &[Result]) {
         );
     }
     if let (Some(c), Some(b)) = (find(Config::LuaTrivial), find(Config::RawBatch)) {
-        // A rate c never reached (it stopped at an earlier loss) counts as lossy.
-        let c_ok = |rate: u64| c.paced.iter().any(|&(r, ok)| r == rate && ok);
-        let missed: Vec<String> = b
-            .paced
-            .iter()
-            .filter(|&&(r, ok)| ok && !c_ok(r))
-            .map(|(r, _)| format!("{}k", r / 1000))
-            .collect();
+        // At every rate b passed, c must have lost nothing; a rate c never reached (its series
+        // stopped at an earlier loss) counts as lossy.
+        let c_at = |rate: u64| c.paced.iter().find(|p| p.rate == rate);
+        let mut missed = Vec::new();
+        let mut short = Vec::new();
+        for p in b.paced.iter().filter(|p| p.passed()) {
+            match c_at(p.rate) {
+                Some(run) if run.lost == 0 => {
+                    if !run.passed() {
+                        short.push(format!("{}k ({:.0}k offered)", p.rate / 1000, run.offered / 1e3));
+                    }
+                }
+                _ => missed.push(format!("{}k", p.rate / 1000)),
+            }
+        }
         let verdict =
             if missed.is_empty() { "met".to_owned() } else { format!("MISSED at {}", missed.join(", ")) };
-        println!("c lossless at every paced rate where b is lossless: {verdict}");
+        let note = if short.is_empty() {
+            String::new()
+        } else {
+            format!(" (c's sender fell short without loss at {})", short.join(", "))
+        };
+        println!("c lossless at every paced rate where b is lossless: {verdict}{note}");
     }
     print_cores(results);
     for r in results {
@@ -190,7 +218,8 @@ pub fn print_caveat() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "a paced rate passes only if the sender held it (>= 97%) and nothing was lost; unpaced, the \
+        "a paced rate passes (counts for the zero-loss limit) only if the sender held it (>= 97%) and \
+         nothing was lost; a series stops at its first loss; unpaced, the \
          sender is slowed by the receive path it carries, so there loss shows only where the consumer \
          is slower than that."
     );
