@@ -103,9 +103,10 @@ fn start(buf: &mut Vec<u8>, kind: u16, flags: u16, queue: u16) {
     buf.extend_from_slice(&0u32.to_ne_bytes());
     buf.extend_from_slice(&((NFNL_SUBSYS_QUEUE << 8) | kind).to_ne_bytes());
     buf.extend_from_slice(&flags.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes()); // seq
-    buf.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel's
-                                                // nfgenmsg: family AF_UNSPEC, version 0, queue number big-endian.
+    // Sequence number and port (0: the kernel's).
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    // nfgenmsg: family AF_UNSPEC, version 0, queue number big-endian.
     buf.extend_from_slice(&[0, 0]);
     buf.extend_from_slice(&queue.to_be_bytes());
 }
@@ -285,16 +286,18 @@ fn run(args: &Args, fd: &OwnedFd) -> anyhow::Result<Counts> {
     let mut counts = Counts::default();
     let mut rx = vec![0u8; SLOT * args.batch];
     let mut out = Vec::with_capacity(64);
+    // Set up once: `rx` is never resized, so the slots stay where `iov` points, and the kernel
+    // only writes each message's length (and flags) back.
+    // SAFETY (both): arrays of plain C data, valid when zeroed; pointers are set below.
+    let mut iov: [libc::iovec; MAX_SLOTS] = unsafe { zeroed() };
+    let mut msgs: [libc::mmsghdr; MAX_SLOTS] = unsafe { zeroed() };
+    for (i, chunk) in rx.chunks_exact_mut(SLOT).enumerate() {
+        iov[i] = libc::iovec { iov_base: chunk.as_mut_ptr().cast(), iov_len: SLOT };
+        msgs[i].msg_hdr.msg_iov = &mut iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
     while !STOP.load(Ordering::Relaxed) && Instant::now() < deadline {
-        // SAFETY (both): arrays of plain C data, valid when zeroed; pointers are set below.
-        let mut iov: [libc::iovec; MAX_SLOTS] = unsafe { zeroed() };
-        let mut msgs: [libc::mmsghdr; MAX_SLOTS] = unsafe { zeroed() };
-        for (i, chunk) in rx.chunks_exact_mut(SLOT).enumerate() {
-            iov[i] = libc::iovec { iov_base: chunk.as_mut_ptr().cast(), iov_len: SLOT };
-            msgs[i].msg_hdr.msg_iov = &mut iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
         let n = receive(fd, &mut msgs[..args.batch]);
         if n < 0 {
             let e = io::Error::last_os_error();

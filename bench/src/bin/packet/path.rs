@@ -162,12 +162,17 @@ impl Path {
     /// one. Kernel work done in its system calls (receiving, and the verdicts' reinjection up
     /// to the sink's socket) counts as its system time.
     pub fn consumer_cpu_secs(&self) -> anyhow::Result<Option<f64>> {
-        self.daemon.as_ref().or(self.raw.as_ref()).map(Proc::cpu_secs).transpose()
+        self.consumer().map(Proc::cpu_secs).transpose()
     }
 
     /// Sleeps of the queue consumer so far (see `Proc::sleeps`); `None` without one.
     pub fn consumer_sleeps(&self) -> anyhow::Result<Option<u64>> {
-        self.daemon.as_ref().or(self.raw.as_ref()).map(Proc::sleeps).transpose()
+        self.consumer().map(Proc::sleeps).transpose()
+    }
+
+    /// The process reading the queue: nfluad or nfq-raw (neither for the kernel-only path).
+    fn consumer(&self) -> Option<&Proc> {
+        self.daemon.as_ref().or(self.raw.as_ref())
     }
 
     /// Packets that passed the queue rule without being evaluated (fail-open).
