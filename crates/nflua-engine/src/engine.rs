@@ -54,6 +54,8 @@ pub struct Engine {
     timers: Arc<TimerQueue>,
     /// Id of the next state created (ids are never reused; timers name their state by id).
     next_state_id: AtomicU64,
+    /// Set by [`Engine::halt_scripts`]; every state's budget watches it.
+    halt: Arc<AtomicBool>,
 }
 
 /// One state and what the engine keeps beside it.
@@ -100,7 +102,16 @@ impl Engine {
             states: RwLock::new(BTreeMap::new()),
             timers: Arc::default(),
             next_state_id: AtomicU64::new(1),
+            halt: Arc::default(),
         }
+    }
+
+    /// Stops every running entry at its next thousand instructions (or its next charged library
+    /// call) with "interrupted: the daemon is shutting down", and makes every later entry fail
+    /// the same way at its first instruction. For shutdown: no script can delay it. Cannot be
+    /// undone.
+    pub fn halt_scripts(&self) {
+        self.halt.store(true, Relaxed);
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -137,7 +148,14 @@ impl Engine {
         // calls into other states go on.
         let id = self.next_state_id.fetch_add(1, Relaxed);
         let name = config.name.clone();
-        let shared = Shared { id, sink: Arc::clone(&self.sink), timers: Arc::clone(&self.timers) };
+        let shared = Shared {
+            id,
+            sink: Arc::clone(&self.sink),
+            timers: Arc::clone(&self.timers),
+            halt: Arc::clone(&self.halt),
+            max_call: self.config.max_call,
+            max_hook_call: self.config.max_hook_call,
+        };
         let state = State::new(config, shared)?;
         let mut states = self.write();
         // Checked again: another thread may have created a state meanwhile.

@@ -62,9 +62,16 @@ mod traceback;
 pub use engine::{Engine, StateRef, STATE_NAME_MAX_BYTES};
 pub use error::EngineError;
 pub use hook::{HookMode, HookOutcome, HookResult, PacketContext, Verdict, ETHERNET_HEADER_LEN};
-pub use limits::LIMIT_MESSAGE;
+pub use limits::{HALT_MESSAGE, LIMIT_MESSAGE, TIME_LIMIT_MESSAGE};
 pub use lualib::MODULES;
 pub use timers::MAX_TIMERS_PER_STATE;
+
+/// Default wall-clock limit of one entry ([`EngineConfig::max_call`]).
+pub const DEFAULT_MAX_CALL: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// Default wall-clock limit of one packet hook call ([`EngineConfig::max_hook_call`]): lower,
+/// since a hook holds its packet and every packet queued behind it.
+pub const DEFAULT_MAX_HOOK_CALL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Largest `nf.netlink` payload (SPEC §2 data max size: 4096 − NLMSG_SPACE(68)).
 pub const DATA_MAX_SIZE: usize = 4012;
@@ -119,16 +126,25 @@ pub struct EngineConfig {
     /// its time in four-billion-instruction loops, sets them low.
     pub max_runs_cap: u32,
     pub max_alloc_cap: usize,
+    /// Wall time one entry (execute, receive callback, timer) may take before it is stopped with
+    /// "time limit exceeded": a backstop behind the instruction limit, for work no instruction
+    /// count sees. `None`: no limit.
+    pub max_call: Option<std::time::Duration>,
+    /// The same for one packet hook call, which holds its packet (and the queue) while it runs.
+    pub max_hook_call: Option<std::time::Duration>,
 }
 
 impl Default for EngineConfig {
-    /// The SPEC's numbers: 904 states, 32768 bytes minimum; no caps.
+    /// The SPEC's numbers: 904 states, 32768 bytes minimum; no caps; the default wall-clock
+    /// limits.
     fn default() -> EngineConfig {
         EngineConfig {
             max_states: 904,
             min_alloc_bytes: 32768,
             max_runs_cap: u32::MAX,
             max_alloc_cap: usize::MAX,
+            max_call: Some(DEFAULT_MAX_CALL),
+            max_hook_call: Some(DEFAULT_MAX_HOOK_CALL),
         }
     }
 }
@@ -167,8 +183,8 @@ pub struct StateStats {
     pub calls: u64,
     /// Entries that failed, DATA without a callback, and errors in `__gc` metamethods.
     pub errors: u64,
-    /// Instructions counted by the limit hook, in windows of up to 1000 per thread: a lower
-    /// bound, good for spotting busy states rather than exact accounting.
+    /// VM instructions run plus library work charged (see the cost model), summed over all
+    /// entries; exact except for an entry running right now.
     pub instructions: u64,
     /// Timers created and not yet fired or destroyed.
     pub timers: usize,

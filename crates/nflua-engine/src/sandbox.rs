@@ -162,7 +162,11 @@ pub(crate) fn build(config: &StateConfig, ctx: &Arc<Context>, budget: &Arc<Budge
     globals.raw_set("setmetatable", lib.function(|_, args: MultiValue| setmetatable(args))?)?;
     install_warnings(&lua, ctx);
     // Last: the prelude is ours and must not eat into (or fail on) a tiny `maxruns`.
-    limits::install(&lua, budget);
+    limits::install(&lua, budget).map_err(|_| {
+        mlua::Error::RuntimeError(
+            "this Lua's thread layout is not Lua 5.4's: instruction accounting is not possible".into(),
+        )
+    })?;
 
     let errors = Arc::clone(ctx);
     let on_error = lua.create_function(move |lua, err: Value| {

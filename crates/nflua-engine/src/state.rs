@@ -3,8 +3,9 @@
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use mlua::chunk::ChunkMode;
 use mlua::{Function, IntoLua, IntoLuaMulti, Lua, LuaString, RegistryKey, Table, Value};
@@ -73,6 +74,11 @@ pub(crate) struct Shared {
     pub(crate) id: u64,
     pub(crate) sink: Arc<dyn NetlinkSink>,
     pub(crate) timers: Arc<TimerQueue>,
+    /// The engine's halt flag (see `Engine::halt_scripts`).
+    pub(crate) halt: Arc<AtomicBool>,
+    /// Wall-clock limits of an entry and of a hook call.
+    pub(crate) max_call: Option<Duration>,
+    pub(crate) max_hook_call: Option<Duration>,
 }
 
 pub(crate) struct State {
@@ -98,6 +104,9 @@ pub(crate) struct State {
     /// The GC pause last set (see `sandbox::gc_pause`).
     gc_pause: Cell<i32>,
     budget: Arc<Budget>,
+    /// Wall-clock limits of an entry and of a hook call (`EngineConfig::max_call`).
+    max_call: Option<Duration>,
+    max_hook_call: Option<Duration>,
     ctx: Arc<Context>,
 }
 
@@ -115,7 +124,7 @@ impl State {
             hook: Mutex::new(None),
             plumbing_frames: AtomicUsize::new(0),
         });
-        let budget = Arc::new(Budget::new(config.max_runs));
+        let budget = Arc::new(Budget::new(config.max_runs, shared.halt));
         let built = sandbox::build(&config, &ctx, &budget)
             .map_err(|e| EngineError::Create(traceback::error_message(&e)))?;
         let globals = built.lua.globals();
@@ -134,6 +143,8 @@ impl State {
             view_caller: Value::Nil,
             gc_pause: Cell::new(sandbox::GC_PAUSE),
             budget,
+            max_call: shared.max_call,
+            max_hook_call: shared.max_hook_call,
             ctx,
         };
         state.note_memory();
@@ -309,15 +320,17 @@ impl State {
         args: impl IntoLuaMulti,
     ) -> Result<Value, EngineError> {
         self.ctx.error_text.clear();
-        self.budget.arm(&self.lua);
+        let time_limit = if entry == "hook" { self.max_hook_call } else { self.max_call };
+        self.budget.arm(&self.lua, time_limit);
         // A tuple is pushed straight onto the Lua stack: no allocation on the way in or out.
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             self.xpcall.call::<(bool, Value)>((callable, &self.on_error, args))
         }));
+        self.budget.settle_main();
         let result = match outcome {
             Ok(Ok((true, _))) if self.budget.spent() => {
                 // The script caught the limit error (pcall, coroutine.resume) and returned.
-                Err(format!("{} (the script caught the error and went on)", crate::LIMIT_MESSAGE))
+                Err(format!("{} (the script caught the error and went on)", self.budget.stop_message()))
             }
             Ok(Ok((true, value))) => Ok(value),
             Ok(Ok((false, err))) => {
@@ -364,7 +377,7 @@ impl State {
 impl Drop for State {
     fn drop(&mut self) {
         // Closing the state can run `__close` handlers; give them a fresh, finite budget.
-        self.budget.arm(&self.lua);
+        self.budget.arm(&self.lua, self.max_call);
     }
 }
 
@@ -381,7 +394,14 @@ pub(crate) mod tests {
     }
 
     fn shared() -> Shared {
-        Shared { id: 1, sink: Arc::new(NullSink), timers: Arc::default() }
+        Shared {
+            id: 1,
+            sink: Arc::new(NullSink),
+            timers: Arc::default(),
+            halt: Arc::default(),
+            max_call: None,
+            max_hook_call: None,
+        }
     }
 
     fn state() -> State {
@@ -396,7 +416,7 @@ pub(crate) mod tests {
     /// Runs `chunk` in a fresh state and returns what it returns, as a string.
     pub(crate) fn eval(chunk: &str) -> String {
         let state = state();
-        state.budget.arm(&state.lua);
+        state.budget.arm(&state.lua, None);
         match state.lua.load(chunk).set_name("=chunk").eval::<String>() {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
