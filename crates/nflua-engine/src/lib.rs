@@ -16,10 +16,11 @@
 //!
 //! Layout: `engine` (the map of states and the locking design), `state` (one state, and the door
 //! every call into Lua goes through), `hook` (packet hook calls and their outcome), `timers` (the
-//! deadline heap behind `timer.create`), `limits` (the instruction hook, the only raw Lua C API
-//! use), `sandbox` (library set, `print`, `require`, `load`, GC), `traceback` (error text),
-//! `lib/` (one file per built-in module: `nf`, `timer`, `json`, `base64`, and `packet`, the
-//! object `nf.getpacket` returns; `data` is nflua-data's).
+//! deadline heap behind `timer.create`), `limits` (instruction budget, wall clock and halt: the
+//! count hook and the charges of library work), `coroutines` (the coroutine functions that keep
+//! instruction accounting exact), `sandbox` (library set, `print`, `require`, `load`, GC),
+//! `traceback` (error text), `lib/` (one file per built-in module: `nf`, `timer`, `json`,
+//! `base64`, and `packet`, the object `nf.getpacket` returns; `data` is nflua-data's).
 //!
 //! Threads: [`Engine`] is `Send + Sync` and all its methods take `&self`. The daemon's control
 //! thread creates, destroys, lists, executes and delivers; one NFQUEUE worker per queue calls
@@ -31,6 +32,14 @@
 //! Behaviour worth knowing, each explained where it lives:
 //! - [`Engine::list`] is sorted by name.
 //! - A call whose instruction budget ran out fails even if the script caught the error.
+//! - `maxruns` is exact across coroutines: `coroutine.resume`, `wrap` and `close` settle the
+//!   instruction windows of both threads around every switch (`coroutines.rs`), so an entry runs
+//!   at most `maxruns` VM instructions however many coroutines it makes, and the `instructions`
+//!   statistic is exact.
+//! - Each entry also has a wall-clock allowance ([`EngineConfig::max_call`], 1 s by default;
+//!   [`EngineConfig::max_hook_call`], 100 ms, for packet hooks), checked every thousand
+//!   instructions and on large library charges: "time limit exceeded (1000 ms)". And
+//!   [`Engine::halt_scripts`] stops every entry at once, for shutdown.
 //! - `setmetatable` refuses `__gc` (Lua 5.4 runs finalizers without hooks, so they cannot be
 //!   stopped); `debug` states are trusted and may use `debug.setmetatable`.
 //! - Library errors reach scripts as plain strings ("chunk:3: nf.netlink: ..."), as from C.
@@ -48,6 +57,7 @@
 //! - Lua runs on the caller's thread: give it at least 1 MiB of stack (Lua stops C recursion at
 //!   200 levels; tested on 2 MiB threads in debug builds).
 
+mod coroutines;
 mod engine;
 mod error;
 mod hook;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use mlua::state::{GcIncParams, GcMode};
 use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
 
+use crate::coroutines;
 use crate::limits::{self, Budget};
 use crate::lualib::{self, Lib};
 use crate::state::Context;
@@ -161,6 +162,7 @@ pub(crate) fn build(config: &StateConfig, ctx: &Arc<Context>, budget: &Arc<Budge
         .raw_set("print", lib.function(move |_, args: MultiValue| print(&state_name, &tostring, args))?)?;
     globals.raw_set("setmetatable", lib.function(|_, args: MultiValue| setmetatable(args))?)?;
     install_warnings(&lua, ctx);
+    coroutines::install(&lua)?;
     // Last: the prelude is ours and must not eat into (or fail on) a tiny `maxruns`.
     limits::install(&lua, budget).map_err(|_| {
         mlua::Error::RuntimeError(
