@@ -54,6 +54,7 @@ mod hook;
 mod limits;
 #[path = "lib/mod.rs"]
 mod lualib;
+mod patterns;
 mod sandbox;
 mod state;
 mod timers;

@@ -161,6 +161,7 @@ pub(crate) fn build(config: &StateConfig, ctx: &Arc<Context>, budget: &Arc<Budge
         .raw_set("print", lib.function(move |_, args: MultiValue| print(&state_name, &tostring, args))?)?;
     globals.raw_set("setmetatable", lib.function(|_, args: MultiValue| setmetatable(args))?)?;
     install_warnings(&lua, ctx);
+    crate::patterns::install(&lua)?;
     // Last: the prelude is ours and must not eat into (or fail on) a tiny `maxruns`.
     limits::install(&lua, budget).map_err(|_| {
         mlua::Error::RuntimeError(
