@@ -124,7 +124,12 @@ fn strip_anchor(pattern: &[u8]) -> (bool, &[u8]) {
 }
 
 /// Pushes capture `i` of the last match (`whole` is the matched range).
-unsafe fn push_capture(state: *mut ffi::lua_State, matcher: &mut LuaMatcher, i: usize, whole: (usize, usize)) {
+unsafe fn push_capture(
+    state: *mut ffi::lua_State,
+    matcher: &mut LuaMatcher,
+    i: usize,
+    whole: (usize, usize),
+) {
     let captured = matcher.capture(i, whole);
     match check(state, matcher, captured) {
         Captured::Bytes { start, len } => {
@@ -139,7 +144,11 @@ unsafe fn push_capture(state: *mut ffi::lua_State, matcher: &mut LuaMatcher, i: 
 
 /// Pushes the captures of the last match (the whole match when the pattern has none and
 /// `whole` is given); returns how many.
-unsafe fn push_captures(state: *mut ffi::lua_State, matcher: &mut LuaMatcher, whole: Option<(usize, usize)>) -> c_int {
+unsafe fn push_captures(
+    state: *mut ffi::lua_State,
+    matcher: &mut LuaMatcher,
+    whole: Option<(usize, usize)>,
+) -> c_int {
     let count = if matcher.level() == 0 && whole.is_some() { 1 } else { matcher.level() };
     ffi::luaL_checkstack(state, count as c_int, c"too many captures".as_ptr());
     for i in 0..count {
@@ -251,7 +260,12 @@ unsafe extern "C-unwind" fn gmatch_next(state: *mut ffi::lua_State) -> c_int {
 }
 
 /// Appends `bytes` to `buffer`, charging one step per byte.
-unsafe fn add(state: *mut ffi::lua_State, matcher: &mut LuaMatcher, buffer: *mut ffi::luaL_Buffer, bytes: &[u8]) {
+unsafe fn add(
+    state: *mut ffi::lua_State,
+    matcher: &mut LuaMatcher,
+    buffer: *mut ffi::luaL_Buffer,
+    bytes: &[u8],
+) {
     if bytes.is_empty() {
         return;
     }

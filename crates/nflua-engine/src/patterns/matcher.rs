@@ -55,7 +55,8 @@ pub(crate) enum PatternError {
     TooManyCaptures,
     TooComplex,
     UnfinishedCapture,
-    /// The meter refused more steps.
+    /// The meter refused more steps (the engine's meter raises instead).
+    #[cfg_attr(not(test), allow(dead_code))]
     Stopped,
 }
 
