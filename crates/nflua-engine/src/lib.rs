@@ -16,8 +16,9 @@
 //!
 //! Layout: `engine` (the map of states and the locking design), `state` (one state, and the door
 //! every call into Lua goes through), `hook` (packet hook calls and their outcome), `timers` (the
-//! deadline heap behind `timer.create`), `limits` (the instruction hook, the only raw Lua C API
-//! use), `sandbox` (library set, `print`, `require`, `load`, GC), `traceback` (error text),
+//! deadline heap behind `timer.create`), `limits` (the instruction hook), `patterns`
+//! (`string.find/match/gmatch/gsub` over a matcher that charges its steps: one instruction per
+//! matcher step and per byte produced), `sandbox` (library set, `print`, `require`, `load`, GC), `traceback` (error text),
 //! `lib/` (one file per built-in module: `nf`, `timer`, `json`, `base64`, and `packet`, the
 //! object `nf.getpacket` returns; `data` is nflua-data's).
 //!

@@ -111,7 +111,7 @@ fn start_index(init: ffi::lua_Integer, len: usize) -> usize {
         0
     } else {
         let back = usize::try_from(init.unsigned_abs()).unwrap_or(usize::MAX);
-        len.checked_sub(back).unwrap_or(0)
+        len.saturating_sub(back)
     }
 }
 
