@@ -381,7 +381,7 @@ fn hand_written_cases() {
 fn limited(chunk: &str) -> (String, Duration, u64) {
     let engine = Engine::new(EngineConfig::default(), Arc::new(Collect::default()));
     engine
-        .create(StateConfig { name: "l".into(), max_alloc_bytes: 1 << 20, max_runs: 100_000, debug: false })
+        .create(StateConfig { name: "l".into(), max_alloc_bytes: 4 << 20, max_runs: 100_000, debug: false })
         .unwrap();
     let before = engine.stats("l").unwrap().instructions;
     let start = Instant::now();
@@ -417,6 +417,19 @@ fn catastrophic_patterns_stop_at_the_instruction_limit() {
         // The budget plus less than one batch of matcher steps (1024).
         assert!((100_000..=100_000 + 1024).contains(&charged), "{shown}: charged {charged}");
     }
+}
+
+#[test]
+fn plain_find_pays_for_its_comparisons() {
+    // 200 KB of 'a' searched for 100 KB of 'a' and a 'b': 1e10 byte comparisons in all
+    // (seconds in stock Lua); each place where the pattern could start is charged its length.
+    let chunk = format!("return string.find('{}', '{}b', 1, true)", "a".repeat(200_000), "a".repeat(100_000));
+    let (error, elapsed, charged) = limited(&chunk);
+    println!("plain find: {} ms, {charged} instructions charged", elapsed.as_secs_f64() * 1000.0);
+    assert!(error.starts_with("chunk:1: instruction limit exceeded"), "{error}");
+    assert!(elapsed < Duration::from_millis(100), "took {elapsed:?}");
+    // The budget, passed by at most one comparison (charged before it is made).
+    assert!((100_000..=100_000 + 100_001 + 1024).contains(&charged), "charged {charged}");
 }
 
 #[test]

@@ -24,7 +24,7 @@ use std::os::raw::{c_char, c_int};
 
 use mlua::ffi;
 
-use super::matcher::{find_plain, is_plain, Captured, Matcher, Meter, PatternError, Step, ESCAPE};
+use super::matcher::{is_plain, Captured, Matcher, Meter, PatternError, Step, ESCAPE};
 use crate::limits;
 
 /// Charges the matcher's steps to the running entry; raises the limit's error instead of
@@ -179,11 +179,13 @@ unsafe fn find_or_match(state: *mut ffi::lua_State, find: bool) -> c_int {
         return 1;
     }
     if find && (ffi::lua_toboolean(state, 4) != 0 || is_plain(pattern)) {
-        let (at, scanned) = find_plain(&subject[init..], pattern);
-        limits::charge_raw(state, scanned as u64);
-        if let Some(at) = at {
-            ffi::lua_pushinteger(state, (init + at + 1) as ffi::lua_Integer);
-            ffi::lua_pushinteger(state, (init + at + pattern.len()) as ffi::lua_Integer);
+        let mut matcher = Matcher::new(subject, pattern, LuaMeter(state));
+        let found = matcher.find_literal(init);
+        let found = check(state, &mut matcher, found);
+        settle(state, &mut matcher);
+        if let Some(at) = found {
+            ffi::lua_pushinteger(state, (at + 1) as ffi::lua_Integer);
+            ffi::lua_pushinteger(state, (at + pattern.len()) as ffi::lua_Integer);
             return 2;
         }
     } else {

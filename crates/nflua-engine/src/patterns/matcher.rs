@@ -11,6 +11,9 @@
 //! - each character tested while a `*`, `+` or `-` item grows;
 //! - each subject byte scanned by `%b` or compared by a back-reference `%1`-`%9`.
 //!
+//! A plain search ([`Matcher::find_literal`]) costs one step per byte skipped and the
+//! pattern's length per place it is compared.
+//!
 //! The Lua functions add the bytes they copy out (captures, `gsub`'s result) with
 //! [`Matcher::spend`], so a call's steps bound both its time and what it produces.
 //!
@@ -499,33 +502,37 @@ impl<'a, M: Meter> Matcher<'a, M> {
             Ok(None)
         }
     }
+    /// Where the pattern, taken as plain bytes, first occurs in the subject at or after `from`
+    /// (an empty pattern occurs right there). Costs one step per byte skipped looking for the
+    /// pattern's first byte and the pattern's length per place where that byte is found, so a
+    /// long, almost-matching pattern is paid for as it is compared, not after.
+    pub(crate) fn find_literal(&mut self, from: usize) -> Step<Option<usize>> {
+        let (haystack, needle) = (self.src, self.pat);
+        let Some((&first, rest)) = needle.split_first() else { return Ok(Some(from)) };
+        if from > haystack.len() || needle.len() > haystack.len() - from {
+            return Ok(None);
+        }
+        let last_start = haystack.len() - needle.len();
+        let mut at = from;
+        while at <= last_start {
+            let Some(offset) = haystack[at..=last_start].iter().position(|&c| c == first) else {
+                self.spend((last_start + 1 - at) as u64)?;
+                break;
+            };
+            at += offset;
+            self.spend(offset as u64 + needle.len() as u64)?;
+            if haystack[at + 1..at + needle.len()] == *rest {
+                return Ok(Some(at));
+            }
+            at += 1;
+        }
+        Ok(None)
+    }
 }
 
 /// The 1-based number of capture `i` as error messages show it.
 fn capture_number(i: usize) -> i32 {
     i32::try_from(i).unwrap_or(i32::MAX - 1) + 1
-}
-
-/// Where `needle` first occurs in `haystack` (empty needles occur at 0), and how many bytes the
-/// search looked at.
-pub(crate) fn find_plain(haystack: &[u8], needle: &[u8]) -> (Option<usize>, usize) {
-    let Some((&first, rest)) = needle.split_first() else { return (Some(0), 0) };
-    if needle.len() > haystack.len() {
-        return (None, 0);
-    }
-    let last_start = haystack.len() - needle.len();
-    let mut from = 0;
-    while from <= last_start {
-        let Some(offset) = haystack[from..=last_start].iter().position(|&c| c == first) else {
-            break;
-        };
-        let at = from + offset;
-        if haystack[at + 1..at + needle.len()] == *rest {
-            return (Some(at), at + needle.len());
-        }
-        from = at + 1;
-    }
-    (None, haystack.len())
 }
 
 // The Lua functions' meter raises Lua errors (longjmp) from inside the matcher.
@@ -598,10 +605,22 @@ mod tests {
 
     #[test]
     fn plain_search() {
-        assert_eq!(find_plain(b"abcabd", b"abd"), (Some(3), 6));
-        assert_eq!(find_plain(b"abc", b""), (Some(0), 0));
-        assert_eq!(find_plain(b"abc", b"abcd"), (None, 0));
-        assert_eq!(find_plain(b"abc", b"x"), (None, 3));
+        let literal = |subject: &[u8], needle: &[u8], from: usize| {
+            Matcher::new(subject, needle, Free).find_literal(from)
+        };
+        assert_eq!(literal(b"abcabd", b"abd", 0), Ok(Some(3)));
+        assert_eq!(literal(b"abcabd", b"abd", 4), Ok(None));
+        assert_eq!(literal(b"abc", b"", 2), Ok(Some(2)));
+        assert_eq!(literal(b"abc", b"abcd", 0), Ok(None));
+        assert_eq!(literal(b"abc", b"c", 2), Ok(Some(2)));
+        // 'a' x 3000 searched for 'a' x 1000 then 'b': every place costs the pattern's length.
+        let subject = vec![b'a'; 3000];
+        let mut needle = vec![b'a'; 1000];
+        needle.push(b'b');
+        let mut meter = Counting { charged: 0, limit: 100_000 };
+        let outcome = Matcher::new(&subject, &needle, &mut meter).find_literal(0);
+        assert_eq!(outcome, Err(PatternError::Stopped));
+        assert!(meter.charged > 100_000 && meter.charged < 100_000 + 2 * BATCH + 1001, "{}", meter.charged);
     }
 
     #[test]

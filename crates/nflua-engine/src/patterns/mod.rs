@@ -12,14 +12,15 @@
 //!   backtrack and recursion included), each character a `*`/`+`/`-` item tests, each byte `%b`
 //!   scans or a back-reference compares.
 //! - `string.find` with a plain pattern (`plain` set, or no special characters): one per
-//!   subject byte the search looked at.
+//!   subject byte skipped looking for the pattern's first byte, and the pattern's length per
+//!   place that byte is found (charged before comparing there).
 //! - One per byte of every string capture returned (or passed to a replacement function or
 //!   used as a table key), and per byte `gsub` writes to its result (copied text, replacement
 //!   strings and values); a `gsub` that changes nothing pays one per byte it skipped.
 //!
 //! Steps are charged every [`matcher::BATCH`] (1024) steps and the remainder before the call
-//! returns, raises, or runs Lua code, so an entry overruns its budget by less than one batch
-//! inside a call and never keeps unpaid work.
+//! returns, raises, or runs Lua code, so a call stops less than one batch past the budget (or
+//! one plain pattern's length, charged before it is compared) and never keeps unpaid work.
 //!
 //! Layout: `matcher` (the pure matcher and its step counting), `functions` (the four Lua
 //! functions, raw C functions for speed and for stock-identical argument errors).
