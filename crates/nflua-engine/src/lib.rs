@@ -18,8 +18,8 @@
 //! every call into Lua goes through), `hook` (packet hook calls and their outcome), `timers` (the
 //! deadline heap behind `timer.create`), `limits` (the instruction hook), `patterns`
 //! (`string.find/match/gmatch/gsub` over a matcher that charges its steps: one instruction per
-//! matcher step and per byte produced), `sandbox` (library set, `print`, `require`, `load`, GC), `traceback` (error text),
-//! `lib/` (one file per built-in module: `nf`, `timer`, `json`, `base64`, and `packet`, the
+//! matcher step and per byte produced), `sandbox` (library set, `print`, `require`, `load`, GC),
+//! `traceback` (error text), `lib/` (one file per built-in module: `nf`, `timer`, `json`, `base64`, and `packet`, the
 //! object `nf.getpacket` returns; `data` is nflua-data's).
 //!
 //! Threads: [`Engine`] is `Send + Sync` and all its methods take `&self`. The daemon's control
