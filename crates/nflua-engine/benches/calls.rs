@@ -1,5 +1,6 @@
 //! Calls per second through the engine's entry points, single thread: a trivial match hook
-//! (`return false`), a hook that looks at its buffers, a DATA delivery to an empty
+//! (`return false`), a hook that looks at its buffers, a string-heavy hook (`find` and `gsub` on a
+//! 1 KB payload, beside the same function in a stock Lua), a DATA delivery to an empty
 //! `__receive_callback`, and zero-delay timers.
 //!
 //! Run with `cargo bench -p nflua-engine --bench calls` (release build). `NFLUA_BENCH_CALLS` sets
@@ -19,7 +20,8 @@ impl NetlinkSink for NullSink {
     }
 }
 
-fn measure(label: &str, calls: usize, mut f: impl FnMut()) {
+/// Runs `f` `calls` times after a warm-up, prints the rate and returns it (calls per second).
+fn measure(label: &str, calls: usize, mut f: impl FnMut()) -> f64 {
     // Warm up: the first calls build caches (function name, userdata metatable) and grow the heap.
     for _ in 0..calls / 10 {
         f();
@@ -30,11 +32,9 @@ fn measure(label: &str, calls: usize, mut f: impl FnMut()) {
     }
     let elapsed = start.elapsed();
     let per_call = elapsed / u32::try_from(calls).unwrap_or(u32::MAX);
-    println!(
-        "{label:<40} {:>10.0} calls/s  {:>6} ns/call",
-        calls as f64 / elapsed.as_secs_f64(),
-        per_call.as_nanos()
-    );
+    let rate = calls as f64 / elapsed.as_secs_f64();
+    println!("{label:<40} {rate:>10.0} calls/s  {:>6} ns/call", per_call.as_nanos());
+    rate
 }
 
 /// Timers created for the timer measurement, in a state of their own (a fresh 64 KiB state
@@ -43,6 +43,72 @@ const TIMERS: usize = 500;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// What a string-heavy hook does to its payload: one `find` with a capture, one `gsub` that
+/// rewrites every run of spaces.
+const INSPECT: &str = r#"
+local function inspect(s)
+  local _, _, host = s:find("\r\nHost: ([^\r\n]+)")
+  local _, runs = s:gsub("%s+", " ")
+  return host == "blocked.example" or runs > 1000
+end
+"#;
+
+/// A 1 KB HTTP request: request line, a Host header, and padding headers.
+fn http_payload() -> Vec<u8> {
+    let mut text = String::from("GET /index.html HTTP/1.1\r\nHost: www.example.com\r\nAccept: */*\r\n");
+    let mut n = 0;
+    while text.len() < 1000 {
+        text.push_str(&format!("X-Pad-{n}: some value with  spaces\r\n"));
+        n += 1;
+    }
+    text.truncate(1020);
+    text.push_str("\r\n\r\n");
+    text.into_bytes()
+}
+
+/// The string-heavy hook in the engine (on the packet, made a string with `tostring`, and on a
+/// string already in the state, which isolates the string functions), and the same function in
+/// a stock Lua with the stock string library.
+fn string_heavy(engine: &Engine, calls: usize) {
+    let calls = calls / 10;
+    let payload = http_payload();
+    // Ethernet, IPv4 (protocol TCP), TCP, the request.
+    let mut frame = vec![0u8; 54];
+    frame[12] = 0x08;
+    frame[14] = 0x45;
+    frame[23] = 6;
+    frame[46] = 0x50;
+    frame.extend_from_slice(&payload);
+    let packet = PacketContext::from_frame(&frame, HookMode::Match).expect("frame");
+    let literal: String = payload.iter().map(|b| format!("\\{b:03}")).collect();
+    engine
+        .execute(
+            "s",
+            format!(
+                "{INSPECT} local payload = \"{literal}\"
+                 function inspect_packet(frame, packet) return inspect(tostring(packet)) end
+                 function inspect_string() return inspect(payload) end"
+            )
+            .as_bytes(),
+            "=bench",
+        )
+        .expect("string hooks");
+    let ours = measure("hook find+gsub, 1 KB packet (tostring)", calls, || {
+        engine.call_hook("s", "inspect_packet", &packet).expect("hook");
+    });
+    let ours_string = measure("hook find+gsub, 1 KB string", calls, || {
+        engine.call_hook("s", "inspect_string", &packet).expect("hook");
+    });
+    let stock = mlua::Lua::new();
+    let inspect: mlua::Function =
+        stock.load(format!("{INSPECT} return inspect")).eval().expect("stock inspect");
+    let subject = stock.create_string(&payload).expect("string");
+    let stock_rate = measure("same function, stock Lua 5.4", calls, || {
+        let _: bool = inspect.call(&subject).expect("stock call");
+    });
+    println!("  engine/stock: {:.2} (packet), {:.2} (string)", ours / stock_rate, ours_string / stock_rate);
 }
 
 fn main() {
@@ -117,6 +183,7 @@ fn main() {
     });
     let big_stats = big.stats("big").expect("stats");
     println!("  (that state: {} bytes now)", big_stats.cur_alloc_bytes);
+    string_heavy(&engine, calls);
     measure("deliver to empty __receive_callback", calls, || {
         engine.deliver("s", 1, &frame).expect("deliver");
     });

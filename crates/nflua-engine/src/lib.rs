@@ -18,9 +18,11 @@
 //! every call into Lua goes through), `hook` (packet hook calls and their outcome), `timers` (the
 //! deadline heap behind `timer.create`), `limits` (instruction budget, wall clock and halt: the
 //! count hook and the charges of library work), `coroutines` (the coroutine functions that keep
-//! instruction accounting exact), `sandbox` (library set, `print`, `require`, `load`, GC),
-//! `traceback` (error text), `lib/` (one file per built-in module: `nf`, `timer`, `json`,
-//! `base64`, and `packet`, the object `nf.getpacket` returns; `data` is nflua-data's).
+//! instruction accounting exact), `patterns` (`string.find/match/gmatch/gsub` over a matcher that
+//! charges its steps: one instruction per matcher step and per byte produced), `sandbox` (library
+//! set, `print`, `require`, `load`, GC), `traceback` (error text), `lib/` (one file per built-in
+//! module: `nf`, `timer`, `json`, `base64`, and `packet`, the object `nf.getpacket` returns;
+//! `data` is nflua-data's).
 //!
 //! Threads: [`Engine`] is `Send + Sync` and all its methods take `&self`. The daemon's control
 //! thread creates, destroys, lists, executes and delivers; one NFQUEUE worker per queue calls
@@ -64,6 +66,7 @@ mod hook;
 mod limits;
 #[path = "lib/mod.rs"]
 mod lualib;
+mod patterns;
 mod sandbox;
 mod state;
 mod timers;

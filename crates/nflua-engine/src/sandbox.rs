@@ -163,6 +163,7 @@ pub(crate) fn build(config: &StateConfig, ctx: &Arc<Context>, budget: &Arc<Budge
     globals.raw_set("setmetatable", lib.function(|_, args: MultiValue| setmetatable(args))?)?;
     install_warnings(&lua, ctx);
     coroutines::install(&lua)?;
+    crate::patterns::install(&lua)?;
     // Last: the prelude is ours and must not eat into (or fail on) a tiny `maxruns`.
     limits::install(&lua, budget).map_err(|_| {
         mlua::Error::RuntimeError(
