@@ -48,6 +48,7 @@
 //! - Lua runs on the caller's thread: give it at least 1 MiB of stack (Lua stops C recursion at
 //!   200 levels; tested on 2 MiB threads in debug builds).
 
+mod costs;
 mod engine;
 mod error;
 mod hook;

@@ -209,8 +209,10 @@ impl Budget {
         if self.spent() {
             return false;
         }
-        self.charged.fetch_add(cost, Relaxed);
-        let left = self.remaining.load(Relaxed).saturating_sub(cost);
+        let before = self.remaining.load(Relaxed);
+        // A charge that does not fit counts only what was left: the entry ran no further.
+        self.charged.fetch_add(cost.min(before), Relaxed);
+        let left = before.saturating_sub(cost);
         self.remaining.store(left, Relaxed);
         if left == 0 {
             self.stop(Stop::Instructions);
@@ -379,8 +381,16 @@ pub(crate) fn charge(lua: &Lua, cost: u64) -> mlua::Result<()> {
 /// `state` is the running thread inside a C function called from Lua; on failure this longjmps
 /// over the caller's frame, which must hold nothing with a destructor.
 pub(crate) unsafe fn charge_raw(state: *mut ffi::lua_State, cost: u64) {
+    charge_raw_at(state, cost, 1);
+}
+
+/// [`charge_raw`] naming the position of stack level `level` (1: the caller) in its error.
+///
+/// # Safety
+/// As [`charge_raw`].
+pub(crate) unsafe fn charge_raw_at(state: *mut ffi::lua_State, cost: u64, level: c_int) {
     if let Err(message) = try_charge(state, cost) {
-        ffi::luaL_where(state, 1);
+        ffi::luaL_where(state, level);
         ffi::lua_pushlstring(state, message.as_ptr().cast(), message.len());
         drop(message);
         ffi::lua_concat(state, 2);

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use mlua::state::{GcIncParams, GcMode};
 use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
 
+use crate::costs;
 use crate::limits::{self, Budget};
 use crate::lualib::{self, Lib};
 use crate::state::Context;
@@ -143,6 +144,8 @@ pub(crate) fn build(config: &StateConfig, ctx: &Arc<Context>, budget: &Arc<Budge
     lua.set_memory_limit(config.max_alloc_bytes)?;
     set_gc_pause(&lua, GC_PAUSE);
 
+    // Before the prelude, which captures `load` and `select`.
+    costs::install(&lua)?;
     let globals = lua.globals();
     let xpcall: Function = globals.raw_get("xpcall")?;
     globals.raw_set("dofile", Value::Nil)?;
