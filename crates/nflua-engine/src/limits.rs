@@ -368,12 +368,29 @@ pub(crate) unsafe fn arm_thread(thread: *mut ffi::lua_State) {
 /// returns; the sandbox adds the position) when the entry cannot afford it; the entry then stays
 /// stopped. Free outside entries (no budget).
 pub(crate) fn charge(lua: &Lua, cost: u64) -> mlua::Result<()> {
+    let state = lua.state();
     // SAFETY: inside a callback `Lua::state` is the calling thread, which is not running Lua.
-    match unsafe { try_charge(lua.state(), cost) } {
-        Ok(()) => Ok(()),
-        Err(message) => Err(mlua::Error::RuntimeError(message)),
+    unsafe {
+        let was_spent = budget_of(state).is_some_and(Budget::spent);
+        match try_charge(state, cost) {
+            Ok(()) => Ok(()),
+            Err(message) => {
+                if !was_spent {
+                    // The error goes back through the sandbox's Lua wrapper (`lualib::Lib`),
+                    // which raises it at the script's position; a window of one would have the
+                    // hook raise first, inside the wrapper. Once only: a script catching the
+                    // error meets a window of one from its next library call on.
+                    ffi::lua_sethook(state, Some(count_hook), ffi::LUA_MASKCOUNT, WRAPPER_GRACE);
+                }
+                Err(mlua::Error::RuntimeError(message))
+            }
+        }
     }
 }
+
+/// Instructions the sandbox's wrapper of a Rust library function runs from the function's
+/// return to raising its error (`check` in the prelude: about seven), with room to spare.
+const WRAPPER_GRACE: c_int = 16;
 
 /// [`charge`] for raw C functions: raises the limit's error at the caller's position.
 ///
