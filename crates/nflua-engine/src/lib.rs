@@ -16,8 +16,8 @@
 //!
 //! Layout: `engine` (the map of states and the locking design), `state` (one state, and the door
 //! every call into Lua goes through), `hook` (packet hook calls and their outcome), `timers` (the
-//! deadline heap behind `timer.create`), `limits` (the instruction hook, the only raw Lua C API
-//! use), `sandbox` (library set, `print`, `require`, `load`, GC), `traceback` (error text),
+//! deadline heap behind `timer.create`), `limits` (the instruction hook, raw Lua C API), `costs`
+//! (what standard library functions charge; raw C wrappers), `sandbox` (library set, `print`, `require`, `load`, GC), `traceback` (error text),
 //! `lib/` (one file per built-in module: `nf`, `timer`, `json`, `base64`, and `packet`, the
 //! object `nf.getpacket` returns; `data` is nflua-data's).
 //!
@@ -27,6 +27,41 @@
 //! [`Engine::run_due_timers`]. Calls into one state take turns on that state's lock; calls into
 //! different states run in parallel; the map of states is locked only to look a state up (see
 //! `engine.rs`).
+//!
+//! Cost model (`costs` for the standard library, each module for its own functions): library
+//! functions run no VM instructions, so those whose work grows with their arguments charge it
+//! to the entry's instruction budget before (or while) doing it, and a charge that does not fit
+//! stops the entry like the count hook does.
+//!
+//! | function | instructions charged |
+//! |---|---|
+//! | `string.rep(s, n, sep)` | n + n·(#s + #sep) |
+//! | `string.byte`, `string.sub`, `utf8.codepoint`, `utf8.len` | bytes returned / scanned |
+//! | `string.upper/lower/reverse`, `string.packsize`, `utf8.codes`, `tonumber` | #s |
+//! | `string.char`, `utf8.char`, `table.pack`, `select` | arguments |
+//! | `string.format` | format bytes + string argument bytes + arguments |
+//! | `string.pack` / `string.unpack` | 16·#fmt + sizes in fmt + strings / 16·#fmt + #s |
+//! | `string.dump` | bytes produced (after: bounded by a function already held) |
+//! | `table.concat` | elements + separator bytes, then the elements' bytes |
+//! | `table.move`, `table.unpack` | elements moved / returned |
+//! | `table.insert(t, pos, v)`, `table.remove` | elements shifted |
+//! | `table.sort` | n·⌈log2 n⌉ (comparator instructions besides) |
+//! | `utf8.offset(s, n, i)` | bytes from i toward the end it walks |
+//! | `load` | bytes compiled (each piece a reader returns) |
+//! | `collectgarbage("collect"/"step")` | heap bytes / 16 |
+//! | `print`, `warn` | string bytes |
+//! | `json.encode` | entries + n·⌈log2 n⌉ per table, + string bytes |
+//! | `json.decode` | bytes parsed + values made |
+//! | `base64.encode` / `decode` | bytes produced / scanned |
+//! | `nf.netlink`, `nf.reply`, `packet:send` | payload bytes |
+//!
+//! Free (work bounded by a small constant, paid by the call's own instruction): `math.*`,
+//! `string.len`, `type`, `rawget`/`rawset`/`rawlen`/`rawequal`, `next`, `pairs`, `ipairs`,
+//! `tostring`, `getmetatable`, `setmetatable`, `error`, `assert`, `pcall`, `xpcall`, `nf.time`,
+//! `nf.connid`, `nf.hotdrop`, `nf.getpacket`, `timer.*`. Not covered by charges (the wall-clock
+//! limit is their backstop): VM instructions whose work grows with their operands (`..` on long
+//! strings, `...` and calls with very many arguments) and `next` over a large table that was
+//! emptied. `string.find/match/gmatch/gsub` and the `data` module charge their own work.
 //!
 //! Behaviour worth knowing, each explained where it lives:
 //! - [`Engine::list`] is sorted by name.
