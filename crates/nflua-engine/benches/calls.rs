@@ -199,6 +199,25 @@ fn main() {
     let ran = engine.run_due_timers(Instant::now() + Duration::from_secs(1));
     let elapsed = start.elapsed();
     println!("{:<40} {:>10.0} calls/s", format!("{ran} timers"), ran as f64 / elapsed.as_secs_f64());
+    // Library calls the cost model wraps, in a loop run by one execute.
+    engine
+        .execute(
+            "s",
+            b"function lib_loop(n) local t = {} for i = 1, n do \
+                local b = string.byte('abc', 2) local c = string.char(b) table.insert(t, c) if i % 64 == 0 then t = {} end end end",
+            "=bench",
+        )
+        .expect("lib loop");
+    // Within the state's million instructions.
+    let loops = 40_000;
+    let start = Instant::now();
+    engine.execute("s", format!("lib_loop({loops})").as_bytes(), "=bench").expect("lib loop");
+    let elapsed = start.elapsed();
+    println!(
+        "{:<40} {:>10.0} ns/iteration",
+        "string.byte + string.char + table.insert",
+        elapsed.as_nanos() as f64 / loops as f64
+    );
     let stats = engine.stats("s").expect("stats");
     println!("state memory: {} bytes now, {} peak", stats.cur_alloc_bytes, stats.peak_alloc_bytes);
 }

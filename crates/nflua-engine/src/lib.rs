@@ -18,7 +18,8 @@
 //! every call into Lua goes through), `hook` (packet hook calls and their outcome), `timers` (the
 //! deadline heap behind `timer.create`), `limits` (instruction budget, wall clock and halt: the
 //! count hook and the charges of library work), `coroutines` (the coroutine functions that keep
-//! instruction accounting exact), `patterns` (`string.find/match/gmatch/gsub` over a matcher that
+//! instruction accounting exact), `costs` (what standard library functions charge: raw C
+//! wrappers), `patterns` (`string.find/match/gmatch/gsub` over a matcher that
 //! charges its steps: one instruction per matcher step and per byte produced), `sandbox` (library
 //! set, `print`, `require`, `load`, GC), `traceback` (error text), `lib/` (one file per built-in
 //! module: `nf`, `timer`, `json`, `base64`, and `packet`, the object `nf.getpacket` returns;
@@ -31,6 +32,41 @@
 //! different states run in parallel; the map of states is locked only to look a state up (see
 //! `engine.rs`).
 //!
+//! Cost model (`costs` for the standard library, each module for its own functions): library
+//! functions run no VM instructions, so those whose work grows with their arguments charge it
+//! to the entry's instruction budget before (or while) doing it, and a charge that does not fit
+//! stops the entry like the count hook does.
+//!
+//! | function | instructions charged |
+//! |---|---|
+//! | `string.rep(s, n, sep)` | n + n·(#s + #sep) |
+//! | `string.byte`, `string.sub`, `utf8.codepoint`, `utf8.len` | bytes returned / scanned |
+//! | `string.upper/lower/reverse`, `string.packsize`, `utf8.codes`, `tonumber` | #s |
+//! | `string.char`, `utf8.char`, `table.pack`, `select` | arguments |
+//! | `string.format` | format bytes + string argument bytes + arguments |
+//! | `string.pack` / `string.unpack` | 16·#fmt + sizes in fmt + strings / 16·#fmt + #s |
+//! | `string.dump` | bytes produced (after: bounded by a function already held) |
+//! | `table.concat` | elements + separator bytes, then the elements' bytes |
+//! | `table.move`, `table.unpack` | elements moved / returned |
+//! | `table.insert(t, pos, v)`, `table.remove` | elements shifted |
+//! | `table.sort` | n·⌈log2 n⌉ (comparator instructions besides) |
+//! | `utf8.offset(s, n, i)` | bytes from i toward the end it walks |
+//! | `load` | bytes compiled (each piece a reader returns) |
+//! | `collectgarbage("collect"/"step")` | heap bytes / 16 |
+//! | `print`, `warn` | string bytes |
+//! | `json.encode` | entries + n·⌈log2 n⌉ per table, + string bytes |
+//! | `json.decode` | bytes parsed + values made |
+//! | `base64.encode` / `decode` | bytes produced / scanned |
+//! | `nf.netlink`, `nf.reply`, `packet:send` | payload bytes |
+//!
+//! Free (work bounded by a small constant, paid by the call's own instruction): `math.*`,
+//! `string.len`, `type`, `rawget`/`rawset`/`rawlen`/`rawequal`, `next`, `pairs`, `ipairs`,
+//! `tostring`, `getmetatable`, `setmetatable`, `error`, `assert`, `pcall`, `xpcall`, `nf.time`,
+//! `nf.connid`, `nf.hotdrop`, `nf.getpacket`, `timer.*`. Not covered by charges (the wall-clock
+//! limit is their backstop): VM instructions whose work grows with their operands (`..` on long
+//! strings, `...` and calls with very many arguments) and `next` over a large table that was
+//! emptied. `string.find/match/gmatch/gsub` and the `data` module charge their own work.
+//!
 //! Behaviour worth knowing, each explained where it lives:
 //! - [`Engine::list`] is sorted by name.
 //! - A call whose instruction budget ran out fails even if the script caught the error.
@@ -38,9 +74,9 @@
 //!   instruction windows of both threads around every switch (`coroutines.rs`), so an entry runs
 //!   at most `maxruns` VM instructions however many coroutines it makes, and the `instructions`
 //!   statistic is exact.
-//! - Each entry also has a wall-clock allowance ([`EngineConfig::max_call`], 1 s by default;
-//!   [`EngineConfig::max_hook_call`], 100 ms, for packet hooks), checked every thousand
-//!   instructions and on large library charges: "time limit exceeded (1000 ms)". And
+//! - Each entry can also get a wall-clock allowance ([`EngineConfig::max_call`]; the daemon's
+//!   default is 1 s, and [`EngineConfig::max_hook_call`] 100 ms for packet hooks), checked every
+//!   thousand instructions and on large library charges: "time limit exceeded (1000 ms)". And
 //!   [`Engine::halt_scripts`] stops every entry at once, for shutdown.
 //! - `setmetatable` refuses `__gc` (Lua 5.4 runs finalizers without hooks, so they cannot be
 //!   stopped); `debug` states are trusted and may use `debug.setmetatable`.
@@ -60,6 +96,7 @@
 //!   200 levels; tested on 2 MiB threads in debug builds).
 
 mod coroutines;
+mod costs;
 mod engine;
 mod error;
 mod hook;
@@ -148,16 +185,16 @@ pub struct EngineConfig {
 }
 
 impl Default for EngineConfig {
-    /// The SPEC's numbers: 904 states, 32768 bytes minimum; no caps; the default wall-clock
-    /// limits.
+    /// The SPEC's numbers: 904 states, 32768 bytes minimum; no caps; no wall-clock limits (the
+    /// daemon sets [`DEFAULT_MAX_CALL`] and [`DEFAULT_MAX_HOOK_CALL`] unless told otherwise).
     fn default() -> EngineConfig {
         EngineConfig {
             max_states: 904,
             min_alloc_bytes: 32768,
             max_runs_cap: u32::MAX,
             max_alloc_cap: usize::MAX,
-            max_call: Some(DEFAULT_MAX_CALL),
-            max_hook_call: Some(DEFAULT_MAX_HOOK_CALL),
+            max_call: None,
+            max_hook_call: None,
         }
     }
 }

@@ -209,8 +209,10 @@ impl Budget {
         if self.spent() {
             return false;
         }
-        self.charged.fetch_add(cost, Relaxed);
-        let left = self.remaining.load(Relaxed).saturating_sub(cost);
+        let before = self.remaining.load(Relaxed);
+        // A charge that does not fit counts only what was left: the entry ran no further.
+        self.charged.fetch_add(cost.min(before), Relaxed);
+        let left = before.saturating_sub(cost);
         self.remaining.store(left, Relaxed);
         if left == 0 {
             self.stop(Stop::Instructions);
@@ -366,12 +368,29 @@ pub(crate) unsafe fn arm_thread(thread: *mut ffi::lua_State) {
 /// returns; the sandbox adds the position) when the entry cannot afford it; the entry then stays
 /// stopped. Free outside entries (no budget).
 pub(crate) fn charge(lua: &Lua, cost: u64) -> mlua::Result<()> {
+    let state = lua.state();
     // SAFETY: inside a callback `Lua::state` is the calling thread, which is not running Lua.
-    match unsafe { try_charge(lua.state(), cost) } {
-        Ok(()) => Ok(()),
-        Err(message) => Err(mlua::Error::RuntimeError(message)),
+    unsafe {
+        let was_spent = budget_of(state).is_some_and(Budget::spent);
+        match try_charge(state, cost) {
+            Ok(()) => Ok(()),
+            Err(message) => {
+                if !was_spent {
+                    // The error goes back through the sandbox's Lua wrapper (`lualib::Lib`),
+                    // which raises it at the script's position; a window of one would have the
+                    // hook raise first, inside the wrapper. Once only: a script catching the
+                    // error meets a window of one from its next library call on.
+                    ffi::lua_sethook(state, Some(count_hook), ffi::LUA_MASKCOUNT, WRAPPER_GRACE);
+                }
+                Err(mlua::Error::RuntimeError(message))
+            }
+        }
     }
 }
+
+/// Instructions the sandbox's wrapper of a Rust library function runs from the function's
+/// return to raising its error (`check` in the prelude: about seven), with room to spare.
+const WRAPPER_GRACE: c_int = 16;
 
 /// [`charge`] for raw C functions: raises the limit's error at the caller's position.
 ///
@@ -379,8 +398,16 @@ pub(crate) fn charge(lua: &Lua, cost: u64) -> mlua::Result<()> {
 /// `state` is the running thread inside a C function called from Lua; on failure this longjmps
 /// over the caller's frame, which must hold nothing with a destructor.
 pub(crate) unsafe fn charge_raw(state: *mut ffi::lua_State, cost: u64) {
+    charge_raw_at(state, cost, 1);
+}
+
+/// [`charge_raw`] naming the position of stack level `level` (1: the caller) in its error.
+///
+/// # Safety
+/// As [`charge_raw`].
+pub(crate) unsafe fn charge_raw_at(state: *mut ffi::lua_State, cost: u64, level: c_int) {
     if let Err(message) = try_charge(state, cost) {
-        ffi::luaL_where(state, 1);
+        ffi::luaL_where(state, level);
         ffi::lua_pushlstring(state, message.as_ptr().cast(), message.len());
         drop(message);
         ffi::lua_concat(state, 2);

@@ -25,6 +25,7 @@ use mlua::state::{GcIncParams, GcMode};
 use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
 
 use crate::coroutines;
+use crate::costs;
 use crate::limits::{self, Budget};
 use crate::lualib::{self, Lib};
 use crate::state::Context;
@@ -144,6 +145,8 @@ pub(crate) fn build(config: &StateConfig, ctx: &Arc<Context>, budget: &Arc<Budge
     lua.set_memory_limit(config.max_alloc_bytes)?;
     set_gc_pause(&lua, GC_PAUSE);
 
+    // Before the prelude, which captures `load` and `select`.
+    costs::install(&lua)?;
     let globals = lua.globals();
     let xpcall: Function = globals.raw_get("xpcall")?;
     globals.raw_set("dofile", Value::Nil)?;
@@ -158,8 +161,10 @@ pub(crate) fn build(config: &StateConfig, ctx: &Arc<Context>, budget: &Arc<Budge
     let lib = Lib::new(&lua, wrap, ctx);
     let tostring: Function = globals.raw_get("tostring")?;
     let state_name = ctx.name.clone();
-    globals
-        .raw_set("print", lib.function(move |_, args: MultiValue| print(&state_name, &tostring, args))?)?;
+    globals.raw_set(
+        "print",
+        lib.function(move |lua, args: MultiValue| print(lua, &state_name, &tostring, args))?,
+    )?;
     globals.raw_set("setmetatable", lib.function(|_, args: MultiValue| setmetatable(args))?)?;
     install_warnings(&lua, ctx);
     coroutines::install(&lua)?;
@@ -180,7 +185,11 @@ pub(crate) fn build(config: &StateConfig, ctx: &Arc<Context>, budget: &Arc<Budge
 }
 
 /// `print(...)`: one log line, values separated by tabs as the stand-alone interpreter prints.
-fn print(state: &str, tostring: &Function, args: MultiValue) -> mlua::Result<()> {
+/// Charges the bytes of its string arguments (the rest are short, or converted by Lua code).
+fn print(lua: &Lua, state: &str, tostring: &Function, args: MultiValue) -> mlua::Result<()> {
+    let bytes =
+        args.iter().map(|v| if let Value::String(s) = v { s.as_bytes().len() as u64 } else { 0 }).sum();
+    limits::charge(lua, bytes)?;
     let mut line = String::new();
     for (i, value) in args.into_iter().enumerate() {
         if i > 0 {

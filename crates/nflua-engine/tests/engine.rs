@@ -284,7 +284,7 @@ mod memory {
             &engine,
             &sink,
             "s",
-            "local ok, err = pcall(string.rep, 'x', 1e9) result = tostring(ok) .. ' ' .. err",
+            "local ok, err = pcall(string.rep, 'x', 1e5) result = tostring(ok) .. ' ' .. err",
         );
         assert_eq!(got, "false not enough memory");
     }
@@ -873,6 +873,8 @@ mod clock;
 mod concurrency;
 #[path = "engine/coroutines.rs"]
 mod coroutines;
+#[path = "engine/costs.rs"]
+mod costs;
 #[path = "engine/hooks.rs"]
 mod hooks;
 #[path = "engine/timers.rs"]

@@ -9,13 +9,22 @@ use base64::Engine as _;
 use mlua::{LuaString, Table, Value};
 
 use super::Lib;
+use crate::limits::charge;
 
 pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
     let module = lib.lua.create_table_with_capacity(0, 2)?;
-    let encode = lib.function(|lua, s: LuaString| lua.create_string(STANDARD.encode(s.as_bytes())))?;
-    let decode = lib.function(|lua, s: LuaString| match STANDARD.decode(s.as_bytes()) {
-        Ok(bytes) => Ok((Value::String(lua.create_string(bytes)?), Value::Nil)),
-        Err(e) => Ok((Value::Nil, Value::String(lua.create_string(format!("base64.decode: {e}"))?))),
+    let encode = lib.function(|lua, s: LuaString| {
+        // The bytes produced.
+        charge(lua, (s.as_bytes().len() as u64).div_ceil(3) * 4)?;
+        lua.create_string(STANDARD.encode(s.as_bytes()))
+    })?;
+    let decode = lib.function(|lua, s: LuaString| {
+        // The bytes scanned.
+        charge(lua, s.as_bytes().len() as u64)?;
+        match STANDARD.decode(s.as_bytes()) {
+            Ok(bytes) => Ok((Value::String(lua.create_string(bytes)?), Value::Nil)),
+            Err(e) => Ok((Value::Nil, Value::String(lua.create_string(format!("base64.decode: {e}"))?))),
+        }
     })?;
     module.raw_set("encode", encode)?;
     module.raw_set("decode", decode)?;

@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 use mlua::{LightUserData, Lua, LuaString, Table, Value};
 
 use super::Lib;
+use crate::limits::charge;
 
 /// Deepest nesting encoded or decoded (serde_json's own recursion limit).
 pub const MAX_DEPTH: usize = 128;
@@ -26,11 +27,13 @@ pub const MAX_DEPTH: usize = 128;
 pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
     let module = lib.lua.create_table_with_capacity(0, 3)?;
     let encode = lib.function(|lua, value: Value| {
-        let mut encoder = Encoder::default();
+        let mut encoder = Encoder { lua, out: String::new(), path: Vec::new() };
         encoder.value(&value, 0)?;
         lua.create_string(encoder.out)
     })?;
     let decode = lib.function(|lua, text: LuaString| {
+        // The bytes parsed; no value decoded is made of less than one byte of text.
+        charge(lua, text.as_bytes().len() as u64)?;
         match serde_json::from_slice::<serde_json::Value>(&text.as_bytes()) {
             Ok(parsed) => Ok((to_lua(lua, &parsed)?, Value::Nil)),
             Err(e) => Ok((Value::Nil, Value::String(lua.create_string(format!("json.decode: {e}"))?))),
@@ -50,14 +53,16 @@ fn fail(message: impl std::fmt::Display) -> mlua::Error {
     mlua::Error::runtime(format!("json.encode: {message}"))
 }
 
-#[derive(Default)]
-struct Encoder {
+struct Encoder<'a> {
+    /// Where the work is charged: one instruction per table entry and per byte of every string
+    /// written, plus n·⌈log2 n⌉ for sorting an object's member names.
+    lua: &'a Lua,
     out: String,
     /// Tables being encoded, outermost first: meeting one again is a cycle.
     path: Vec<*const c_void>,
 }
 
-impl Encoder {
+impl Encoder<'_> {
     fn value(&mut self, value: &Value, depth: usize) -> mlua::Result<()> {
         match value {
             Value::Nil => self.out.push_str("null"),
@@ -80,6 +85,7 @@ impl Encoder {
     }
 
     fn string(&mut self, bytes: &[u8]) -> mlua::Result<()> {
+        charge(self.lua, bytes.len() as u64)?;
         let text = std::str::from_utf8(bytes).map_err(|_| fail("string is not valid UTF-8"))?;
         let quoted = serde_json::to_string(text).map_err(fail)?;
         self.out.push_str(&quoted);
@@ -99,6 +105,8 @@ impl Encoder {
             entries.push((k, v));
             Ok(())
         })?;
+        let n = entries.len() as u64;
+        charge(self.lua, n.saturating_add(n.saturating_mul(u64::from(u64::BITS - n.leading_zeros()))))?;
         self.path.push(id);
         let result = match classify(&entries)? {
             Shape::Array => self.array(table, entries.len(), depth),
@@ -189,6 +197,8 @@ fn to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
         },
         serde_json::Value::String(s) => Value::String(lua.create_string(s)?),
         serde_json::Value::Array(items) => {
+            // One per value made, besides the bytes parsed.
+            charge(lua, items.len() as u64)?;
             let table = lua.create_table_with_capacity(items.len(), 0)?;
             for (i, item) in items.iter().enumerate() {
                 table.raw_set(i + 1, to_lua(lua, item)?)?;
@@ -196,6 +206,7 @@ fn to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
             Value::Table(table)
         }
         serde_json::Value::Object(members) => {
+            charge(lua, members.len() as u64)?;
             let table = lua.create_table_with_capacity(0, members.len())?;
             for (name, item) in members {
                 table.raw_set(name.as_str(), to_lua(lua, item)?)?;

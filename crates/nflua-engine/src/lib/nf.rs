@@ -15,6 +15,7 @@ use nflua_data::Data;
 
 use super::{bad_argument, bytes_of, error, packet, Lib};
 use crate::hook::{HookCall, HookMode, ETHERNET_HEADER_LEN};
+use crate::limits::charge;
 use crate::state::Context;
 use crate::DATA_MAX_SIZE;
 
@@ -74,6 +75,7 @@ fn reply(lua: &Lua, ctx: &Context, kind: &Value, message: &Value) -> mlua::Resul
     let message = bytes_of(lua, message)
         .ok_or_else(|| bad_argument(2, "reply", "string or data", message))?
         .map_err(|e| error(format!("nf.reply: {e}")))?;
+    charge(lua, message.len() as u64)?;
     let packet = frame
         .with_bytes(|frame| build(frame.get(ETHERNET_HEADER_LEN..).unwrap_or_default(), &message))
         .map_err(|e| error(format!("nf.reply: {e}")))?
@@ -115,11 +117,16 @@ fn netlink(lua: &Lua, ctx: &Context, port: Integer, groups: Integer, payload: &V
     let port = port as u32;
     let groups = groups as u32;
     match payload {
-        Value::String(s) => send(ctx, port, groups, &s.as_bytes()),
+        Value::String(s) => {
+            check_size(s.as_bytes().len())?;
+            charge(lua, s.as_bytes().len() as u64)?;
+            send(ctx, port, groups, &s.as_bytes())
+        }
         Value::UserData(_) => {
             // A plain data object or a borrowed view (the buffers of hooks and callbacks).
             let data = Data::from_lua_value(lua, payload).ok_or_else(|| bad_payload(payload))?;
             check_size(data.len())?;
+            charge(lua, data.len() as u64)?;
             let bytes = data.to_vec().map_err(|e| error(format!("nf.netlink: {e}")))?;
             send(ctx, port, groups, &bytes)
         }

@@ -78,6 +78,7 @@ fn send(lua: &Lua, ctx: &Context, this: &Value, payload: &Value) -> mlua::Result
                 .map_err(|e| error(format!("packet:send: {e}")))?,
         ),
     };
+    crate::limits::charge(lua, payload.as_ref().map_or(0, |p| p.len() as u64))?;
     let frame = match ctx.hook().as_ref() {
         Some(call) if call.replacement.is_some() => {
             return Err(error("packet:send: the packet was already sent in this hook call"))
