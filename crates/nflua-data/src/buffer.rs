@@ -19,6 +19,9 @@
 //! allocation, and `retire` bumps it without freeing. Either way every view of an earlier fill
 //! fails with [`DataError::Invalidated`], exactly as after `invalidate`.
 //!
+//! Memory a state's meter counts (see `meter.rs`) holds its [`Reservation`]: freeing the bytes
+//! (`invalidate`, or the last view dropped) gives them back.
+//!
 //! A view also carries the layout applied to it with `d:layout{...}`; the layout belongs to the
 //! view, not to the memory (segments start without one, Rust clones copy it).
 
@@ -27,12 +30,15 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::DataError;
 use crate::layout::Layout;
+use crate::meter::Reservation;
 
 /// The bytes and the generation they belong to; views of another generation are dead.
 #[derive(Debug)]
 struct Memory {
     generation: u64,
     bytes: Vec<u8>,
+    /// What the bytes hold against their state's meter, if one counts them.
+    reservation: Option<Reservation>,
 }
 
 impl Memory {
@@ -95,8 +101,13 @@ impl Data {
 
     /// A new buffer taking ownership of `bytes` (no copy).
     pub fn from_vec(bytes: Vec<u8>) -> Data {
+        Data::from_vec_reserved(bytes, None)
+    }
+
+    /// [`Data::from_vec`] for bytes counted by `reservation`, given back when they are freed.
+    pub(crate) fn from_vec_reserved(bytes: Vec<u8>, reservation: Option<Reservation>) -> Data {
         let len = bytes.len();
-        let memory = Memory { generation: 0, bytes };
+        let memory = Memory { generation: 0, bytes, reservation };
         Data { memory: Arc::new(RwLock::new(memory)), generation: 0, offset: 0, len, layout: None }
     }
 
@@ -225,6 +236,8 @@ impl Data {
         let mut memory = self.write();
         memory.generation += 1;
         memory.bytes = Vec::new();
+        // Only atomics: safe under the lock.
+        memory.reservation = None;
     }
 
     /// Invalidates every view of the memory, as [`Data::invalidate`], but keeps the bytes'
@@ -238,6 +251,11 @@ impl Data {
     /// all of it, without a layout.
     pub(crate) fn refill(&self, bytes: &[u8]) -> Data {
         self.refill_parts(&[bytes])
+    }
+
+    /// Bytes the memory has allocated (a refilled memory keeps the largest fill's).
+    pub(crate) fn capacity(&self) -> usize {
+        self.read().bytes.capacity()
     }
 
     /// [`Data::refill`] with the concatenation of `parts`, copied straight in (a caller that
