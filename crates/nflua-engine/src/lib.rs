@@ -16,7 +16,8 @@
 //!
 //! Layout: `engine` (the map of states and the locking design), `state` (one state, and the door
 //! every call into Lua goes through), `hook` (packet hook calls and their outcome), `timers` (the
-//! deadline heap behind `timer.create`), `limits` (the instruction hook, the only raw Lua C API
+//! deadline heap behind `timer.create`), `memory` (what a state holds outside its Lua heap, against
+//! `maxalloc`), `limits` (the instruction hook, the only raw Lua C API
 //! use), `sandbox` (library set, `print`, `require`, `load`, GC), `traceback` (error text),
 //! `lib/` (one file per built-in module: `nf`, `timer`, `json`, `base64`, and `packet`, the
 //! object `nf.getpacket` returns; `data` is nflua-data's).
@@ -33,7 +34,11 @@
 //! - A call whose instruction budget ran out fails even if the script caught the error.
 //! - `setmetatable` refuses `__gc` (Lua 5.4 runs finalizers without hooks, so they cannot be
 //!   stopped); `debug` states are trusted and may use `debug.setmetatable`.
-//! - Library errors reach scripts as plain strings ("chunk:3: nf.netlink: ..."), as from C.
+//! - Library errors reach scripts as plain strings ("chunk:3: nf.netlink: ..."), as from C;
+//!   so do the errors of `data` objects.
+//! - `maxalloc` covers everything a state holds: its Lua heap, `data` buffers, the reused buffers
+//!   of its hook calls and callbacks, pending timers ([`TIMER_BYTES`] each) and a hook call's
+//!   replacement packet; `curralloc` shows their sum (see `memory.rs`).
 //! - `json.decode` gives `json.null` for `null`; decoders return `nil, message` on bad input.
 //! - A fresh state uses about 20 KiB. The GC pause is 100, as the original, plus up to 20 when
 //!   the state has room to spare (`sandbox::gc_pause`): at exactly 100 a small heap is collected
@@ -54,6 +59,7 @@ mod hook;
 mod limits;
 #[path = "lib/mod.rs"]
 mod lualib;
+mod memory;
 mod sandbox;
 mod state;
 mod timers;
@@ -64,6 +70,7 @@ pub use error::EngineError;
 pub use hook::{HookMode, HookOutcome, HookResult, PacketContext, Verdict, ETHERNET_HEADER_LEN};
 pub use limits::{HALT_MESSAGE, LIMIT_MESSAGE, TIME_LIMIT_MESSAGE};
 pub use lualib::MODULES;
+pub use memory::TIMER_BYTES;
 pub use timers::MAX_TIMERS_PER_STATE;
 
 /// Default wall-clock limit of one entry ([`EngineConfig::max_call`]).

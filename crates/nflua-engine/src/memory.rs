@@ -1,0 +1,133 @@
+//! What a state holds, against its `maxalloc`: the Lua heap plus the bytes it holds outside it.
+//!
+//! # Design
+//!
+//! The Lua heap is limited exactly by mlua's allocator (`Lua::set_memory_limit`). Outside it a
+//! state holds ("external" bytes):
+//!
+//! - `data.new` buffers, reserved through `nflua-data`'s [`Meter`] before they are allocated and
+//!   released when their memory is freed (which happens in the collector, in a finalizer);
+//! - the reused buffers of hook calls and receive callbacks (`LentBuffer`s), by capacity;
+//! - pending timers, [`TIMER_BYTES`] each;
+//! - the replacement packet of a running hook call (`packet:send`), until the call returns.
+//!
+//! [`StateMemory`] keeps the external bytes in an atomic. A reservation is refused (Lua's memory
+//! error text, "not enough memory") when Lua heap + external + new would pass `maxalloc`. So
+//! that Lua's own allocations see the external bytes too, the allocator's limit is kept at
+//! `maxalloc - external` ([`StateMemory::sync`]): lowered on every reservation, raised again at
+//! the start of every entry, after every entry and on the next reservation. A release only
+//! touches the atomic (it may run inside the collector), so between a release and the next
+//! sync the limit is lower than it needs to be: the state is stricter for a while, never looser.
+//!
+//! `held = Lua heap + external` is what LIST's `curralloc`, `stats` and Prometheus show.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use mlua::Lua;
+use nflua_data::Meter;
+
+use crate::limits;
+use crate::timers::Pending;
+
+/// What one pending timer holds outside the Lua heap: its `Pending` record in the queue's map
+/// (with the map's key), its heap entry (deadline and id) and the per-state count share. The
+/// callback itself is in the state's registry and so in the Lua heap already, as is the timer
+/// object a script holds.
+pub const TIMER_BYTES: usize = std::mem::size_of::<Pending>()
+    + std::mem::size_of::<u64>()
+    + std::mem::size_of::<(std::time::Instant, u64)>();
+
+/// One state's memory beyond its Lua heap (see the module doc).
+#[derive(Debug)]
+pub(crate) struct StateMemory {
+    max_alloc: usize,
+    external: AtomicUsize,
+    /// The external bytes the allocator's limit was last set for.
+    synced: AtomicUsize,
+    /// Capacity of the state's lent buffers, counted in `external`.
+    lent: AtomicUsize,
+}
+
+impl StateMemory {
+    pub(crate) fn new(max_alloc: usize) -> StateMemory {
+        StateMemory {
+            max_alloc,
+            external: AtomicUsize::new(0),
+            synced: AtomicUsize::new(0),
+            lent: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes held outside the Lua heap.
+    pub(crate) fn external(&self) -> usize {
+        self.external.load(Relaxed)
+    }
+
+    /// Lua heap + external bytes: what the state holds.
+    pub(crate) fn held(&self, lua: &Lua) -> usize {
+        lua.used_memory().saturating_add(self.external())
+    }
+
+    /// Sets the allocator's limit to what the Lua heap may still use: `maxalloc - external` (at
+    /// least 1 byte: 0 would mean "no limit" to mlua).
+    pub(crate) fn sync(&self, lua: &Lua) {
+        let external = self.external();
+        if self.synced.swap(external, Relaxed) != external {
+            let _ = lua.set_memory_limit(self.max_alloc.saturating_sub(external).max(1));
+        }
+    }
+
+    /// Takes `bytes` more when heap + external + `bytes` fits `maxalloc`.
+    pub(crate) fn try_reserve(&self, lua: &Lua, bytes: usize) -> bool {
+        let total = self.held(lua).checked_add(bytes);
+        if total.is_none_or(|total| total > self.max_alloc) {
+            // Releases since the last sync may have made room for the Lua heap, at least.
+            self.sync(lua);
+            return false;
+        }
+        self.external.fetch_add(bytes, Relaxed);
+        self.sync(lua);
+        true
+    }
+
+    /// Counts `bytes` the state holds whether it fits or not (the caller then frees what it
+    /// can: see `State::fit_lent_buffers`).
+    fn force(&self, bytes: usize) {
+        self.external.fetch_add(bytes, Relaxed);
+    }
+
+    /// Gives back `bytes` taken earlier. Only atomics: may run inside the Lua collector.
+    pub(crate) fn release(&self, bytes: usize) {
+        let _ = self.external.fetch_update(Relaxed, Relaxed, |held| Some(held.saturating_sub(bytes)));
+    }
+
+    /// Records the lent buffers' capacity now (forced: their bytes are there; the state frees
+    /// them when they do not fit).
+    pub(crate) fn set_lent(&self, capacity: usize) {
+        let before = self.lent.swap(capacity, Relaxed);
+        if capacity > before {
+            self.force(capacity - before);
+        } else {
+            self.release(before - capacity);
+        }
+    }
+
+    /// Whether the state holds more than `maxalloc`.
+    pub(crate) fn over(&self, lua: &Lua) -> bool {
+        self.held(lua) > self.max_alloc
+    }
+}
+
+impl Meter for StateMemory {
+    fn reserve(&self, lua: &Lua, bytes: usize) -> bool {
+        self.try_reserve(lua, bytes)
+    }
+
+    fn release(&self, bytes: usize) {
+        StateMemory::release(self, bytes);
+    }
+
+    fn charge(&self, lua: &Lua, work: u64) -> mlua::Result<()> {
+        limits::charge(lua, work)
+    }
+}
