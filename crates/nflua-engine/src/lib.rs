@@ -36,9 +36,10 @@
 //!   stopped); `debug` states are trusted and may use `debug.setmetatable`.
 //! - Library errors reach scripts as plain strings ("chunk:3: nf.netlink: ..."), as from C;
 //!   so do the errors of `data` objects.
-//! - `maxalloc` covers everything a state holds: its Lua heap, `data` buffers, the reused buffers
-//!   of its hook calls and callbacks, pending timers ([`TIMER_BYTES`] each) and a hook call's
-//!   replacement packet; `curralloc` shows their sum (see `memory.rs`).
+//! - `maxalloc` covers everything a script makes a state hold: its Lua heap, `data` buffers,
+//!   pending timers ([`TIMER_BYTES`] each) and a hook call's replacement packet. `curralloc`
+//!   shows their sum plus the reused buffers the state's packets and messages arrive in, which
+//!   the traffic sizes (see `memory.rs`).
 //! - `json.decode` gives `json.null` for `null`; decoders return `nil, message` on bad input.
 //! - A fresh state uses about 20 KiB. The GC pause is 100, as the original, plus up to 20 when
 //!   the state has room to spare (`sandbox::gc_pause`): at exactly 100 a small heap is collected

@@ -7,9 +7,15 @@
 //!
 //! - `data.new` buffers, reserved through `nflua-data`'s [`Meter`] before they are allocated and
 //!   released when their memory is freed (which happens in the collector, in a finalizer);
-//! - the reused buffers of hook calls and receive callbacks (`LentBuffer`s), by capacity;
 //! - pending timers, [`TIMER_BYTES`] each;
-//! - the replacement packet of a running hook call (`packet:send`), until the call returns.
+//! - the replacement packet of a running hook call (`packet:send`), until the call returns;
+//! - the reused buffers of hook calls and receive callbacks (`LentBuffer`s), by capacity.
+//!
+//! The lent buffers are shown but not enforced: they hold what the engine hands the state (a
+//! packet, a DATA payload), sized by the traffic, not by the script, and NFQUEUE hands GSO
+//! packets of up to 64 KiB whole, so enforcing them would fail every hook call of a default
+//! 64 KiB state on bulk traffic. A call that leaves the state over its limit with them frees
+//! them (`State::fit_lent_buffers`), so one large packet does not stay in `curralloc`.
 //!
 //! [`StateMemory`] keeps the external bytes in an atomic. A reservation is refused (Lua's memory
 //! error text, "not enough memory") when Lua heap + external + new would pass `maxalloc`. So
@@ -19,7 +25,7 @@
 //! touches the atomic (it may run inside the collector), so between a release and the next
 //! sync the limit is lower than it needs to be: the state is stricter for a while, never looser.
 //!
-//! `held = Lua heap + external` is what LIST's `curralloc`, `stats` and Prometheus show.
+//! `held = Lua heap + external + lent` is what LIST's `curralloc`, `stats` and Prometheus show.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -44,7 +50,7 @@ pub(crate) struct StateMemory {
     external: AtomicUsize,
     /// The external bytes the allocator's limit was last set for.
     synced: AtomicUsize,
-    /// Capacity of the state's lent buffers, counted in `external`.
+    /// Capacity of the state's lent buffers (shown, not enforced).
     lent: AtomicUsize,
 }
 
@@ -63,8 +69,13 @@ impl StateMemory {
         self.external.load(Relaxed)
     }
 
-    /// Lua heap + external bytes: what the state holds.
+    /// Lua heap + external bytes + lent buffers: what the state holds.
     pub(crate) fn held(&self, lua: &Lua) -> usize {
+        self.enforced(lua).saturating_add(self.lent.load(Relaxed))
+    }
+
+    /// Lua heap + external bytes: what `maxalloc` limits.
+    fn enforced(&self, lua: &Lua) -> usize {
         lua.used_memory().saturating_add(self.external())
     }
 
@@ -79,7 +90,7 @@ impl StateMemory {
 
     /// Takes `bytes` more when heap + external + `bytes` fits `maxalloc`.
     pub(crate) fn try_reserve(&self, lua: &Lua, bytes: usize) -> bool {
-        let total = self.held(lua).checked_add(bytes);
+        let total = self.enforced(lua).checked_add(bytes);
         if total.is_none_or(|total| total > self.max_alloc) {
             // Releases since the last sync may have made room for the Lua heap, at least.
             self.sync(lua);
@@ -90,29 +101,17 @@ impl StateMemory {
         true
     }
 
-    /// Counts `bytes` the state holds whether it fits or not (the caller then frees what it
-    /// can: see `State::fit_lent_buffers`).
-    fn force(&self, bytes: usize) {
-        self.external.fetch_add(bytes, Relaxed);
-    }
-
     /// Gives back `bytes` taken earlier. Only atomics: may run inside the Lua collector.
     pub(crate) fn release(&self, bytes: usize) {
         let _ = self.external.fetch_update(Relaxed, Relaxed, |held| Some(held.saturating_sub(bytes)));
     }
 
-    /// Records the lent buffers' capacity now (forced: their bytes are there; the state frees
-    /// them when they do not fit).
+    /// Records the lent buffers' capacity now.
     pub(crate) fn set_lent(&self, capacity: usize) {
-        let before = self.lent.swap(capacity, Relaxed);
-        if capacity > before {
-            self.force(capacity - before);
-        } else {
-            self.release(before - capacity);
-        }
+        self.lent.store(capacity, Relaxed);
     }
 
-    /// Whether the state holds more than `maxalloc`.
+    /// Whether the state holds more than `maxalloc`, lent buffers included.
     pub(crate) fn over(&self, lua: &Lua) -> bool {
         self.held(lua) > self.max_alloc
     }

@@ -2,8 +2,7 @@
 //! (execute, receive callback, packet hook, timer) goes through.
 //!
 //! What a state holds is its Lua heap plus the bytes it holds outside it ([`State::held_bytes`],
-//! see `memory.rs`); its lent buffers are freed after a call that left the state over its
-//! limit.
+//! see `memory.rs`); its lent buffers are freed after a call that left it over its limit.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -206,7 +205,6 @@ impl State {
             self.hook_buffer.free();
             self.receive_buffer.free();
             self.count_lent_buffers();
-            self.ctx.memory.sync(&self.lua);
         }
     }
 

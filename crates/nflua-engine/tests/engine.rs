@@ -869,6 +869,8 @@ fn builtin_modules_are_lazy_globals_too() {
 
 #[path = "engine/concurrency.rs"]
 mod concurrency;
+#[path = "engine/held.rs"]
+mod held;
 #[path = "engine/hooks.rs"]
 mod hooks;
 #[path = "engine/timers.rs"]
