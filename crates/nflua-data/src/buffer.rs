@@ -249,18 +249,15 @@ impl Data {
     /// Invalidates every view of the memory and fills it with a copy of `bytes`, reusing its
     /// allocation (it only grows, when `bytes` is longer than any fill before); returns a view of
     /// all of it, without a layout.
+    #[cfg(test)]
     pub(crate) fn refill(&self, bytes: &[u8]) -> Data {
-        self.refill_parts(&[bytes])
-    }
-
-    /// Bytes the memory has allocated (a refilled memory keeps the largest fill's).
-    pub(crate) fn capacity(&self) -> usize {
-        self.read().bytes.capacity()
+        self.refill_parts(&[bytes]).0
     }
 
     /// [`Data::refill`] with the concatenation of `parts`, copied straight in (a caller that
-    /// puts a header before its bytes needs no buffer of its own to join them first).
-    pub(crate) fn refill_parts(&self, parts: &[&[u8]]) -> Data {
+    /// puts a header before its bytes needs no buffer of its own to join them first); also
+    /// returns the bytes the memory now has allocated (it keeps the largest fill's).
+    pub(crate) fn refill_parts(&self, parts: &[&[u8]]) -> (Data, usize) {
         let mut memory = self.write();
         memory.generation += 1;
         memory.bytes.clear();
@@ -268,7 +265,7 @@ impl Data {
             memory.bytes.extend_from_slice(part);
         }
         let len = memory.bytes.len();
-        self.view(memory.generation, 0, len, None)
+        (self.view(memory.generation, 0, len, None), memory.bytes.capacity())
     }
 
     /// True when both views share the same memory.
@@ -375,6 +372,7 @@ mod tests {
         seg.write_at(0, b"Y").unwrap();
         assert_eq!(first.to_vec(), Ok(b"xYz".to_vec()));
         let capacity = first.read().bytes.capacity();
+        assert!(capacity >= 3);
         first.retire();
         assert_eq!(seg.byte_at(0), Err(DataError::Invalidated));
         assert_eq!(first.to_vec(), Err(DataError::Invalidated));
@@ -390,7 +388,8 @@ mod tests {
         second.invalidate();
         assert_eq!(second.to_vec(), Err(DataError::Invalidated));
         assert_eq!(d.refill(b"again").to_vec(), Ok(b"again".to_vec()), "refill after invalidate");
-        let joined = d.refill_parts(&[b"ab", b"", b"cde"]);
+        let (joined, capacity) = d.refill_parts(&[b"ab", b"", b"cde"]);
+        assert!(capacity >= 5);
         assert_eq!(joined.to_vec(), Ok(b"abcde".to_vec()));
         let (_, offset, len) = joined.parts();
         assert_eq!((offset, len), (0, 5));

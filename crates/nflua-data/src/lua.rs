@@ -57,6 +57,7 @@
 //! `segment` and `layout` are other function values than a plain object's, and a view's
 //! metatable is another (hidden) table.
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use mlua::{
@@ -233,6 +234,8 @@ impl LentMemories {
 #[derive(Debug)]
 pub struct LentBuffer {
     memory: Data,
+    /// The memory's allocated bytes after the last fill (kept here so reading it takes no lock).
+    capacity: AtomicUsize,
     slot: usize,
     /// Whether the views' metatable is known to exist in the state.
     view_type_ready: bool,
@@ -258,18 +261,20 @@ impl LentBuffer {
                 0
             }
         };
-        LentBuffer { memory, slot, view_type_ready: false }
+        LentBuffer { memory, capacity: AtomicUsize::new(0), slot, view_type_ready: false }
     }
 
     /// Invalidates every view of the previous fill and fills the buffer with a copy of `bytes`,
     /// reusing its allocation; returns a view of all of it (no layout).
     pub fn refill(&self, bytes: &[u8]) -> Data {
-        self.memory.refill(bytes)
+        self.refill_parts(&[bytes])
     }
 
     /// [`LentBuffer::refill`] with the concatenation of `parts`.
     pub fn refill_parts(&self, parts: &[&[u8]]) -> Data {
-        self.memory.refill_parts(parts)
+        let (data, capacity) = self.memory.refill_parts(parts);
+        self.capacity.store(capacity, Relaxed);
+        data
     }
 
     /// Invalidates every view of the current fill, Lua objects and Rust clones alike; keeps the
@@ -280,13 +285,14 @@ impl LentBuffer {
 
     /// Bytes the buffer holds allocated (the largest fill's, until [`LentBuffer::free`]).
     pub fn capacity(&self) -> usize {
-        self.memory.capacity()
+        self.capacity.load(Relaxed)
     }
 
     /// Invalidates every view, as [`LentBuffer::invalidate`], and frees the allocation (the next
     /// fill makes a new one).
     pub fn free(&self) {
         self.memory.invalidate();
+        self.capacity.store(0, Relaxed);
     }
 
     /// Borrowed views of `first` and, if given, `second` (views of this buffer, as for

@@ -71,7 +71,12 @@ impl StateMemory {
 
     /// Lua heap + external bytes + lent buffers: what the state holds.
     pub(crate) fn held(&self, lua: &Lua) -> usize {
-        self.enforced(lua).saturating_add(self.lent.load(Relaxed))
+        self.held_with(lua.used_memory())
+    }
+
+    /// [`StateMemory::held`] with the Lua heap's size already read.
+    pub(crate) fn held_with(&self, heap: usize) -> usize {
+        heap.saturating_add(self.external()).saturating_add(self.lent.load(Relaxed))
     }
 
     /// Lua heap + external bytes: what `maxalloc` limits.
@@ -83,7 +88,8 @@ impl StateMemory {
     /// least 1 byte: 0 would mean "no limit" to mlua).
     pub(crate) fn sync(&self, lua: &Lua) {
         let external = self.external();
-        if self.synced.swap(external, Relaxed) != external {
+        if self.synced.load(Relaxed) != external {
+            self.synced.store(external, Relaxed);
             let _ = lua.set_memory_limit(self.max_alloc.saturating_sub(external).max(1));
         }
     }
@@ -109,11 +115,6 @@ impl StateMemory {
     /// Records the lent buffers' capacity now.
     pub(crate) fn set_lent(&self, capacity: usize) {
         self.lent.store(capacity, Relaxed);
-    }
-
-    /// Whether the state holds more than `maxalloc`, lent buffers included.
-    pub(crate) fn over(&self, lua: &Lua) -> bool {
-        self.held(lua) > self.max_alloc
     }
 }
 

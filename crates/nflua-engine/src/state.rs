@@ -109,6 +109,8 @@ pub(crate) struct State {
     view_caller: Value,
     /// The GC pause last set (see `sandbox::gc_pause`).
     gc_pause: Cell<i32>,
+    /// Whether the state held more than its limit (lent buffers included) after the last entry.
+    over_limit: Cell<bool>,
     budget: Arc<Budget>,
     /// Wall-clock limits of an entry and of a hook call (`EngineConfig::max_call`).
     max_call: Option<Duration>,
@@ -150,6 +152,7 @@ impl State {
             receive_buffer,
             view_caller: Value::Nil,
             gc_pause: Cell::new(sandbox::GC_PAUSE),
+            over_limit: Cell::new(false),
             budget,
             max_call: shared.max_call,
             max_hook_call: shared.max_hook_call,
@@ -195,13 +198,14 @@ impl State {
 
     /// Counts the lent buffers' capacity (a fill may have grown one).
     fn count_lent_buffers(&self) {
+        // Lock-free (the buffers keep their capacity in an atomic): this runs on every hook call.
         self.ctx.memory.set_lent(self.hook_buffer.capacity() + self.receive_buffer.capacity());
     }
 
     /// After a call: frees the lent buffers when the state holds more than its limit, so one large
     /// packet or message does not keep it there (the next fill allocates again).
     fn fit_lent_buffers(&self) {
-        if self.ctx.memory.over(&self.lua) {
+        if self.over_limit.get() {
             self.hook_buffer.free();
             self.receive_buffer.free();
             self.count_lent_buffers();
@@ -407,10 +411,13 @@ impl State {
     /// Records the memory in use after an entry and fits the GC pause to the room left.
     fn note_memory(&self) {
         self.ctx.memory.sync(&self.lua);
-        self.ctx.counters.peak_alloc_bytes.fetch_max(self.held_bytes(), Relaxed);
+        let heap = self.lua.used_memory();
+        let held = self.ctx.memory.held_with(heap);
+        self.ctx.counters.peak_alloc_bytes.fetch_max(held, Relaxed);
+        self.over_limit.set(held > self.config.max_alloc_bytes);
         // The collector paces the Lua heap against the room the allocator's limit leaves it.
         let room = self.config.max_alloc_bytes.saturating_sub(self.ctx.memory.external());
-        let pause = sandbox::gc_pause(self.lua.used_memory(), room);
+        let pause = sandbox::gc_pause(heap, room);
         if pause != self.gc_pause.get() {
             sandbox::set_gc_pause(&self.lua, pause);
             self.gc_pause.set(pause);
