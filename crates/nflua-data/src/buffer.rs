@@ -19,7 +19,7 @@
 //! allocation, and `retire` bumps it without freeing. Either way every view of an earlier fill
 //! fails with [`DataError::Invalidated`], exactly as after `invalidate`.
 //!
-//! Memory a state's meter counts (see `meter.rs`) holds its [`Reservation`]: freeing the bytes
+//! Memory a state's meter counts (see `meter.rs`) holds its `Reservation`: freeing the bytes
 //! (`invalidate`, or the last view dropped) gives them back.
 //!
 //! A view also carries the layout applied to it with `d:layout{...}`; the layout belongs to the

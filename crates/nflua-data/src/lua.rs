@@ -26,6 +26,10 @@
 //! * Once the memory is invalidated, every access (index, assignment, `#`, `tostring`, `segment`,
 //!   `layout`) raises "data buffer is no longer valid"; `data.isdata` still answers `true`.
 //!
+//! Every function and metamethod raises its errors as plain strings at the caller's position
+//! (`raising.rs`), and counts what it allocates and the work it does with the state's meter, if
+//! its host installed one (`meter.rs`, which has the cost model).
+//!
 //! Bytes are copied out before any Lua value is made, so no Lua code (e.g. a `__gc` finalizer run
 //! by an allocation) ever runs while a buffer lock is held.
 //!
@@ -439,7 +443,7 @@ fn this_plain(this: &Value) -> LuaResult<Data> {
     .ok_or_else(|| LuaError::runtime("expected a data object"))
 }
 
-/// Plain objects' metamethods are fields made per Lua state with [`raising::function`], so their
+/// Plain objects' metamethods are fields made per Lua state with `raising::function`, so their
 /// errors are plain strings like every other library function's.
 impl UserData for Data {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
