@@ -37,6 +37,7 @@ fn data_buffers_count_against_maxalloc() {
     );
     let kept: usize = got.parse().unwrap();
     let held = cur(&engine, "s");
+    println!("64 KiB state: {kept} buffers of 10000 bytes kept, heap {heap} before, {held} held");
     assert!(
         kept >= 1 && held >= heap + kept * 10_000 && held <= 65536,
         "kept {kept}, held {held}, heap {heap}"
@@ -158,6 +159,7 @@ fn big_data_calls_stop_at_the_limit_at_once() {
         assert!(text.contains("instruction limit exceeded"), "{chunk}: {text}");
         assert!(elapsed < Duration::from_millis(100), "{chunk}: {elapsed:?}");
         let charged = instructions(&engine, "s") - before;
+        println!("{chunk}: stopped after {elapsed:?}, {charged} instructions charged");
         assert!(charged >= charged_at_least.min(100_001), "{chunk}: {charged}");
     }
     assert!(cur(&engine, "s") < 1 << 20, "nothing of the refused work was allocated");
