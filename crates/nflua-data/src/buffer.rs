@@ -19,6 +19,9 @@
 //! allocation, and `retire` bumps it without freeing. Either way every view of an earlier fill
 //! fails with [`DataError::Invalidated`], exactly as after `invalidate`.
 //!
+//! Memory a state's meter counts (see `meter.rs`) holds its `Reservation`: freeing the bytes
+//! (`invalidate`, or the last view dropped) gives them back.
+//!
 //! A view also carries the layout applied to it with `d:layout{...}`; the layout belongs to the
 //! view, not to the memory (segments start without one, Rust clones copy it).
 
@@ -27,12 +30,15 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::DataError;
 use crate::layout::Layout;
+use crate::meter::Reservation;
 
 /// The bytes and the generation they belong to; views of another generation are dead.
 #[derive(Debug)]
 struct Memory {
     generation: u64,
     bytes: Vec<u8>,
+    /// What the bytes hold against their state's meter, if one counts them.
+    reservation: Option<Reservation>,
 }
 
 impl Memory {
@@ -95,8 +101,13 @@ impl Data {
 
     /// A new buffer taking ownership of `bytes` (no copy).
     pub fn from_vec(bytes: Vec<u8>) -> Data {
+        Data::from_vec_reserved(bytes, None)
+    }
+
+    /// [`Data::from_vec`] for bytes counted by `reservation`, given back when they are freed.
+    pub(crate) fn from_vec_reserved(bytes: Vec<u8>, reservation: Option<Reservation>) -> Data {
         let len = bytes.len();
-        let memory = Memory { generation: 0, bytes };
+        let memory = Memory { generation: 0, bytes, reservation };
         Data { memory: Arc::new(RwLock::new(memory)), generation: 0, offset: 0, len, layout: None }
     }
 
@@ -225,6 +236,8 @@ impl Data {
         let mut memory = self.write();
         memory.generation += 1;
         memory.bytes = Vec::new();
+        // Only atomics: safe under the lock.
+        memory.reservation = None;
     }
 
     /// Invalidates every view of the memory, as [`Data::invalidate`], but keeps the bytes'
@@ -236,13 +249,15 @@ impl Data {
     /// Invalidates every view of the memory and fills it with a copy of `bytes`, reusing its
     /// allocation (it only grows, when `bytes` is longer than any fill before); returns a view of
     /// all of it, without a layout.
+    #[cfg(test)]
     pub(crate) fn refill(&self, bytes: &[u8]) -> Data {
-        self.refill_parts(&[bytes])
+        self.refill_parts(&[bytes]).0
     }
 
     /// [`Data::refill`] with the concatenation of `parts`, copied straight in (a caller that
-    /// puts a header before its bytes needs no buffer of its own to join them first).
-    pub(crate) fn refill_parts(&self, parts: &[&[u8]]) -> Data {
+    /// puts a header before its bytes needs no buffer of its own to join them first); also
+    /// returns the bytes the memory now has allocated (it keeps the largest fill's).
+    pub(crate) fn refill_parts(&self, parts: &[&[u8]]) -> (Data, usize) {
         let mut memory = self.write();
         memory.generation += 1;
         memory.bytes.clear();
@@ -250,7 +265,7 @@ impl Data {
             memory.bytes.extend_from_slice(part);
         }
         let len = memory.bytes.len();
-        self.view(memory.generation, 0, len, None)
+        (self.view(memory.generation, 0, len, None), memory.bytes.capacity())
     }
 
     /// True when both views share the same memory.
@@ -357,6 +372,7 @@ mod tests {
         seg.write_at(0, b"Y").unwrap();
         assert_eq!(first.to_vec(), Ok(b"xYz".to_vec()));
         let capacity = first.read().bytes.capacity();
+        assert!(capacity >= 3);
         first.retire();
         assert_eq!(seg.byte_at(0), Err(DataError::Invalidated));
         assert_eq!(first.to_vec(), Err(DataError::Invalidated));
@@ -372,7 +388,8 @@ mod tests {
         second.invalidate();
         assert_eq!(second.to_vec(), Err(DataError::Invalidated));
         assert_eq!(d.refill(b"again").to_vec(), Ok(b"again".to_vec()), "refill after invalidate");
-        let joined = d.refill_parts(&[b"ab", b"", b"cde"]);
+        let (joined, capacity) = d.refill_parts(&[b"ab", b"", b"cde"]);
+        assert!(capacity >= 5);
         assert_eq!(joined.to_vec(), Ok(b"abcde".to_vec()));
         let (_, offset, len) = joined.parts();
         assert_eq!((offset, len), (0, 5));

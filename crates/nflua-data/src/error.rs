@@ -1,7 +1,8 @@
 //! Errors of the data buffer: one enum for every way an access or a Lua call can fail.
 //!
-//! The `Display` text of each variant is the message a Lua script sees (the Lua bindings raise
-//! these through `mlua::Error::external`, which shows the text unchanged).
+//! The `Display` text of each variant is the message a Lua script sees, raised as a plain string
+//! with the script's position in front ("chunk:3: data buffer is no longer valid"; see
+//! `raising.rs`).
 
 /// Why a `data` access or call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

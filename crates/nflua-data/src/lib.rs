@@ -11,8 +11,10 @@
 //!
 //! Modules: [`buffer`] (shared memory, views, generations, invalidation), [`layout`] (pure
 //! bit-field read/write), `lua` (the plain userdata, the borrowed views of a [`LentBuffer`], the
-//! module table), `view` (the raw Lua C API behind borrowed views: the crate's only `unsafe`),
-//! [`error`].
+//! module table), [`meter`] (the host's accounting of buffer bytes and of work, for memory and
+//! instruction limits), `raising` (functions whose errors are plain strings at the caller's
+//! position, as C library functions'), `view` (the raw Lua C API behind borrowed views);
+//! `raising` and `view` hold the crate's only `unsafe`; [`error`].
 //!
 //! Dependencies: `mlua` with only `lua54`, because the final artifact picks the linkage (the
 //! daemon vendors Lua, the cdylib links against the interpreter); everything here is `Send +
@@ -26,6 +28,9 @@ pub mod buffer;
 pub mod error;
 pub mod layout;
 mod lua;
+pub mod meter;
+#[allow(unsafe_code)]
+mod raising;
 #[allow(unsafe_code)]
 mod view;
 
@@ -33,3 +38,4 @@ pub use buffer::Data;
 pub use error::{DataError, FieldError};
 pub use layout::{Endian, Field, FieldKind, Layout};
 pub use lua::{open, view_caller, LentBuffer, LentViews, MAX_NEW_LEN};
+pub use meter::{set_meter, Meter, NO_MEMORY};

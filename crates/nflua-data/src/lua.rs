@@ -26,6 +26,10 @@
 //! * Once the memory is invalidated, every access (index, assignment, `#`, `tostring`, `segment`,
 //!   `layout`) raises "data buffer is no longer valid"; `data.isdata` still answers `true`.
 //!
+//! Every function and metamethod raises its errors as plain strings at the caller's position
+//! (`raising.rs`), and counts what it allocates and the work it does with the state's meter, if
+//! its host installed one (`meter.rs`, which has the cost model).
+//!
 //! Bytes are copied out before any Lua value is made, so no Lua code (e.g. a `__gc` finalizer run
 //! by an allocation) ever runs while a buffer lock is held.
 //!
@@ -57,21 +61,28 @@
 //! `segment` and `layout` are other function values than a plain object's, and a view's
 //! metatable is another (hidden) table.
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use mlua::{
-    AnyUserData, Error as LuaError, FromLua, Function, Lua, MetaMethod, Result as LuaResult, Table, UserData,
-    UserDataFields, UserDataMethods, Value,
+    AnyUserData, Error as LuaError, FromLua, Function, Lua, LuaString, MetaMethod, Result as LuaResult,
+    Table, UserData, UserDataFields, Value,
 };
 
 use crate::buffer::Data;
 use crate::error::{DataError, FieldError};
 use crate::layout::{self, Endian, Field, FieldKind, FieldValue, Layout};
-use crate::view::{self, ViewArg, ViewCell};
+use crate::meter::{self, Reservation};
+use crate::raising;
+use crate::view::{self, MaybeView, ViewArg, ViewCell};
 
 /// The largest buffer `data.new` creates from Lua, in bytes (64 MiB). Buffers live outside the Lua
-/// allocator, so this bounds what a script can take without the state's memory limit noticing.
+/// allocator: a host's meter (see `meter.rs`) counts them against the state's memory limit; this
+/// bounds what a script of a state without one (the stock interpreter's module) can take.
 pub const MAX_NEW_LEN: usize = 64 << 20;
+
+/// Layout entries parsed between two charges (see `meter.rs`).
+const LAYOUT_CHARGE_BATCH: usize = 256;
 
 /// Method names; they take precedence over layout fields.
 const METHODS: [&str; 2] = ["segment", "layout"];
@@ -227,6 +238,8 @@ impl LentMemories {
 #[derive(Debug)]
 pub struct LentBuffer {
     memory: Data,
+    /// The memory's allocated bytes after the last fill (kept here so reading it takes no lock).
+    capacity: AtomicUsize,
     slot: usize,
     /// Whether the views' metatable is known to exist in the state.
     view_type_ready: bool,
@@ -252,24 +265,38 @@ impl LentBuffer {
                 0
             }
         };
-        LentBuffer { memory, slot, view_type_ready: false }
+        LentBuffer { memory, capacity: AtomicUsize::new(0), slot, view_type_ready: false }
     }
 
     /// Invalidates every view of the previous fill and fills the buffer with a copy of `bytes`,
     /// reusing its allocation; returns a view of all of it (no layout).
     pub fn refill(&self, bytes: &[u8]) -> Data {
-        self.memory.refill(bytes)
+        self.refill_parts(&[bytes])
     }
 
     /// [`LentBuffer::refill`] with the concatenation of `parts`.
     pub fn refill_parts(&self, parts: &[&[u8]]) -> Data {
-        self.memory.refill_parts(parts)
+        let (data, capacity) = self.memory.refill_parts(parts);
+        self.capacity.store(capacity, Relaxed);
+        data
     }
 
     /// Invalidates every view of the current fill, Lua objects and Rust clones alike; keeps the
     /// allocation for the next [`LentBuffer::refill`].
     pub fn invalidate(&self) {
         self.memory.retire();
+    }
+
+    /// Bytes the buffer holds allocated (the largest fill's, until [`LentBuffer::free`]).
+    pub fn capacity(&self) -> usize {
+        self.capacity.load(Relaxed)
+    }
+
+    /// Invalidates every view, as [`LentBuffer::invalidate`], and frees the allocation (the next
+    /// fill makes a new one).
+    pub fn free(&self) {
+        self.memory.invalidate();
+        self.capacity.store(0, Relaxed);
     }
 
     /// Borrowed views of `first` and, if given, `second` (views of this buffer, as for
@@ -340,40 +367,56 @@ fn register_view_type(lua: &Lua) -> LuaResult<()> {
     if view::has_metatable(lua)? {
         return Ok(());
     }
-    let segment_fn = lua.create_function(|lua, (this, offset, len): (Value, Value, Value)| {
-        any_segment(lua, &this, &offset, &len)
-    })?;
-    let layout_fn = lua.create_function(|lua, (this, spec): (Value, Value)| any_layout(lua, this, &spec))?;
+    let (segment_fn, layout_fn) = method_functions(lua)?;
     let metatable = lua.create_table_with_capacity(0, 6)?;
-    let index_fn = lua.create_function(move |lua, (this, key): (ViewArg, Value)| {
+    let index_fn = raising::function(lua, move |lua, (this, key): (MaybeView, Value)| {
         // Methods win, and are found even on an invalidated view (calling them raises).
-        if let Value::String(name) = &key {
-            match &*name.as_bytes() {
-                b"segment" => return Ok(Value::Function(segment_fn.clone())),
-                b"layout" => return Ok(Value::Function(layout_fn.clone())),
-                _ => {}
-            }
+        if let Some(method) = method(&key, &segment_fn, &layout_fn) {
+            return Ok(method);
         }
         index(lua, &this_view(lua, this)?, &key)
     })?;
     let memories = lent_memories(lua);
     metatable.raw_set("__index", view::indexer(lua, &metatable, &index_fn, memories)?)?;
-    let new_index_fn = lua.create_function(|lua, (this, key, value): (ViewArg, Value, Value)| {
-        new_index(&this_view(lua, this)?, &key, &value)
+    let new_index_fn = raising::function(lua, |lua, (this, key, value): (MaybeView, Value, Value)| {
+        new_index(lua, &this_view(lua, this)?, &key, &value)
     })?;
     metatable.raw_set("__newindex", new_index_fn)?;
-    let len_fn = lua.create_function(|lua, this: ViewArg| {
+    let len_fn = raising::function(lua, |lua, this: MaybeView| {
         this_view(lua, this)?.with_bytes(<[u8]>::len).map_err(lua_err)
     })?;
     metatable.raw_set("__len", view::measurer(lua, &metatable, &len_fn, lent_memories(lua))?)?;
-    let tostring_fn = lua.create_function(|lua, this: ViewArg| {
-        let bytes = this_view(lua, this)?.to_vec().map_err(lua_err)?;
-        lua.create_string(bytes)
-    })?;
+    let tostring_fn = raising::function(lua, |lua, this: MaybeView| to_string(lua, &this_view(lua, this)?))?;
     metatable.raw_set("__tostring", tostring_fn)?;
     metatable.raw_set(MetaMethod::Type.name(), "data")?;
     metatable.raw_set("__metatable", false)?;
     view::register_metatable(lua, &metatable)
+}
+
+/// The `segment` and `layout` methods, for objects of both kinds.
+fn method_functions(lua: &Lua) -> LuaResult<(Function, Function)> {
+    let segment_fn = raising::function(lua, |lua, (this, offset, len): (Value, Value, Value)| {
+        any_segment(lua, &this, &offset, &len)
+    })?;
+    let layout_fn = raising::function(lua, |lua, (this, spec): (Value, Value)| any_layout(lua, this, &spec))?;
+    Ok((segment_fn, layout_fn))
+}
+
+/// The method `key` names, if it names one.
+fn method(key: &Value, segment_fn: &Function, layout_fn: &Function) -> Option<Value> {
+    let Value::String(name) = key else { return None };
+    match &*name.as_bytes() {
+        b"segment" => Some(Value::Function(segment_fn.clone())),
+        b"layout" => Some(Value::Function(layout_fn.clone())),
+        _ => None,
+    }
+}
+
+/// `tostring(d)`: the view's bytes as a Lua string, the copy charged.
+fn to_string(lua: &Lua, this: &Data) -> LuaResult<LuaString> {
+    meter::charge(lua, this.len())?;
+    let bytes = this.to_vec().map_err(lua_err)?;
+    lua.create_string(bytes)
 }
 
 /// The address of the state's [`LentMemories`] (made empty if the state has none yet), for the
@@ -387,29 +430,45 @@ fn lent_memories(lua: &Lua) -> *const LentMemories {
 }
 
 /// The `Data` of a view given to one of its metamethods.
-fn this_view(lua: &Lua, view: ViewArg) -> LuaResult<Data> {
-    view_data(lua, view).ok_or_else(|| LuaError::runtime("expected a data object"))
+fn this_view(lua: &Lua, view: MaybeView) -> LuaResult<Data> {
+    view.0.and_then(|view| view_data(lua, view)).ok_or_else(|| LuaError::runtime("expected a data object"))
 }
 
+/// The `Data` of a plain object given to one of its metamethods.
+fn this_plain(this: &Value) -> LuaResult<Data> {
+    match this {
+        Value::UserData(ud) => ud.borrow::<Data>().map(|d| Data::clone(&d)).ok(),
+        _ => None,
+    }
+    .ok_or_else(|| LuaError::runtime("expected a data object"))
+}
+
+/// Plain objects' metamethods are fields made per Lua state with `raising::function`, so their
+/// errors are plain strings like every other library function's.
 impl UserData for Data {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
         fields.add_meta_field(MetaMethod::Type, "data");
-    }
-
-    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("segment", |_, this, (offset, len): (Value, Value)| segment(this, &offset, &len));
-        methods.add_function("layout", |_, (ud, spec): (AnyUserData, Value)| {
-            apply_layout(&ud, &spec)?;
-            Ok(ud)
+        fields.add_meta_field_with(MetaMethod::Index.name(), |lua| {
+            let (segment_fn, layout_fn) = method_functions(lua)?;
+            raising::function(lua, move |lua, (this, key): (Value, Value)| {
+                if let Some(method) = method(&key, &segment_fn, &layout_fn) {
+                    return Ok(method);
+                }
+                index(lua, &this_plain(&this)?, &key)
+            })
         });
-        methods.add_meta_method(MetaMethod::Index, |lua, this, key: Value| index(lua, this, &key));
-        methods.add_meta_method(MetaMethod::NewIndex, |_, this, (key, value): (Value, Value)| {
-            new_index(this, &key, &value)
+        fields.add_meta_field_with(MetaMethod::NewIndex.name(), |lua| {
+            raising::function(lua, |lua, (this, key, value): (Value, Value, Value)| {
+                new_index(lua, &this_plain(&this)?, &key, &value)
+            })
         });
-        methods.add_meta_method(MetaMethod::Len, |_, this, ()| this.with_bytes(<[u8]>::len).map_err(lua_err));
-        methods.add_meta_method(MetaMethod::ToString, |lua, this, ()| {
-            let bytes = this.to_vec().map_err(lua_err)?;
-            lua.create_string(bytes)
+        fields.add_meta_field_with(MetaMethod::Len.name(), |lua| {
+            raising::function(lua, |_, this: Value| {
+                this_plain(&this)?.with_bytes(<[u8]>::len).map_err(lua_err)
+            })
+        });
+        fields.add_meta_field_with(MetaMethod::ToString.name(), |lua| {
+            raising::function(lua, |lua, this: Value| to_string(lua, &this_plain(&this)?))
         });
     }
 }
@@ -422,6 +481,9 @@ fn index(lua: &Lua, this: &Data, key: &Value) -> LuaResult<Value> {
             this.with_bytes(|_| ()).map_err(lua_err)?;
             return Ok(Value::Nil);
         };
+        if field.kind() == FieldKind::Bytes {
+            meter::charge(lua, field.byte_range().len())?;
+        }
         // Copy out under the lock; make Lua values after releasing it.
         enum Read {
             Int(u64),
@@ -451,11 +513,15 @@ fn index(lua: &Lua, this: &Data, key: &Value) -> LuaResult<Value> {
 }
 
 /// `d[key] = value` for every key (methods included: they are refused here).
-fn new_index(this: &Data, key: &Value, value: &Value) -> LuaResult<()> {
+fn new_index(lua: &Lua, this: &Data, key: &Value, value: &Value) -> LuaResult<()> {
     if !this.is_valid() {
         return Err(lua_err(DataError::Invalidated));
     }
     if let Value::String(name) = key {
+        if let Value::String(s) = value {
+            // At most the string's bytes are copied in (an integer field: nothing to speak of).
+            meter::charge(lua, s.as_bytes().len())?;
+        }
         return set_field(this, &name.as_bytes(), value).map_err(lua_err);
     }
     let Some(index) = to_integer(key) else {
@@ -563,22 +629,22 @@ fn any_segment(lua: &Lua, this: &Value, offset: &Value, len: &Value) -> LuaResul
 }
 
 /// `d:layout(spec)` on a plain object: applies a layout table or a `data.layout` object to it.
-fn apply_layout(ud: &AnyUserData, spec: &Value) -> LuaResult<()> {
+fn apply_layout(lua: &Lua, ud: &AnyUserData, spec: &Value) -> LuaResult<()> {
     if !ud.is::<Data>() {
         return Err(bad_argument("layout", 1, "data expected".to_owned()));
     }
     if !ud.borrow::<Data>()?.is_valid() {
         return Err(lua_err(DataError::Invalidated));
     }
-    let layout = layout_arg(spec)?;
+    let layout = layout_arg(lua, spec)?;
     ud.borrow_mut::<Data>()?.set_layout(Some(layout));
     Ok(())
 }
 
 /// The layout a `d:layout(spec)` argument gives.
-fn layout_arg(spec: &Value) -> LuaResult<Arc<Layout>> {
+fn layout_arg(lua: &Lua, spec: &Value) -> LuaResult<Arc<Layout>> {
     match spec {
-        Value::Table(t) => Ok(Arc::new(parse_layout(t)?)),
+        Value::Table(t) => Ok(Arc::new(parse_layout(lua, t)?)),
         Value::UserData(l) if l.is::<LayoutObject>() => Ok(Arc::clone(&l.borrow::<LayoutObject>()?.0)),
         other => Err(bad_argument("layout", 2, format!("table expected, got {}", type_name(other)))),
     }
@@ -591,14 +657,14 @@ fn any_layout(lua: &Lua, this: Value, spec: &Value) -> LuaResult<Value> {
         return Err(bad_argument("layout", 1, "data expected".to_owned()));
     };
     match data_object(lua, ud)? {
-        Some((_, Kind::Plain)) => apply_layout(ud, spec)?,
+        Some((_, Kind::Plain)) => apply_layout(lua, ud, spec)?,
         Some((data, Kind::View(_))) => {
             if !data.is_valid() {
                 return Err(lua_err(DataError::Invalidated));
             }
             let object = match spec {
                 Value::UserData(l) if l.is::<LayoutObject>() => l.clone(),
-                other => lua.create_userdata(LayoutObject(layout_arg(other)?))?,
+                other => lua.create_userdata(LayoutObject(layout_arg(lua, other)?))?,
             };
             if !view::set_layout(lua, ud, &object)? {
                 return Err(bad_argument("layout", 1, "data expected".to_owned()));
@@ -611,10 +677,17 @@ fn any_layout(lua: &Lua, this: Value, spec: &Value) -> LuaResult<Value> {
 
 /// A layout table `{name = {offset, length [, endian | "string"]}, ...}`; entries may also be
 /// written `{offset = o, length = l, endian = e}` (LuaData's second form).
-fn parse_layout(table: &Table) -> LuaResult<Layout> {
+fn parse_layout(lua: &Lua, table: &Table) -> LuaResult<Layout> {
     let mut layout = Layout::new();
+    let mut uncharged = 0;
     for pair in table.pairs::<Value, Value>() {
         let (key, entry) = pair?;
+        // One unit per entry, charged in batches: a charge looks the meter up.
+        uncharged += 1;
+        if uncharged == LAYOUT_CHARGE_BATCH {
+            meter::charge(lua, uncharged)?;
+            uncharged = 0;
+        }
         let Value::String(name) = &key else {
             return Err(lua_err(DataError::BadLayout { field: describe(&key), cause: FieldError::BadName }));
         };
@@ -626,6 +699,7 @@ fn parse_layout(table: &Table) -> LuaResult<Layout> {
         let field = parse_field(&entry)?.map_err(bad)?;
         layout.insert(name, field);
     }
+    meter::charge(lua, uncharged)?;
     Ok(layout)
 }
 
@@ -674,8 +748,9 @@ impl UserData for LayoutObject {
     }
 }
 
-/// `data.new(size | string | table)`.
-fn new(_: &Lua, arg: Value) -> LuaResult<Data> {
+/// `data.new(size | string | table)`. The bytes are reserved with the state's meter (refused:
+/// "not enough memory") before the work of filling them is charged.
+fn new(lua: &Lua, arg: Value) -> LuaResult<Data> {
     let check_len = |size: usize| {
         if size > MAX_NEW_LEN {
             Err(lua_err(DataError::TooLarge { size, limit: MAX_NEW_LEN }))
@@ -683,14 +758,20 @@ fn new(_: &Lua, arg: Value) -> LuaResult<Data> {
             Ok(size)
         }
     };
+    let prepare = |size: usize| -> LuaResult<Option<Reservation>> {
+        let reservation = meter::reserve(lua, size).map_err(LuaError::runtime)?;
+        meter::charge(lua, size)?;
+        Ok(reservation)
+    };
     match &arg {
         Value::String(s) => {
             let bytes = s.as_bytes();
-            check_len(bytes.len())?;
-            Ok(Data::from_bytes(&bytes))
+            let reservation = prepare(check_len(bytes.len())?)?;
+            Ok(Data::from_vec_reserved(bytes.to_vec(), reservation))
         }
         Value::Table(t) => {
             let len = check_len(t.raw_len())?;
+            let reservation = prepare(len)?;
             let mut bytes = Vec::with_capacity(len);
             for i in 1..=len {
                 let v: Value = t.raw_get(i)?;
@@ -703,7 +784,7 @@ fn new(_: &Lua, arg: Value) -> LuaResult<Data> {
                 })?;
                 bytes.push(byte);
             }
-            Ok(Data::from_vec(bytes))
+            Ok(Data::from_vec_reserved(bytes, reservation))
         }
         Value::Integer(_) | Value::Number(_) => {
             let size = to_integer(&arg).ok_or_else(|| {
@@ -711,7 +792,11 @@ fn new(_: &Lua, arg: Value) -> LuaResult<Data> {
             })?;
             let size = usize::try_from(size)
                 .map_err(|_| bad_argument("new", 1, format!("size must not be negative, got {size}")))?;
-            Data::try_with_size(check_len(size)?).map_err(lua_err)
+            let reservation = prepare(check_len(size)?)?;
+            let mut bytes = Vec::new();
+            bytes.try_reserve_exact(size).map_err(|_| lua_err(DataError::NoMemory { size }))?;
+            bytes.resize(size, 0);
+            Ok(Data::from_vec_reserved(bytes, reservation))
         }
         other => {
             Err(bad_argument("new", 1, format!("number, string or table expected, got {}", type_name(other))))
@@ -722,17 +807,17 @@ fn new(_: &Lua, arg: Value) -> LuaResult<Data> {
 /// The `data` module table: `new`, `layout`, `isdata`.
 pub fn open(lua: &Lua) -> LuaResult<Table> {
     let module = lua.create_table()?;
-    module.set("new", lua.create_function(new)?)?;
+    module.set("new", raising::function(lua, new)?)?;
     module.set(
         "layout",
-        lua.create_function(|_, spec: Value| match &spec {
-            Value::Table(t) => Ok(LayoutObject(Arc::new(parse_layout(t)?))),
+        raising::function(lua, |lua, spec: Value| match &spec {
+            Value::Table(t) => Ok(LayoutObject(Arc::new(parse_layout(lua, t)?))),
             other => Err(bad_argument("layout", 1, format!("table expected, got {}", type_name(other)))),
         })?,
     )?;
     module.set(
         "isdata",
-        lua.create_function(|lua, x: Value| match &x {
+        raising::function(lua, |lua, x: Value| match &x {
             Value::UserData(ud) => Ok(ud.is::<Data>() || view::is_view(lua, ud)?),
             _ => Ok(false),
         })?,

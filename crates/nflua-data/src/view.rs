@@ -229,6 +229,29 @@ impl FromLua for ViewArg {
     }
 }
 
+/// A function argument that may be a view: `None` for any other value, so the function can
+/// raise its own message (a failed conversion would raise mlua's error userdata before it runs).
+#[derive(Debug)]
+pub(crate) struct MaybeView(pub(crate) Option<ViewArg>);
+
+fn maybe_view(converted: LuaResult<ViewArg>) -> LuaResult<MaybeView> {
+    match converted {
+        Ok(view) => Ok(MaybeView(Some(view))),
+        Err(LuaError::FromLuaConversionError { .. }) => Ok(MaybeView(None)),
+        Err(other) => Err(other),
+    }
+}
+
+impl FromLua for MaybeView {
+    fn from_lua(value: Value, lua: &Lua) -> LuaResult<MaybeView> {
+        maybe_view(ViewArg::from_lua(value, lua))
+    }
+
+    unsafe fn from_stack(idx: c_int, lua: &RawLua) -> LuaResult<MaybeView> {
+        maybe_view(ViewArg::from_stack(idx, lua))
+    }
+}
+
 /// The cell and user value of `ud`, or `None` if it is not a view.
 pub(crate) fn inspect(lua: &Lua, ud: &AnyUserData) -> LuaResult<Option<ViewArg>> {
     let mut found = None;

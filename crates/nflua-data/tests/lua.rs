@@ -569,3 +569,116 @@ fn views_need_no_finalizer() {
     lua.gc_collect().expect("collect");
     assert!(lua.used_memory() < before + 1024, "{} bytes left over", lua.used_memory() - before);
 }
+
+#[test]
+fn errors_are_strings_at_the_callers_position() {
+    // Plain objects, views (through the fast `__index` and the general one), module functions.
+    for (lent, lua) in [(false, state()), (true, lent_state())] {
+        let got: String = lua
+            .load(
+                r#"
+                local out = {}
+                local function try(f) local ok, e = pcall(f) out[#out + 1] = type(e) .. " " .. e end
+                local d = data.new(2)
+                try(function() d[5] = 1 end)
+                try(function() d:layout{f = {0, 8}} d.f = "x" end)
+                try(function() d:segment("x") end)
+                try(function() data.new(-1) end)
+                try(function() d:layout(5) end)
+                try(function() d.segment = 1 end)
+                return table.concat(out, "\n")
+                "#,
+            )
+            .set_name("=chunk")
+            .eval()
+            .expect("snippet");
+        // The lent state's `data.new` is a Lua wrapper, whose line is the position there.
+        let keep = |line: &&str| !lent || !line.contains("'new'");
+        let got: Vec<&str> = got.lines().filter(keep).collect();
+        let want: Vec<&str> = WANT.lines().filter(keep).collect();
+        assert_eq!(got, want);
+    }
+    const WANT: &str = "string chunk:5: index 5 is outside a data buffer of 2 bytes\n\
+             string chunk:6: field 'f' expects an integer, got string\n\
+             string chunk:7: bad argument #2 to 'segment' (integer expected, got string)\n\
+             string chunk:8: bad argument #1 to 'new' (size must not be negative, got -1)\n\
+             string chunk:9: bad argument #2 to 'layout' (table expected, got number)\n\
+             string chunk:10: cannot assign to method 'segment' of a data object";
+    // An invalidated view read through the views' C `__index` and `__len`: still the script's
+    // position.
+    let (lua, buffer, fill) = lent(b"abc");
+    let mut buffer = buffer;
+    let view = buffer.lend(&lua, &fill).expect("lend");
+    buffer.invalidate();
+    lua.globals().set("v", view).expect("set");
+    let got: String = lua
+        .load("local ok, a = pcall(function() return v[1] end)\nlocal ok, b = pcall(function() return #v end)\nreturn a .. '|' .. b")
+        .set_name("=chunk")
+        .eval()
+        .expect("snippet");
+    assert_eq!(got, "chunk:1: data buffer is no longer valid|chunk:2: data buffer is no longer valid");
+}
+
+/// A meter that counts like the engine's: a fixed room and a work budget.
+struct TestMeter {
+    room: usize,
+    held: std::sync::atomic::AtomicUsize,
+    work: std::sync::atomic::AtomicU64,
+    budget: u64,
+}
+
+impl nflua_data::Meter for TestMeter {
+    fn reserve(&self, _: &Lua, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let held = self.held.load(Relaxed);
+        if held + bytes > self.room {
+            return false;
+        }
+        self.held.store(held + bytes, Relaxed);
+        true
+    }
+
+    fn release(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn charge(&self, _: &Lua, work: u64) -> mlua::Result<()> {
+        let total = self.work.fetch_add(work, std::sync::atomic::Ordering::Relaxed) + work;
+        if total > self.budget {
+            return Err(mlua::Error::RuntimeError("instruction limit exceeded".into()));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_meter_counts_buffers_and_work() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
+    let lua = state();
+    let meter = Arc::new(TestMeter { room: 10_000, held: 0.into(), work: 0.into(), budget: 20_000 });
+    nflua_data::set_meter(&lua, Arc::clone(&meter) as Arc<dyn nflua_data::Meter>);
+    run(&lua, "a = data.new(4000) b = data.new(('x'):rep(3000)) c = data.new{1, 2, 3}");
+    assert_eq!(meter.held.load(Relaxed), 7003);
+    assert_eq!(meter.work.load(Relaxed), 7003);
+    let got: String = lua.load("local ok, e = pcall(data.new, 3000) return e").eval().expect("snippet");
+    assert_eq!(got, "not enough memory", "refused without position, as Lua's own memory error");
+    assert_eq!(meter.work.load(Relaxed), 7003, "nothing charged for a refused buffer");
+    // tostring copies the bytes; a layout charges its entries; a string field its bytes.
+    run(
+        &lua,
+        "local s = tostring(a) a:layout{f = {0, 64, 'string'}, g = {0, 8}} local x = a.f a.f = 'abcdefgh'",
+    );
+    assert_eq!(meter.work.load(Relaxed), 7003 + 4000 + 2 + 8 + 8);
+    // Segments share the memory: nothing reserved. Freed buffers give their bytes back.
+    run(&lua, "s = a:segment(10, 100) a = nil b = nil collectgarbage() collectgarbage()");
+    assert_eq!(meter.held.load(Relaxed), 4003, "a segment keeps its memory");
+    run(&lua, "s = nil collectgarbage() collectgarbage()");
+    assert_eq!(meter.held.load(Relaxed), 3);
+    let got: String = lua
+        .load("local ok, e = pcall(function() return tostring(data.new(9000)) end) return e")
+        .set_name("=chunk")
+        .eval()
+        .expect("snippet");
+    assert_eq!(got, "chunk:1: instruction limit exceeded");
+}

@@ -16,7 +16,8 @@
 //!
 //! Layout: `engine` (the map of states and the locking design), `state` (one state, and the door
 //! every call into Lua goes through), `hook` (packet hook calls and their outcome), `timers` (the
-//! deadline heap behind `timer.create`), `limits` (instruction budget, wall clock and halt: the
+//! deadline heap behind `timer.create`), `memory` (what a state holds outside its Lua heap, against
+//! `maxalloc`), `limits` (instruction budget, wall clock and halt: the
 //! count hook and the charges of library work), `coroutines` (the coroutine functions that keep
 //! instruction accounting exact), `costs` (what standard library functions charge: raw C
 //! wrappers), `patterns` (`string.find/match/gmatch/gsub` over a matcher that
@@ -80,7 +81,12 @@
 //!   [`Engine::halt_scripts`] stops every entry at once, for shutdown.
 //! - `setmetatable` refuses `__gc` (Lua 5.4 runs finalizers without hooks, so they cannot be
 //!   stopped); `debug` states are trusted and may use `debug.setmetatable`.
-//! - Library errors reach scripts as plain strings ("chunk:3: nf.netlink: ..."), as from C.
+//! - Library errors reach scripts as plain strings ("chunk:3: nf.netlink: ..."), as from C;
+//!   so do the errors of `data` objects.
+//! - `maxalloc` covers everything a script makes a state hold: its Lua heap, `data` buffers,
+//!   pending timers ([`TIMER_BYTES`] each) and a hook call's replacement packet. `curralloc`
+//!   shows their sum plus the reused buffers the state's packets and messages arrive in, which
+//!   the traffic sizes (see `memory.rs`).
 //! - `json.decode` gives `json.null` for `null`; decoders return `nil, message` on bad input.
 //! - A fresh state uses about 20 KiB. The GC pause is 100, as the original, plus up to 20 when
 //!   the state has room to spare (`sandbox::gc_pause`): at exactly 100 a small heap is collected
@@ -103,6 +109,7 @@ mod hook;
 mod limits;
 #[path = "lib/mod.rs"]
 mod lualib;
+mod memory;
 mod patterns;
 mod sandbox;
 mod state;
@@ -114,6 +121,7 @@ pub use error::EngineError;
 pub use hook::{HookMode, HookOutcome, HookResult, PacketContext, Verdict, ETHERNET_HEADER_LEN};
 pub use limits::{HALT_MESSAGE, LIMIT_MESSAGE, TIME_LIMIT_MESSAGE};
 pub use lualib::MODULES;
+pub use memory::TIMER_BYTES;
 pub use timers::MAX_TIMERS_PER_STATE;
 
 /// Default wall-clock limit of one entry ([`EngineConfig::max_call`]).

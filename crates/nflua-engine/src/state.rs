@@ -1,5 +1,8 @@
 //! One Lua state: its interpreter, configuration, counters, and the single door every entry
 //! (execute, receive callback, packet hook, timer) goes through.
+//!
+//! What a state holds is its Lua heap plus the bytes it holds outside it ([`State::held_bytes`],
+//! see `memory.rs`); its lent buffers are freed after a call that left it over its limit.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -13,6 +16,7 @@ use nflua_data::{Data, LentBuffer};
 
 use crate::hook::{HookCall, HookMode};
 use crate::limits::Budget;
+use crate::memory::{StateMemory, TIMER_BYTES};
 use crate::timers::TimerQueue;
 use crate::traceback::{self, ErrorText};
 use crate::{sandbox, EngineError, NetlinkSink, StateConfig, StateInfo, StateStats};
@@ -34,6 +38,8 @@ pub(crate) struct Context {
     pub(crate) id: u64,
     pub(crate) sink: Arc<dyn NetlinkSink>,
     pub(crate) timers: Arc<TimerQueue>,
+    /// What the state holds outside its Lua heap (buffers, timers, a replacement packet).
+    pub(crate) memory: Arc<StateMemory>,
     /// Sequence number of the next `nf.netlink` message (the original started at 0).
     pub(crate) netlink_seq: AtomicU32,
     pub(crate) counters: Counters,
@@ -103,6 +109,8 @@ pub(crate) struct State {
     view_caller: Value,
     /// The GC pause last set (see `sandbox::gc_pause`).
     gc_pause: Cell<i32>,
+    /// Whether the state held more than its limit (lent buffers included) after the last entry.
+    over_limit: Cell<bool>,
     budget: Arc<Budget>,
     /// Wall-clock limits of an entry and of a hook call (`EngineConfig::max_call`).
     max_call: Option<Duration>,
@@ -117,6 +125,7 @@ impl State {
             id: shared.id,
             sink: shared.sink,
             timers: shared.timers,
+            memory: Arc::new(StateMemory::new(config.max_alloc_bytes)),
             netlink_seq: AtomicU32::new(0),
             counters: Counters::default(),
             error_text: ErrorText::default(),
@@ -127,6 +136,7 @@ impl State {
         let budget = Arc::new(Budget::new(config.max_runs, shared.halt));
         let built = sandbox::build(&config, &ctx, &budget)
             .map_err(|e| EngineError::Create(traceback::error_message(&e)))?;
+        nflua_data::set_meter(&built.lua, Arc::clone(&ctx.memory) as Arc<dyn nflua_data::Meter>);
         let globals = built.lua.globals();
         let hook_buffer = LentBuffer::new(&built.lua);
         let receive_buffer = LentBuffer::new(&built.lua);
@@ -142,6 +152,7 @@ impl State {
             receive_buffer,
             view_caller: Value::Nil,
             gc_pause: Cell::new(sandbox::GC_PAUSE),
+            over_limit: Cell::new(false),
             budget,
             max_call: shared.max_call,
             max_hook_call: shared.max_hook_call,
@@ -155,7 +166,7 @@ impl State {
         StateInfo {
             name: self.config.name.clone(),
             max_alloc_bytes: self.config.max_alloc_bytes,
-            cur_alloc_bytes: self.lua.used_memory(),
+            cur_alloc_bytes: self.held_bytes(),
             max_runs: self.config.max_runs,
             debug: self.config.debug,
         }
@@ -163,10 +174,11 @@ impl State {
 
     pub(crate) fn stats(&self) -> StateStats {
         let counters = &self.ctx.counters;
+        let held = self.held_bytes();
         StateStats {
             name: self.config.name.clone(),
-            cur_alloc_bytes: self.lua.used_memory(),
-            peak_alloc_bytes: counters.peak_alloc_bytes.load(Relaxed).max(self.lua.used_memory()),
+            cur_alloc_bytes: held,
+            peak_alloc_bytes: counters.peak_alloc_bytes.load(Relaxed).max(held),
             max_alloc_bytes: self.config.max_alloc_bytes,
             max_runs: self.config.max_runs,
             calls: counters.calls.load(Relaxed),
@@ -175,6 +187,28 @@ impl State {
             timers: self.ctx.timers.pending_count(self.ctx.id),
             // Kept by the engine's slot, which fills it in.
             lock_waits: 0,
+        }
+    }
+
+    /// What the state holds: its Lua heap plus its data buffers, lent buffers, pending timers
+    /// and a running hook call's replacement packet (see `memory.rs`). LIST's `curralloc`.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.ctx.memory.held(&self.lua)
+    }
+
+    /// Counts the lent buffers' capacity (a fill may have grown one).
+    fn count_lent_buffers(&self) {
+        // Lock-free (the buffers keep their capacity in an atomic): this runs on every hook call.
+        self.ctx.memory.set_lent(self.hook_buffer.capacity() + self.receive_buffer.capacity());
+    }
+
+    /// After a call: frees the lent buffers when the state holds more than its limit, so one large
+    /// packet or message does not keep it there (the next fill allocates again).
+    fn fit_lent_buffers(&self) {
+        if self.over_limit.get() {
+            self.hook_buffer.free();
+            self.receive_buffer.free();
+            self.count_lent_buffers();
         }
     }
 
@@ -204,12 +238,14 @@ impl State {
         }
         self.count_call();
         let data = self.receive_buffer.refill(payload);
+        self.count_lent_buffers();
         let views = self.receive_buffer.views(&self.lua, &data, None);
         let result = match (views, self.ensure_view_caller()) {
             (Ok(views), Ok(())) => self.run_with_views("receive", (callback, i64::from(pid), views)),
             (Err(e), _) | (_, Err(e)) => Err(self.fail("receive", traceback::error_message(&e))),
         };
         self.receive_buffer.invalidate();
+        self.fit_lent_buffers();
         result.map(drop)
     }
 
@@ -247,6 +283,7 @@ impl State {
     pub(crate) fn begin_hook(&mut self, parts: &[&[u8]], mode: HookMode, conntrack_id: Option<u32>) -> Data {
         self.hook_generation += 1;
         let frame = self.hook_buffer.refill_parts(parts);
+        self.count_lent_buffers();
         *self.ctx.hook() = Some(HookCall {
             frame: frame.clone(),
             mode,
@@ -294,12 +331,19 @@ impl State {
     /// functions raise again. Returns what the script recorded in the call.
     pub(crate) fn end_hook(&mut self) -> Option<HookCall> {
         self.hook_buffer.invalidate();
-        self.ctx.hook().take()
+        let call = self.ctx.hook().take();
+        if let Some(packet) = call.as_ref().and_then(|call| call.replacement.as_ref()) {
+            // The packet leaves the state with the call's outcome.
+            self.ctx.memory.release(packet.len());
+        }
+        self.fit_lent_buffers();
+        call
     }
 
     /// Runs a timer's callback (taking it out of the registry: timers are one-shot).
     pub(crate) fn run_timer(&mut self, callback: RegistryKey) -> Result<(), EngineError> {
         self.count_call();
+        self.ctx.memory.release(TIMER_BYTES);
         let function = self.lua.registry_value::<Value>(&callback);
         // Removing never fails for a key of this Lua; a key of another Lua is only dropped.
         let _ = self.lua.remove_registry_value(callback);
@@ -321,6 +365,8 @@ impl State {
     ) -> Result<Value, EngineError> {
         self.ctx.error_text.clear();
         let time_limit = if entry == "hook" { self.max_hook_call } else { self.max_call };
+        // Buffers freed by the collector since the last entry give their room back to Lua.
+        self.ctx.memory.sync(&self.lua);
         self.budget.arm(&self.lua, time_limit);
         // A tuple is pushed straight onto the Lua stack: no allocation on the way in or out.
         let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -364,9 +410,14 @@ impl State {
 
     /// Records the memory in use after an entry and fits the GC pause to the room left.
     fn note_memory(&self) {
-        let used = self.lua.used_memory();
-        self.ctx.counters.peak_alloc_bytes.fetch_max(used, Relaxed);
-        let pause = sandbox::gc_pause(used, self.config.max_alloc_bytes);
+        self.ctx.memory.sync(&self.lua);
+        let heap = self.lua.used_memory();
+        let held = self.ctx.memory.held_with(heap);
+        self.ctx.counters.peak_alloc_bytes.fetch_max(held, Relaxed);
+        self.over_limit.set(held > self.config.max_alloc_bytes);
+        // The collector paces the Lua heap against the room the allocator's limit leaves it.
+        let room = self.config.max_alloc_bytes.saturating_sub(self.ctx.memory.external());
+        let pause = sandbox::gc_pause(heap, room);
         if pause != self.gc_pause.get() {
             sandbox::set_gc_pause(&self.lua, pause);
             self.gc_pause.set(pause);

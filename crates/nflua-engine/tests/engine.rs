@@ -875,6 +875,8 @@ mod concurrency;
 mod coroutines;
 #[path = "engine/costs.rs"]
 mod costs;
+#[path = "engine/held.rs"]
+mod held;
 #[path = "engine/hooks.rs"]
 mod hooks;
 #[path = "engine/timers.rs"]

@@ -59,7 +59,8 @@ pub(crate) fn open(lib: &Lib, name: &str) -> mlua::Result<Option<Table>> {
     let module = match name {
         "nf" => nf::open(lib)?,
         "timer" => timer::open(lib)?,
-        // Its functions are nflua-data's own; their errors are that crate's business.
+        // nflua-data's own functions, which raise plain strings themselves and count buffers and
+        // work through the state's meter (see `memory.rs`).
         "data" => nflua_data::open(lib.lua)?,
         "json" => json::open(lib)?,
         "base64" => base64::open(lib)?,
@@ -88,13 +89,18 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
 }
 
 /// The bytes of a string or `data` argument (copied: the caller may hold no buffer lock while it
-/// goes on), or `None` for anything else.
+/// goes on), or `None` for anything else. Copying a `data` buffer charges one instruction per
+/// byte, as the `data` module's own copies do.
 pub(crate) fn bytes_of(lua: &Lua, value: &Value) -> Option<mlua::Result<Vec<u8>>> {
     match value {
         Value::String(s) => Some(Ok(s.as_bytes().to_vec())),
         other => {
             let data = nflua_data::Data::from_lua_value(lua, other)?;
-            Some(data.to_vec().map_err(|e| error(e.to_string())))
+            let work = u64::try_from(data.len()).unwrap_or(u64::MAX);
+            Some(
+                crate::limits::charge(lua, work)
+                    .and_then(|()| data.to_vec().map_err(|e| error(e.to_string()))),
+            )
         }
     }
 }

@@ -5,6 +5,10 @@
 //! sent too) and records the packet to emit in the call's outcome, which the daemon sends. Once
 //! the call has returned, or the object was sent or closed, every method raises.
 //!
+//! The replacement packet counts against the state's memory until the call returns (see
+//! `memory.rs`): `send` reserves its bytes, refused past `maxalloc` with "not enough memory".
+//! Building it charges one instruction per byte read and written.
+//!
 //! One call yields at most one replacement packet: a second `send` in the same call (through
 //! another object from `nf.getpacket`) raises instead of silently replacing the first.
 //!
@@ -86,6 +90,9 @@ fn send(lua: &Lua, ctx: &Context, this: &Value, payload: &Value) -> mlua::Result
         Some(call) => call.frame.clone(),
         None => return Err(error("packet:send: packet is no longer valid (its hook call returned)")),
     };
+    // Read the frame (and the payload), write the packet: about twice the frame's bytes.
+    let work = frame.len().saturating_mul(2).saturating_add(payload.as_ref().map_or(0, Vec::len));
+    crate::limits::charge(lua, u64::try_from(work).unwrap_or(u64::MAX))?;
     let replacement = frame
         .with_bytes(|frame| {
             let ip_packet = frame.get(ETHERNET_HEADER_LEN..).unwrap_or_default();
@@ -96,8 +103,14 @@ fn send(lua: &Lua, ctx: &Context, this: &Value, payload: &Value) -> mlua::Result
         })
         .map_err(|e| error(format!("packet:send: {e}")))?
         .map_err(|e| error(format!("packet:send: {e}")))?;
-    if let Some(call) = ctx.hook().as_mut() {
-        call.replacement = Some(replacement);
+    if !ctx.memory.try_reserve(lua, replacement.len()) {
+        return Err(error(nflua_data::NO_MEMORY));
+    }
+    let len = replacement.len();
+    match ctx.hook().as_mut() {
+        // Released by `State::end_hook`, which takes the packet out of the call.
+        Some(call) => call.replacement = Some(replacement),
+        None => ctx.memory.release(len),
     }
     packet.closed = true;
     Ok(true)

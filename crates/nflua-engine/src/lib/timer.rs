@@ -5,8 +5,9 @@
 //! `msecs` milliseconds (an integer ≥ 0; 0 means "on the timer thread's next pass"), under the
 //! state's limits like any entry. A callback may create timers, which is how a script repeats
 //! something. The callback lives in the state's registry until the timer fires or is destroyed,
-//! so it counts against the state's memory; a state may hold [`MAX_TIMERS_PER_STATE`] pending
-//! timers. The timer object itself is only a handle: dropping it does not cancel the timer.
+//! so it counts against the state's memory, as does the timer's entry in the engine's queue
+//! ([`TIMER_BYTES`], reserved by `create` and given back when the timer fires or is destroyed);
+//! a state may hold [`MAX_TIMERS_PER_STATE`] pending timers. The timer object itself is only a handle: dropping it does not cancel the timer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataFields, Value};
 
 use super::{bad_argument, error, Lib};
+use crate::memory::TIMER_BYTES;
 use crate::state::Context;
 use crate::timers::{Pending, MAX_TIMERS_PER_STATE};
 
@@ -63,6 +65,10 @@ fn create(lua: &Lua, ctx: &Context, msecs: &Value, callback: Value) -> mlua::Res
     // timer behind.
     let handle = lua.create_userdata(TimerHandle { id: None })?;
     let key = lua.create_registry_value(callback)?;
+    if !ctx.memory.try_reserve(lua, TIMER_BYTES) {
+        let _ = lua.remove_registry_value(key);
+        return Err(error(nflua_data::NO_MEMORY));
+    }
     let timer = Pending { state_id: ctx.id, state_name: Arc::clone(&ctx.name), callback: key };
     match ctx.timers.schedule(deadline, timer) {
         Ok(id) => {
@@ -70,6 +76,7 @@ fn create(lua: &Lua, ctx: &Context, msecs: &Value, callback: Value) -> mlua::Res
             Ok(handle)
         }
         Err(timer) => {
+            ctx.memory.release(TIMER_BYTES);
             let _ = lua.remove_registry_value(timer.callback);
             Err(error(format!("timer.create: too many timers (max {MAX_TIMERS_PER_STATE})")))
         }
@@ -86,6 +93,7 @@ fn destroy(lua: &Lua, ctx: &Context, handle: &Value) -> mlua::Result<bool> {
     };
     match id.and_then(|id| ctx.timers.cancel(ctx.id, id)) {
         Some(callback) => {
+            ctx.memory.release(TIMER_BYTES);
             let _ = lua.remove_registry_value(callback);
             Ok(true)
         }

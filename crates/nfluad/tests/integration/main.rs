@@ -11,6 +11,7 @@ mod data;
 mod journal;
 mod legacy;
 mod lifecycle;
+mod memory;
 mod packets;
 mod soak;
 mod stats;
