@@ -59,7 +59,7 @@ mod state;
 mod timers;
 mod traceback;
 
-pub use engine::{Engine, StateRef, STATE_NAME_MAX_BYTES};
+pub use engine::{DueTimer, Engine, StateRef, STATE_NAME_MAX_BYTES};
 pub use error::EngineError;
 pub use hook::{HookMode, HookOutcome, HookResult, PacketContext, Verdict, ETHERNET_HEADER_LEN};
 pub use limits::{HALT_MESSAGE, LIMIT_MESSAGE, TIME_LIMIT_MESSAGE};

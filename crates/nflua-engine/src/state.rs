@@ -56,6 +56,9 @@ pub(crate) struct Counters {
     pub(crate) calls: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) peak_alloc_bytes: AtomicUsize,
+    /// Memory in use at the end of the last entry: what LIST and STATS show, read without
+    /// entering the state (which would wait for a running entry).
+    pub(crate) cur_alloc_bytes: AtomicUsize,
 }
 
 impl Context {
@@ -151,31 +154,9 @@ impl State {
         Ok(state)
     }
 
-    pub(crate) fn info(&self) -> StateInfo {
-        StateInfo {
-            name: self.config.name.clone(),
-            max_alloc_bytes: self.config.max_alloc_bytes,
-            cur_alloc_bytes: self.lua.used_memory(),
-            max_runs: self.config.max_runs,
-            debug: self.config.debug,
-        }
-    }
-
-    pub(crate) fn stats(&self) -> StateStats {
-        let counters = &self.ctx.counters;
-        StateStats {
-            name: self.config.name.clone(),
-            cur_alloc_bytes: self.lua.used_memory(),
-            peak_alloc_bytes: counters.peak_alloc_bytes.load(Relaxed).max(self.lua.used_memory()),
-            max_alloc_bytes: self.config.max_alloc_bytes,
-            max_runs: self.config.max_runs,
-            calls: counters.calls.load(Relaxed),
-            errors: counters.errors.load(Relaxed),
-            instructions: self.budget.charged(),
-            timers: self.ctx.timers.pending_count(self.ctx.id),
-            // Kept by the engine's slot, which fills it in.
-            lock_waits: 0,
-        }
+    /// What LIST and STATS read of this state without entering it.
+    pub(crate) fn figures(&self) -> Figures {
+        Figures { config: self.config.clone(), ctx: Arc::clone(&self.ctx), budget: Arc::clone(&self.budget) }
     }
 
     pub(crate) fn count_call(&self) {
@@ -357,6 +338,7 @@ impl State {
             // what the state really holds, not the garbage of the failed call.
             self.ctx.counters.peak_alloc_bytes.fetch_max(self.config.max_alloc_bytes, Relaxed);
             let _ = self.lua.gc_collect();
+            self.ctx.counters.cur_alloc_bytes.store(self.lua.used_memory(), Relaxed);
         }
         tracing::warn!(state = %self.config.name, entry, "{text}");
         EngineError::Lua(text)
@@ -365,11 +347,52 @@ impl State {
     /// Records the memory in use after an entry and fits the GC pause to the room left.
     fn note_memory(&self) {
         let used = self.lua.used_memory();
+        self.ctx.counters.cur_alloc_bytes.store(used, Relaxed);
         self.ctx.counters.peak_alloc_bytes.fetch_max(used, Relaxed);
         let pause = sandbox::gc_pause(used, self.config.max_alloc_bytes);
         if pause != self.gc_pause.get() {
             sandbox::set_gc_pause(&self.lua, pause);
             self.gc_pause.set(pause);
+        }
+    }
+}
+
+/// The figures LIST and STATS show of one state, readable from any thread while the state runs:
+/// its configuration, and atomics the state refreshes at the end of every entry (memory) or as it
+/// goes (calls, errors, instructions). Kept by the engine beside the state's lock.
+#[derive(Clone)]
+pub(crate) struct Figures {
+    config: StateConfig,
+    ctx: Arc<Context>,
+    budget: Arc<Budget>,
+}
+
+impl Figures {
+    pub(crate) fn info(&self) -> StateInfo {
+        StateInfo {
+            name: self.config.name.clone(),
+            max_alloc_bytes: self.config.max_alloc_bytes,
+            cur_alloc_bytes: self.ctx.counters.cur_alloc_bytes.load(Relaxed),
+            max_runs: self.config.max_runs,
+            debug: self.config.debug,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> StateStats {
+        let counters = &self.ctx.counters;
+        let current = counters.cur_alloc_bytes.load(Relaxed);
+        StateStats {
+            name: self.config.name.clone(),
+            cur_alloc_bytes: current,
+            peak_alloc_bytes: counters.peak_alloc_bytes.load(Relaxed).max(current),
+            max_alloc_bytes: self.config.max_alloc_bytes,
+            max_runs: self.config.max_runs,
+            calls: counters.calls.load(Relaxed),
+            errors: counters.errors.load(Relaxed),
+            instructions: self.budget.charged(),
+            timers: self.ctx.timers.pending_count(self.ctx.id),
+            // Kept by the engine's slot, which fills it in.
+            lock_waits: 0,
         }
     }
 }
