@@ -48,6 +48,15 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<std::path::PathBuf>,
 
+    /// Wall time one Lua entry (execute, receive callback, timer) may take before it is stopped
+    /// with "time limit exceeded", in milliseconds; 0: no limit. A backstop behind maxruns.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub max_call_ms: u64,
+
+    /// The same for one packet hook call (which holds its packet and the queue); 0: no limit.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub max_hook_ms: u64,
+
     /// Log filter (tracing's env-filter syntax), e.g. "info" or "nflua=debug".
     #[arg(long, env = "NFLUA_LOG", default_value = "info")]
     pub log: String,
@@ -66,6 +75,9 @@ pub struct Config {
     pub queue_recv_buffer: usize,
     pub metrics: Option<String>,
     pub state_dir: Option<std::path::PathBuf>,
+    /// `--max-call-ms` and `--max-hook-ms`; `None`: no limit.
+    pub max_call: Option<std::time::Duration>,
+    pub max_hook_call: Option<std::time::Duration>,
 }
 
 impl Args {
@@ -84,6 +96,13 @@ impl Args {
             queue_recv_buffer: self.queue_recv_buffer,
             metrics: self.metrics,
             state_dir: self.state_dir,
+            max_call: millis(self.max_call_ms),
+            max_hook_call: millis(self.max_hook_ms),
         })
     }
+}
+
+/// A limit in milliseconds, 0 meaning none.
+fn millis(ms: u64) -> Option<std::time::Duration> {
+    (ms > 0).then(|| std::time::Duration::from_millis(ms))
 }
