@@ -82,6 +82,8 @@ pub struct Server {
     /// Stopped (and joined) when the server is dropped.
     timers: Option<TimerThread>,
     lanes: Lanes<Job>,
+    /// The last client found gone while answering it.
+    vanished: Option<u32>,
 }
 
 impl Server {
@@ -155,13 +157,13 @@ impl Server {
         let reply_sock = Arc::clone(&sock);
         let lanes = Lanes::new(LaneLimits::default(), move |job| {
             if let Some((port, reply)) = jobs.run(job) {
-                send_reply(&reply_sock, port, &reply);
+                send_reply(&reply_sock, port, &reply, true);
             }
         });
         handler.lanes = Some(lanes.clone());
         let timers = TimerThread::spawn(Arc::clone(&handler.engine), lanes.clone())
             .context("starting the timer thread")?;
-        Ok(Server { sock, handler, config, stop, sink, timers: Some(timers), lanes })
+        Ok(Server { sock, handler, config, stop, sink, timers: Some(timers), lanes, vanished: None })
     }
 
     /// Serves until a termination signal arrives.
@@ -243,8 +245,10 @@ impl Server {
             self.handler.handle_datagram(datagram, from, Instant::now())
         };
         for reply in &replies {
-            if !send_reply(&self.sock, from.port, reply) {
-                // The client is gone: forget what it had in flight.
+            if !send_reply(&self.sock, from.port, reply, self.vanished != Some(from.port)) {
+                // The client is gone: forget what it had in flight. Said once per port: a
+                // sender that queued thousands of datagrams and left must not flood the log.
+                self.vanished = Some(from.port);
                 self.handler.clients.forget(from.port);
                 return;
             }
@@ -255,11 +259,13 @@ impl Server {
 /// Sends one reply without waiting; false when the client's socket is gone. A client that does
 /// not read (its buffer is full) loses the reply: logged at debug level only, since a sender
 /// flooding the daemon without reading would otherwise flood the log.
-fn send_reply(sock: &NetlinkSocket, port: u32, reply: &[u8]) -> bool {
+fn send_reply(sock: &NetlinkSocket, port: u32, reply: &[u8], log_vanished: bool) -> bool {
     match sock.send_to_nowait(reply, port, 0) {
         Ok(_) => true,
         Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-            tracing::debug!(port, "client vanished before its reply");
+            if log_vanished {
+                tracing::debug!(port, "client vanished before its reply");
+            }
             false
         }
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) => {
