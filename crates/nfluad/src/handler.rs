@@ -111,7 +111,9 @@ impl Handler {
         if !self.policy.allows(from.creds) {
             // Logged rate-limited: a flood of refused datagrams must not flood the log.
             self.counters.refused.fetch_add(1, Relaxed);
-            self.refusals.note(from.creds.map(|c| c.uid), from.port, now);
+            if !self.refusals.note(from.creds.map(|c| c.uid), from.port, now) {
+                return out;
+            }
             let uid = from.creds.map_or_else(|| "unknown".to_owned(), |c| c.uid.to_string());
             let header = Header::parse(datagram).unwrap_or_else(|_| synthetic_header(datagram));
             let text = format!(

@@ -7,6 +7,11 @@
 //! uid's entry, so the next refusal is again logged at once. At most [`MAX_UIDS`] uids are
 //! tracked one by one; refusals of further uids (and of senders without credentials) share one
 //! entry, so memory stays bounded whatever the senders do.
+//!
+//! Answers are rationed the same way: the first [`ANSWERS_PER_WINDOW`] refusals of a uid in a
+//! window get their EPERM reply, later ones are dropped unanswered. A flood then costs the
+//! daemon one receive per datagram and nothing more, so the requests of permitted senders
+//! queued behind it are reached sooner.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,6 +21,12 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 
 /// Uids tracked one by one.
 pub const MAX_UIDS: usize = 64;
+
+/// Refusals of one uid answered per window.
+pub const ANSWERS_PER_WINDOW: u64 = 64;
+
+/// How often the windows are looked at.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Refusals of one uid since its window began.
 #[derive(Debug)]
@@ -28,22 +39,29 @@ struct Tally {
 #[derive(Debug, Default)]
 pub struct Refusals {
     by_uid: HashMap<Option<u32>, Tally>,
+    last_flush: Option<Instant>,
     /// Log lines written so far (first refusals and summaries), for tests.
     lines: u64,
 }
 
 impl Refusals {
     /// Books one refused datagram from `uid` (port `port`) at `now`; logs it when it is the
-    /// first of its uid's window, and the summaries of windows that ended.
-    pub fn note(&mut self, uid: Option<u32>, port: u32, now: Instant) {
-        self.flush(now);
+    /// first of its uid's window, and the summaries of windows that ended. Returns whether to
+    /// answer it.
+    pub fn note(&mut self, uid: Option<u32>, port: u32, now: Instant) -> bool {
+        if self.last_flush.is_none_or(|t| now.duration_since(t) >= FLUSH_EVERY) {
+            self.flush(now);
+        }
         let key = if uid.is_some() && (self.by_uid.contains_key(&uid) || self.by_uid.len() < MAX_UIDS) {
             uid
         } else {
             None
         };
         match self.by_uid.get_mut(&key) {
-            Some(tally) => tally.count += 1,
+            Some(tally) => {
+                tally.count += 1;
+                tally.count < ANSWERS_PER_WINDOW
+            }
             None => {
                 self.by_uid.insert(key, Tally { since: now, count: 0 });
                 self.lines += 1;
@@ -60,6 +78,7 @@ impl Refusals {
                         WINDOW.as_secs()
                     ),
                 }
+                true
             }
         }
     }
@@ -67,6 +86,7 @@ impl Refusals {
     /// Logs the summary of every window that ended by `now` and forgets uids that were quiet
     /// for a whole window. Cheap when nothing is tracked.
     pub fn flush(&mut self, now: Instant) {
+        self.last_flush = Some(now);
         let mut lines = 0;
         self.by_uid.retain(|uid, tally| {
             if now.duration_since(tally.since) < WINDOW {
@@ -122,6 +142,16 @@ mod tests {
         assert!(r.by_uid.is_empty());
         r.note(Some(65534), 7, t0 + Duration::from_secs(61));
         assert_eq!(r.lines(), 5, "a new burst is logged at once");
+    }
+
+    #[test]
+    fn answers_are_rationed_per_window() {
+        let mut r = Refusals::default();
+        let t0 = Instant::now();
+        let answered = (0..1000).filter(|_| r.note(Some(7), 1, t0)).count() as u64;
+        assert_eq!(answered, ANSWERS_PER_WINDOW);
+        assert!(r.note(Some(8), 1, t0), "another uid has its own ration");
+        assert!(r.note(Some(7), 1, t0 + WINDOW), "a new window, a new ration");
     }
 
     #[test]
