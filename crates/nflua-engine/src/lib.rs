@@ -22,11 +22,12 @@
 //! object `nf.getpacket` returns; `data` is nflua-data's).
 //!
 //! Threads: [`Engine`] is `Send + Sync` and all its methods take `&self`. The daemon's control
-//! thread creates, destroys, lists, executes and delivers; one NFQUEUE worker per queue calls
-//! hooks; a timer thread sleeps until [`Engine::next_timer`] and calls
-//! [`Engine::run_due_timers`]. Calls into one state take turns on that state's lock; calls into
-//! different states run in parallel; the map of states is locked only to look a state up (see
-//! `engine.rs`).
+//! thread creates and lists; its workers execute, deliver, destroy and run timers (a timer thread
+//! sleeps until [`Engine::next_timer`], takes what is due with [`Engine::take_due_timers`] and
+//! hands each to a worker, which calls [`Engine::run_timer`]); one NFQUEUE worker per queue calls
+//! hooks. Calls into one state take turns on that state's lock; calls into different states run
+//! in parallel; the map of states is locked only to look a state up; [`Engine::list`] and
+//! [`Engine::stats`] never wait for a state (see `engine.rs`).
 //!
 //! Behaviour worth knowing, each explained where it lives:
 //! - [`Engine::list`] is sorted by name.

@@ -24,8 +24,10 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_RUNS, value_parser = clap::value_parser!(u32).range(1..))]
     pub default_maxruns: u32,
 
-    /// Receive buffer of the Netlink socket in bytes.
-    #[arg(long, default_value_t = 4 << 20)]
+    /// Receive buffer of the Netlink socket in bytes. A full buffer makes senders wait (or
+    /// get EAGAIN), it loses no request; a larger one only lengthens the line that a flood of
+    /// datagrams makes every other request wait in (about 3 µs per queued datagram).
+    #[arg(long, default_value_t = 1 << 20)]
     pub recv_buffer: usize,
 
     /// Seconds a half-sent EXECUTE may wait for its next fragment before it is dropped.
