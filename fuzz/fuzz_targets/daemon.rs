@@ -37,6 +37,10 @@ fuzz_target!(|data: &[u8]| {
         policy: Policy { allow_uids: vec![], allow_gids: vec![], default_max_runs: 10_000 },
         port: 1,
         journal: None,
+        // Jobs run inline: their replies come back with the others.
+        lanes: None,
+        refusals: Default::default(),
+        counters: Default::default(),
     };
     let from = Sender { port: 77, creds: Some(Credentials { pid: 1, uid: 0, gid: 0 }) };
     let mut rest = data;

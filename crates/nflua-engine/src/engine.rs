@@ -7,6 +7,7 @@
 //!   Engine.states: RwLock<BTreeMap<name, Arc<Slot>>>     create/destroy write; everything else reads
 //!        Slot.state: Mutex<Option<State>>                 held for a whole call into the state's Lua
 //!        Slot.pins, Slot.wants_conntrack: atomics
+//!        Slot.figures: config + atomics                   what LIST/STATS read, never locked
 //!   Engine.timers: TimerQueue (its own mutex, a leaf)     see `timers.rs`
 //! ```
 //!
@@ -21,6 +22,14 @@
 //! before the removal and locks it afterwards finds `None` and reports `NotFound` too. The
 //! state's Lua is closed by the destroying thread.
 //!
+//! LIST and STATS never lock a slot: a state's figures (configuration, counters, the memory in
+//! use at the end of its last entry) live in atomics beside the lock (`state::Figures`), so a
+//! long entry in one state does not hold up a listing of all of them.
+//!
+//! Timers are taken out of the queue ([`Engine::take_due_timers`]) apart from running them
+//! ([`Engine::run_timer`]), so the daemon can run each on its state's own worker instead of one
+//! timer thread that any slow callback would hold up.
+//!
 //! Pins (`pin`/`unpin`) count the packet hooks bound to a state. `pin` runs under the map's
 //! read lock and `destroy` checks the count under its write lock, so a pin can never slip in
 //! between the check and the removal.
@@ -33,8 +42,8 @@ use std::sync::{
 use std::time::Instant;
 
 use crate::hook::{self, HookOutcome, PacketContext};
-use crate::state::{Shared, State};
-use crate::timers::TimerQueue;
+use crate::state::{Figures, Shared, State};
+use crate::timers::{Pending, TimerQueue};
 use crate::{EngineConfig, EngineError, NetlinkSink, SinkStats, StateConfig, StateInfo, StateStats};
 
 /// Longest state name in bytes (SPEC §2: 64 including the terminating NUL).
@@ -70,6 +79,8 @@ struct Slot {
     /// Times a caller found the state busy and had to wait: the contention of
     /// queue workers (and the control loop, timers) sharing one Lua state.
     lock_waits: AtomicU64,
+    /// What LIST and STATS show, read without the lock.
+    figures: Figures,
 }
 
 impl Slot {
@@ -86,11 +97,10 @@ impl Slot {
         }
     }
 
-    fn stats(&self) -> Option<StateStats> {
-        let state = self.lock();
-        let mut stats = state.as_ref().map(State::stats)?;
+    fn stats(&self) -> StateStats {
+        let mut stats = self.figures.stats();
         stats.lock_waits = self.lock_waits.load(Relaxed);
-        Some(stats)
+        stats
     }
 }
 
@@ -162,6 +172,7 @@ impl Engine {
         self.check_room(&states, &name)?;
         let slot = Slot {
             id,
+            figures: state.figures(),
             state: Mutex::new(Some(state)),
             pins: AtomicUsize::new(0),
             wants_conntrack: AtomicBool::new(false),
@@ -228,10 +239,10 @@ impl Engine {
         self.read().values().cloned().collect()
     }
 
-    /// All states, sorted by name. Waits for calls running in them (the memory figure comes
-    /// from the state's Lua).
+    /// All states, sorted by name. Never waits for a call running in a state: the memory figure
+    /// is the one at the end of the state's last entry.
     pub fn list(&self) -> Vec<StateInfo> {
-        self.slots().iter().filter_map(|slot| slot.lock().as_ref().map(State::info)).collect()
+        self.slots().iter().map(|slot| slot.figures.info()).collect()
     }
 
     pub fn state_count(&self) -> usize {
@@ -244,12 +255,12 @@ impl Engine {
 
     /// Statistics of one state (SPEC §8), or `None` if there is no such state.
     pub fn stats(&self, name: &str) -> Option<StateStats> {
-        self.slot(name).ok()?.stats()
+        Some(self.slot(name).ok()?.stats())
     }
 
     /// Statistics of all states, sorted by name.
     pub fn all_stats(&self) -> Vec<StateStats> {
-        self.slots().iter().filter_map(|slot| slot.stats()).collect()
+        self.slots().iter().map(|slot| slot.stats()).collect()
     }
 
     /// The counters of the sink states send through (see [`NetlinkSink::stats`]).
@@ -302,22 +313,36 @@ impl Engine {
     /// callback is logged and counted like any entry). Returns how many callbacks ran, failed
     /// ones included. Timers the callbacks create are left for a later pass.
     pub fn run_due_timers(&self, now: Instant) -> usize {
-        let mut ran = 0;
-        for timer in self.timers.take_due(now) {
-            let Ok(slot) = self.slot(&timer.state_name) else {
-                continue;
-            };
-            if slot.id != timer.state_id {
-                continue;
-            }
-            let mut state = slot.lock();
-            if let Some(state) = state.as_mut() {
+        self.take_due_timers(now).into_iter().map(|timer| self.run_timer(timer)).filter(|ran| *ran).count()
+    }
+
+    /// Takes every timer due at `now` out of the queue, earliest first, without running them:
+    /// the caller runs each with [`Engine::run_timer`], on whatever thread serves its state. A
+    /// taken timer no longer counts as pending; one dropped unrun is simply lost.
+    pub fn take_due_timers(&self, now: Instant) -> Vec<DueTimer> {
+        self.timers.take_due(now).into_iter().map(DueTimer).collect()
+    }
+
+    /// Runs a timer taken by [`Engine::take_due_timers`] under its state's limits (a failing
+    /// callback is logged and counted like any entry). False when its state is gone (destroyed,
+    /// or destroyed and created again under the same name).
+    pub fn run_timer(&self, timer: DueTimer) -> bool {
+        let timer = timer.0;
+        let Ok(slot) = self.slot(&timer.state_name) else {
+            return false;
+        };
+        if slot.id != timer.state_id {
+            return false;
+        }
+        let mut state = slot.lock();
+        match state.as_mut() {
+            Some(state) => {
                 // The error is already logged and counted by the state.
                 let _ = state.run_timer(timer.callback);
-                ran += 1;
+                true
             }
+            None => false,
         }
-        ran
     }
 
     /// Sets the function called whenever a newly created timer becomes the earliest one, so the
@@ -369,6 +394,17 @@ fn enter<R>(
     match state.as_mut() {
         Some(state) => f(slot, state),
         None => Err(EngineError::NotFound(name.to_string())),
+    }
+}
+
+/// A due timer taken out of the engine's queue, to be run with [`Engine::run_timer`].
+#[derive(Debug)]
+pub struct DueTimer(Pending);
+
+impl DueTimer {
+    /// The name of the state the timer belongs to.
+    pub fn state_name(&self) -> &str {
+        &self.0.state_name
     }
 }
 

@@ -27,11 +27,12 @@
 //! `data` is nflua-data's).
 //!
 //! Threads: [`Engine`] is `Send + Sync` and all its methods take `&self`. The daemon's control
-//! thread creates, destroys, lists, executes and delivers; one NFQUEUE worker per queue calls
-//! hooks; a timer thread sleeps until [`Engine::next_timer`] and calls
-//! [`Engine::run_due_timers`]. Calls into one state take turns on that state's lock; calls into
-//! different states run in parallel; the map of states is locked only to look a state up (see
-//! `engine.rs`).
+//! thread creates and lists; its workers execute, deliver, destroy and run timers (a timer thread
+//! sleeps until [`Engine::next_timer`], takes what is due with [`Engine::take_due_timers`] and
+//! hands each to a worker, which calls [`Engine::run_timer`]); one NFQUEUE worker per queue calls
+//! hooks. Calls into one state take turns on that state's lock; calls into different states run
+//! in parallel; the map of states is locked only to look a state up; [`Engine::list`] and
+//! [`Engine::stats`] never wait for a state (see `engine.rs`).
 //!
 //! Cost model (`costs` for the standard library, each module for its own functions): library
 //! functions run no VM instructions, so those whose work grows with their arguments charge it
@@ -116,7 +117,7 @@ mod state;
 mod timers;
 mod traceback;
 
-pub use engine::{Engine, StateRef, STATE_NAME_MAX_BYTES};
+pub use engine::{DueTimer, Engine, StateRef, STATE_NAME_MAX_BYTES};
 pub use error::EngineError;
 pub use hook::{HookMode, HookOutcome, HookResult, PacketContext, Verdict, ETHERNET_HEADER_LEN};
 pub use limits::{HALT_MESSAGE, LIMIT_MESSAGE, TIME_LIMIT_MESSAGE};

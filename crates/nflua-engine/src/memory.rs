@@ -69,12 +69,7 @@ impl StateMemory {
         self.external.load(Relaxed)
     }
 
-    /// Lua heap + external bytes + lent buffers: what the state holds.
-    pub(crate) fn held(&self, lua: &Lua) -> usize {
-        self.held_with(lua.used_memory())
-    }
-
-    /// [`StateMemory::held`] with the Lua heap's size already read.
+    /// What the state holds, given its Lua heap: heap + external bytes + lent buffers.
     pub(crate) fn held_with(&self, heap: usize) -> usize {
         heap.saturating_add(self.external()).saturating_add(self.lent.load(Relaxed))
     }

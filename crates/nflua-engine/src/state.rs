@@ -1,8 +1,10 @@
 //! One Lua state: its interpreter, configuration, counters, and the single door every entry
 //! (execute, receive callback, packet hook, timer) goes through.
 //!
-//! What a state holds is its Lua heap plus the bytes it holds outside it ([`State::held_bytes`],
-//! see `memory.rs`); its lent buffers are freed after a call that left it over its limit.
+//! What a state holds is its Lua heap plus the bytes it holds outside it (see `memory.rs`): its
+//! data buffers, lent buffers, pending timers and a running hook call's replacement packet;
+//! [`Figures`] reports it (LIST's `curralloc`) without entering the state. Its lent buffers are
+//! freed after a call that left it over its limit.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -62,6 +64,9 @@ pub(crate) struct Counters {
     pub(crate) calls: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) peak_alloc_bytes: AtomicUsize,
+    /// Memory in use at the end of the last entry: what LIST and STATS show, read without
+    /// entering the state (which would wait for a running entry).
+    pub(crate) cur_alloc_bytes: AtomicUsize,
 }
 
 impl Context {
@@ -162,38 +167,9 @@ impl State {
         Ok(state)
     }
 
-    pub(crate) fn info(&self) -> StateInfo {
-        StateInfo {
-            name: self.config.name.clone(),
-            max_alloc_bytes: self.config.max_alloc_bytes,
-            cur_alloc_bytes: self.held_bytes(),
-            max_runs: self.config.max_runs,
-            debug: self.config.debug,
-        }
-    }
-
-    pub(crate) fn stats(&self) -> StateStats {
-        let counters = &self.ctx.counters;
-        let held = self.held_bytes();
-        StateStats {
-            name: self.config.name.clone(),
-            cur_alloc_bytes: held,
-            peak_alloc_bytes: counters.peak_alloc_bytes.load(Relaxed).max(held),
-            max_alloc_bytes: self.config.max_alloc_bytes,
-            max_runs: self.config.max_runs,
-            calls: counters.calls.load(Relaxed),
-            errors: counters.errors.load(Relaxed),
-            instructions: self.budget.charged(),
-            timers: self.ctx.timers.pending_count(self.ctx.id),
-            // Kept by the engine's slot, which fills it in.
-            lock_waits: 0,
-        }
-    }
-
-    /// What the state holds: its Lua heap plus its data buffers, lent buffers, pending timers
-    /// and a running hook call's replacement packet (see `memory.rs`). LIST's `curralloc`.
-    pub(crate) fn held_bytes(&self) -> usize {
-        self.ctx.memory.held(&self.lua)
+    /// What LIST and STATS read of this state without entering it.
+    pub(crate) fn figures(&self) -> Figures {
+        Figures { config: self.config.clone(), ctx: Arc::clone(&self.ctx), budget: Arc::clone(&self.budget) }
     }
 
     /// Counts the lent buffers' capacity (a fill may have grown one).
@@ -403,6 +379,7 @@ impl State {
             // what the state really holds, not the garbage of the failed call.
             self.ctx.counters.peak_alloc_bytes.fetch_max(self.config.max_alloc_bytes, Relaxed);
             let _ = self.lua.gc_collect();
+            self.ctx.counters.cur_alloc_bytes.store(self.lua.used_memory(), Relaxed);
         }
         tracing::warn!(state = %self.config.name, entry, "{text}");
         EngineError::Lua(text)
@@ -412,6 +389,9 @@ impl State {
     fn note_memory(&self) {
         self.ctx.memory.sync(&self.lua);
         let heap = self.lua.used_memory();
+        // LIST and STATS read this (they never wait for a running state) and add what the state
+        // holds outside its heap, which they read live.
+        self.ctx.counters.cur_alloc_bytes.store(heap, Relaxed);
         let held = self.ctx.memory.held_with(heap);
         self.ctx.counters.peak_alloc_bytes.fetch_max(held, Relaxed);
         self.over_limit.set(held > self.config.max_alloc_bytes);
@@ -421,6 +401,52 @@ impl State {
         if pause != self.gc_pause.get() {
             sandbox::set_gc_pause(&self.lua, pause);
             self.gc_pause.set(pause);
+        }
+    }
+}
+
+/// The figures LIST and STATS show of one state, readable from any thread while the state runs:
+/// its configuration, and atomics the state refreshes at the end of every entry (memory) or as it
+/// goes (calls, errors, instructions). Kept by the engine beside the state's lock.
+#[derive(Clone)]
+pub(crate) struct Figures {
+    config: StateConfig,
+    ctx: Arc<Context>,
+    budget: Arc<Budget>,
+}
+
+impl Figures {
+    /// Bytes the state holds: its Lua heap as of the end of its last entry, plus what it holds
+    /// outside the heap (data buffers, timers, lent buffers) as of now.
+    fn held(&self) -> usize {
+        self.ctx.memory.held_with(self.ctx.counters.cur_alloc_bytes.load(Relaxed))
+    }
+
+    pub(crate) fn info(&self) -> StateInfo {
+        StateInfo {
+            name: self.config.name.clone(),
+            max_alloc_bytes: self.config.max_alloc_bytes,
+            cur_alloc_bytes: self.held(),
+            max_runs: self.config.max_runs,
+            debug: self.config.debug,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> StateStats {
+        let counters = &self.ctx.counters;
+        let current = self.held();
+        StateStats {
+            name: self.config.name.clone(),
+            cur_alloc_bytes: current,
+            peak_alloc_bytes: counters.peak_alloc_bytes.load(Relaxed).max(current),
+            max_alloc_bytes: self.config.max_alloc_bytes,
+            max_runs: self.config.max_runs,
+            calls: counters.calls.load(Relaxed),
+            errors: counters.errors.load(Relaxed),
+            instructions: self.budget.charged(),
+            timers: self.ctx.timers.pending_count(self.ctx.id),
+            // Kept by the engine's slot, which fills it in.
+            lock_waits: 0,
         }
     }
 }

@@ -1,7 +1,15 @@
 //! Turns one datagram from a client into engine calls and reply datagrams.
 //! No sockets here: the server feeds bytes in and sends what comes out, so
 //! this is also what a fuzzer of the daemon's request handling drives.
+//!
+//! Runs on the receiving thread, which must never wait for Lua: requests that
+//! need no state lock (LIST, STATS, CREATE, HOOK_*) are answered here at once;
+//! work that enters a state (EXECUTE once reassembled, DATA, DESTROY) becomes
+//! a [`Job`] on the state's lane (see `lanes.rs`), answered by the worker that
+//! runs it. Without lanes (`Handler::lanes` is `None`: the fuzzer, tests) jobs
+//! run inline and their replies come back with the others.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,9 +24,12 @@ use nflua_proto::{
 };
 
 use crate::clients::Clients;
-use crate::journal::{Journal, Restored};
+use crate::jobs::{journaled, Job, JobContext, Origin, SharedJournal};
+use crate::journal::Restored;
+use crate::lanes::{Lanes, Refused};
 use crate::queue::hooks::{HookError, Hooks};
-use crate::stats::Snapshot;
+use crate::refusals::Refusals;
+use crate::stats::{RequestCounters, Snapshot};
 
 /// Who sent a datagram.
 #[derive(Debug, Clone, Copy)]
@@ -45,13 +56,13 @@ impl Policy {
 
 /// An error to answer with: errno and text.
 #[derive(Debug)]
-struct Failure {
-    errno: i32,
-    text: String,
+pub(crate) struct Failure {
+    pub(crate) errno: i32,
+    pub(crate) text: String,
 }
 
 impl Failure {
-    fn new(errno: i32, text: impl Into<String>) -> Self {
+    pub(crate) fn new(errno: i32, text: impl Into<String>) -> Self {
         Failure { errno, text: text.into() }
     }
 }
@@ -83,7 +94,13 @@ pub struct Handler {
     /// Our own port id, the sender field of every reply header.
     pub port: u32,
     /// `--state-dir`: every successful change is recorded before it is acknowledged.
-    pub journal: Option<Journal>,
+    pub journal: Option<SharedJournal>,
+    /// Where work that enters a state goes; `None`: it runs inline, on the caller's thread.
+    pub lanes: Option<Lanes<Job>>,
+    /// Senders refused, for rate-limited logging.
+    pub refusals: Refusals,
+    /// Requests refused, dropped or turned away, for STATS and metrics.
+    pub counters: Arc<RequestCounters>,
 }
 
 impl Handler {
@@ -92,8 +109,12 @@ impl Handler {
     pub fn handle_datagram(&mut self, datagram: &[u8], from: Sender, now: Instant) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         if !self.policy.allows(from.creds) {
+            // Logged rate-limited: a flood of refused datagrams must not flood the log.
+            self.counters.refused.fetch_add(1, Relaxed);
+            if !self.refusals.note(from.creds.map(|c| c.uid), from.port, now) {
+                return out;
+            }
             let uid = from.creds.map_or_else(|| "unknown".to_owned(), |c| c.uid.to_string());
-            tracing::warn!(port = from.port, uid, "request from a sender without permission");
             let header = Header::parse(datagram).unwrap_or_else(|_| synthetic_header(datagram));
             let text = format!(
                 "permission denied: uid {uid} may not use nfluad (see nfluad --allow-uid/--allow-gid)"
@@ -135,23 +156,29 @@ impl Handler {
             }
         };
         let seq = msg.header.seq;
+        let origin = Origin { port: from.port, header: msg.header };
         let result = match request {
             Request::Create(record) => self.create(record).map(|()| ack(MsgType::Create, seq, self.port)),
-            Request::Destroy { name } => self.destroy(name).map(|()| ack(MsgType::Destroy, seq, self.port)),
+            Request::Destroy { name } => {
+                match self.submit(Job::Destroy { origin, state: name.to_owned() }, out) {
+                    Ok(()) => return,
+                    Err(f) => Err(f),
+                }
+            }
             Request::List { ext } => {
                 out.extend(self.list(ext, seq));
                 return;
             }
-            Request::Execute(frag) => match self.execute(&msg.header, &frag, from.port, now) {
-                Ok(Some(reply)) => Ok(reply),
-                Ok(None) => return,
+            Request::Execute(frag) => match self.execute(origin, &frag, now, out) {
+                Ok(()) => return,
                 Err(f) => Err(f),
             },
             Request::Data { name, payload } => {
-                match self.engine.deliver(name, from.port, payload) {
+                let job = Job::Data { origin, state: name.to_owned(), payload: payload.to_vec() };
+                match self.submit(job, out) {
                     // DATA is not acknowledged on success (as the original).
                     Ok(()) => return,
-                    Err(e) => Err(Failure::from(e)),
+                    Err(f) => Err(f),
                 }
             }
             Request::HookAdd(spec) => self.hook_add(spec).map(|()| ack(MsgType::HookAdd, seq, self.port)),
@@ -159,7 +186,7 @@ impl Handler {
                 self.hook_del(queue).map(|()| ack(MsgType::HookDel, seq, self.port))
             }
             Request::Stats => {
-                let json = Snapshot::take(&self.engine, &self.hooks.registry()).to_json();
+                let json = Snapshot::take(&self.engine, &self.hooks.registry(), &self.counters).to_json();
                 out.extend(encode_stats_reply(json.as_bytes(), seq, self.port));
                 return;
             }
@@ -192,9 +219,29 @@ impl Handler {
         self.journaled(&name, |j| j.record_create(&name, max_alloc, max_runs, debug))
     }
 
-    fn destroy(&mut self, name: &str) -> Result<(), Failure> {
-        self.engine.destroy(name)?;
-        self.journaled(name, |j| j.record_destroy(name))
+    /// Hands `job` to its state's lane (or runs it inline without lanes). Work for a state
+    /// that does not exist is refused here, so no lane is ever made for a name that is not a
+    /// state.
+    fn submit(&mut self, job: Job, out: &mut Vec<Vec<u8>>) -> Result<(), Failure> {
+        let state = job.state().to_owned();
+        if !self.engine.contains(&state) {
+            return Err(EngineError::NotFound(state).into());
+        }
+        let Some(lanes) = &self.lanes else {
+            out.extend(self.job_context().run(job).map(|(_, reply)| reply));
+            return Ok(());
+        };
+        let bytes = job.bytes();
+        lanes.push(&state, job, bytes, true).map_err(|refused| {
+            self.counters.busy.fetch_add(1, Relaxed);
+            let errno = if refused == Refused::Stopped { libc::ESHUTDOWN } else { errno::ENOBUFS };
+            Failure::new(errno, refused.to_string())
+        })
+    }
+
+    /// What a worker needs to run jobs of this handler.
+    pub fn job_context(&self) -> JobContext {
+        JobContext { engine: Arc::clone(&self.engine), journal: self.journal.clone(), port: self.port }
     }
 
     fn hook_add(&mut self, spec: nflua_proto::hook::HookSpec) -> Result<(), Failure> {
@@ -207,18 +254,12 @@ impl Handler {
         self.journaled("hooks", |j| j.record_hook_del(queue))
     }
 
-    /// Records a change that already took effect. If the disk refuses, the
-    /// client is told its change will not survive a restart.
     fn journaled(
-        &mut self,
+        &self,
         what: &str,
-        record: impl FnOnce(&mut Journal) -> std::io::Result<()>,
+        record: impl FnOnce(&mut crate::journal::Journal) -> std::io::Result<()>,
     ) -> Result<(), Failure> {
-        let Some(journal) = self.journal.as_mut() else { return Ok(()) };
-        record(journal).map_err(|e| {
-            tracing::error!(%what, error = %e, "journal write failed");
-            Failure::new(errno::EIO, format!("{what}: applied, but not journaled (lost on restart): {e}"))
-        })
+        journaled(self.journal.as_ref(), what, record)
     }
 
     /// Rebuilds what a journal recorded: states, their chunks in order, then
@@ -278,27 +319,28 @@ impl Handler {
         encode_list_reply(&records, format, seq, self.port)
     }
 
-    /// Feeds one EXECUTE fragment; runs the script when complete. `Ok(None)`:
-    /// nothing to answer yet (or a fragment of an already failed request).
+    /// Feeds one EXECUTE fragment; hands the script to its state's lane when complete.
+    /// `Ok(())`: nothing to answer now (or a fragment of an already failed request).
     fn execute(
         &mut self,
-        header: &Header,
+        origin: Origin,
         frag: &nflua_proto::ExecuteFragment<'_>,
-        port: u32,
         now: Instant,
-    ) -> Result<Option<Vec<u8>>, Failure> {
-        let client = self.clients.get(port, now);
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), Failure> {
+        let header = origin.header;
+        let client = self.clients.get(origin.port, now);
         if frag.script.is_some() {
             client.discard_seq = None;
         } else if client.discard_seq == Some(header.seq) {
             if frag.is_last() {
                 client.discard_seq = None;
             }
-            return Ok(None);
+            return Ok(());
         }
         let script = match client.reassembler.push(header.seq, frag) {
             Ok(Some(script)) => script,
-            Ok(None) => return Ok(None),
+            Ok(None) => return Ok(()),
             Err(e) => {
                 if !frag.is_last() {
                     client.discard_seq = Some(header.seq);
@@ -306,18 +348,8 @@ impl Handler {
                 return Err(Failure::new(e.errno(), e.to_string()));
             }
         };
-        let chunk_name = if script.name.is_empty() { DEFAULT_CHUNK_NAME } else { script.name.as_str() };
-        let ran = self.engine.execute(&script.state, &script.body, chunk_name);
-        // A chunk that raised may still have changed globals before it did:
-        // it is journaled too, so a replay ends in the same place.
-        if let Ok(()) | Err(EngineError::Lua(_)) = &ran {
-            let failed = ran.is_err();
-            self.journaled(&script.state, |j| {
-                j.record_execute(&script.state, chunk_name, &script.body, failed)
-            })?;
-        }
-        ran?;
-        Ok(Some(ack(MsgType::Execute, header.seq, self.port)))
+        let chunk_name = if script.name.is_empty() { DEFAULT_CHUNK_NAME.to_owned() } else { script.name };
+        self.submit(Job::Execute { origin, state: script.state, chunk_name, body: script.body }, out)
     }
 
     /// A malformed EXECUTE message ends the pending request of its sender.
@@ -333,13 +365,13 @@ fn clamp_u32(v: usize) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-fn ack(ty: MsgType, seq: u32, port: u32) -> Vec<u8> {
+pub(crate) fn ack(ty: MsgType, seq: u32, port: u32) -> Vec<u8> {
     let mut b = Vec::with_capacity(NLMSG_HDRLEN);
     encode_ack(&mut b, ty, seq, port);
     b
 }
 
-fn error_datagram(errno: i32, request: &Header, text: &str, port: u32) -> Vec<u8> {
+pub(crate) fn error_datagram(errno: i32, request: &Header, text: &str, port: u32) -> Vec<u8> {
     let mut b = Vec::with_capacity(64 + text.len());
     encode_error(&mut b, errno, request, text, port);
     b

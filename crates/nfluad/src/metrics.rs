@@ -9,18 +9,23 @@ use std::time::Duration;
 use nflua_engine::Engine;
 
 use crate::queue::hooks::HookRegistry;
-use crate::stats::Snapshot;
+use crate::stats::{RequestCounters, Snapshot};
 
 /// Binds `addr` and serves scrapes until the process ends. Returns the bound
 /// address (useful with port 0).
-pub fn spawn(addr: &str, engine: Arc<Engine>, hooks: HookRegistry) -> std::io::Result<std::net::SocketAddr> {
+pub fn spawn(
+    addr: &str,
+    engine: Arc<Engine>,
+    hooks: HookRegistry,
+    requests: Arc<RequestCounters>,
+) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
         for conn in listener.incoming() {
             match conn {
                 Ok(conn) => {
-                    if let Err(e) = serve(conn, &engine, &hooks) {
+                    if let Err(e) = serve(conn, &engine, &hooks, &requests) {
                         tracing::debug!(error = %e, "metrics request failed");
                     }
                 }
@@ -31,7 +36,12 @@ pub fn spawn(addr: &str, engine: Arc<Engine>, hooks: HookRegistry) -> std::io::R
     Ok(bound)
 }
 
-fn serve(conn: TcpStream, engine: &Engine, hooks: &HookRegistry) -> std::io::Result<()> {
+fn serve(
+    conn: TcpStream,
+    engine: &Engine,
+    hooks: &HookRegistry,
+    requests: &RequestCounters,
+) -> std::io::Result<()> {
     // Bounded: a client that sends nothing cannot hold the thread.
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     conn.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -46,7 +56,7 @@ fn serve(conn: TcpStream, engine: &Engine, hooks: &HookRegistry) -> std::io::Res
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, kind, body) = if method == "GET" && (path == "/metrics" || path == "/") {
-        ("200 OK", "text/plain; version=0.0.4", Snapshot::take(engine, hooks).to_prometheus())
+        ("200 OK", "text/plain; version=0.0.4", Snapshot::take(engine, hooks, requests).to_prometheus())
     } else {
         ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
     };

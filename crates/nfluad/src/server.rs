@@ -1,6 +1,28 @@
 //! The serving loop: read a datagram, hand it to the [`Handler`], send the
 //! replies; stop cleanly on SIGTERM/SIGINT.
 //!
+//! # Threads
+//!
+//! ```text
+//!   receiving thread (this loop)   reads, authorizes, decodes, reassembles; answers LIST,
+//!        │                         STATS, CREATE, HOOK_*, and errors at once; never runs Lua
+//!        ├─► lanes (lanes.rs) ──►  workers: EXECUTE, DATA, DESTROY, timers of one state in
+//!        │                         order, of different states in parallel; they send replies
+//!   timer thread (timers.rs) ──┘   takes due timers and queues them on their state's lane
+//!   NFQUEUE workers (queue/)       packet hooks, one thread per queue
+//!   metrics thread (metrics.rs)    scrapes read the same lock-free figures as STATS
+//! ```
+//!
+//! So a long Lua entry delays only later work of its own state; requests that need no state,
+//! and every other state, are served meanwhile. A full lane answers ENOBUFS rather than block
+//! or grow. Datagrams from the daemon's own port are never requests (a state cannot feed
+//! itself: `nf.netlink` refuses that port too) and are dropped and counted.
+//!
+//! Shutdown: the first SIGTERM/SIGINT halts every Lua entry ([`nflua_engine::Engine::halt_scripts`]),
+//! drops queued jobs, waits briefly for workers, stops hooks; a watchdog ends the process
+//! if this takes longer than [`SHUTDOWN_LIMIT`] (a library call that does not look at the
+//! halt flag cannot hold the daemon).
+//!
 //! The loop blocks in `recv` itself rather than in `poll`: a request costs one
 //! receive and one send, as between two plain sockets, which is what the data
 //! channel's round trip is measured against. The receive timeout
@@ -23,9 +45,13 @@ use crate::clients::Clients;
 use crate::config::Config;
 use crate::handler::{Handler, Policy, Sender};
 use crate::inject::Injector;
+use crate::jobs::Job;
 use crate::journal::Journal;
+use crate::lanes::{LaneLimits, Lanes};
 use crate::queue::hooks::{Hooks, QueueDefaults};
+use crate::refusals::Refusals;
 use crate::sink::SocketSink;
+use crate::stats::RequestCounters;
 use crate::timers::TimerThread;
 
 /// A datagram larger than this is cut and answered with an error; requests
@@ -34,6 +60,16 @@ const RECV_BUFFER: usize = 2 * PAYLOAD_MAX;
 
 /// How often pending requests are checked for expiry.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Longest wait in `recv`: bounds how late a termination signal delivered to another thread
+/// is noticed.
+const RECV_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The whole shutdown, from the signal to the process's exit, takes at most this long.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_millis(900);
+
+/// How long the shutdown waits for workers to end their (halted) entries.
+const WORKER_GRACE: Duration = Duration::from_millis(500);
 
 pub struct Server {
     sock: Arc<NetlinkSocket>,
@@ -44,7 +80,10 @@ pub struct Server {
     /// Kept to tell receivers about `nf.netlink` messages they lost.
     sink: Arc<SocketSink>,
     /// Stopped (and joined) when the server is dropped.
-    _timers: TimerThread,
+    timers: Option<TimerThread>,
+    lanes: Lanes<Job>,
+    /// The last client found gone while answering it.
+    vanished: Option<u32>,
 }
 
 impl Server {
@@ -60,7 +99,7 @@ impl Server {
                 anyhow::Error::new(e).context(format!("binding NETLINK_USERSOCK port {:#x}", config.port))
             }
         })?;
-        sock.set_recv_timeout(HOUSEKEEPING).context("setting the receive timeout")?;
+        sock.set_recv_timeout(RECV_TIMEOUT).context("setting the receive timeout")?;
         if let Err(e) = sock.set_recv_buffer(config.recv_buffer) {
             tracing::warn!(error = %e, "could not set the receive buffer");
         }
@@ -70,11 +109,12 @@ impl Server {
             EngineConfig {
                 max_states: MAX_STATES,
                 min_alloc_bytes: MIN_ALLOC_BYTES,
+                max_call: config.max_call,
+                max_hook_call: config.max_hook_call,
                 ..EngineConfig::default()
             },
             Arc::clone(&sink) as Arc<dyn nflua_engine::NetlinkSink>,
         ));
-        let timers = TimerThread::spawn(Arc::clone(&engine)).context("starting the timer thread")?;
         let hooks = Hooks::new(
             Arc::clone(&engine),
             QueueDefaults {
@@ -83,9 +123,11 @@ impl Server {
                 enabled: true,
             },
         );
+        let counters = Arc::new(RequestCounters::default());
         if let Some(addr) = &config.metrics {
-            let bound = crate::metrics::spawn(addr, Arc::clone(&engine), hooks.registry())
-                .with_context(|| format!("serving metrics on {addr}"))?;
+            let bound =
+                crate::metrics::spawn(addr, Arc::clone(&engine), hooks.registry(), Arc::clone(&counters))
+                    .with_context(|| format!("serving metrics on {addr}"))?;
             tracing::info!(%bound, "metrics served over HTTP at /metrics");
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -103,11 +145,25 @@ impl Server {
             },
             port: config.port,
             journal: None,
+            lanes: None,
+            refusals: Refusals::default(),
+            counters,
         };
         if let Some(dir) = &config.state_dir {
             restore_journal(&mut handler, dir)?;
         }
-        Ok(Server { sock, handler, config, stop, sink, _timers: timers })
+        // Only now: the journal is restored inline, before anything is served.
+        let jobs = handler.job_context();
+        let reply_sock = Arc::clone(&sock);
+        let lanes = Lanes::new(LaneLimits::default(), move |job| {
+            if let Some((port, reply)) = jobs.run(job) {
+                send_reply(&reply_sock, port, &reply, true);
+            }
+        });
+        handler.lanes = Some(lanes.clone());
+        let timers = TimerThread::spawn(Arc::clone(&handler.engine), lanes.clone())
+            .context("starting the timer thread")?;
+        Ok(Server { sock, handler, config, stop, sink, timers: Some(timers), lanes, vanished: None })
     }
 
     /// Serves until a termination signal arrives.
@@ -124,6 +180,14 @@ impl Server {
             }
         }
         tracing::info!("termination signal received, shutting down");
+        spawn_watchdog();
+        // No script may delay the exit: running entries stop at their next window.
+        self.handler.engine.halt_scripts();
+        let stuck = self.lanes.stop(Instant::now() + WORKER_GRACE);
+        if stuck > 0 {
+            tracing::warn!(stuck, "workers did not end their entries in time; leaving them");
+        }
+        self.timers.take();
         // Workers flush their pending verdicts and unbind their queues.
         self.handler.hooks.clear();
         let states = self.handler.engine.list().len();
@@ -134,6 +198,7 @@ impl Server {
 
     fn housekeeping(&mut self, now: Instant) {
         self.sink.flush_loss_notices();
+        self.handler.refusals.flush(now);
         let expired = self.handler.clients.expire(now, self.config.fragment_timeout);
         if expired > 0 {
             tracing::info!(
@@ -167,6 +232,11 @@ impl Server {
         if info.src_port == 0 {
             return; // the kernel has nothing to say on this protocol
         }
+        if info.src_port == self.config.port {
+            // Something we sent to ourselves: never a request (see the module doc).
+            self.handler.counters.own_port.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let datagram = &buf[..info.len];
         let from = Sender { port: info.src_port, creds: info.creds };
         let replies = if info.truncated {
@@ -174,23 +244,50 @@ impl Server {
         } else {
             self.handler.handle_datagram(datagram, from, Instant::now())
         };
-        self.send_replies(from.port, &replies);
-    }
-
-    fn send_replies(&mut self, port: u32, replies: &[Vec<u8>]) {
-        for reply in replies {
-            if let Err(e) = self.sock.send_to_nowait(reply, port, 0) {
-                match e.raw_os_error() {
-                    // The client is gone: stop talking to it and forget it.
-                    Some(libc::ECONNREFUSED) => {
-                        tracing::debug!(port, "client vanished before its reply");
-                        self.handler.clients.forget(port);
-                    }
-                    _ => tracing::warn!(port, error = %e, "could not send reply"),
-                }
+        for reply in &replies {
+            if !send_reply(&self.sock, from.port, reply, self.vanished != Some(from.port)) {
+                // The client is gone: forget what it had in flight. Said once per port: a
+                // sender that queued thousands of datagrams and left must not flood the log.
+                self.vanished = Some(from.port);
+                self.handler.clients.forget(from.port);
                 return;
             }
         }
+    }
+}
+
+/// Sends one reply without waiting; false when the client's socket is gone. A client that does
+/// not read (its buffer is full) loses the reply: logged at debug level only, since a sender
+/// flooding the daemon without reading would otherwise flood the log.
+fn send_reply(sock: &NetlinkSocket, port: u32, reply: &[u8], log_vanished: bool) -> bool {
+    match sock.send_to_nowait(reply, port, 0) {
+        Ok(_) => true,
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            if log_vanished {
+                tracing::debug!(port, "client vanished before its reply");
+            }
+            false
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) => {
+            tracing::trace!(port, "reply dropped: the client's receive buffer is full");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(port, error = %e, "could not send reply");
+            true
+        }
+    }
+}
+
+/// Ends the process if the shutdown has not finished within [`SHUTDOWN_LIMIT`].
+fn spawn_watchdog() {
+    let spawned = std::thread::Builder::new().name("shutdown-watchdog".into()).spawn(|| {
+        std::thread::sleep(SHUTDOWN_LIMIT);
+        tracing::error!(limit_ms = SHUTDOWN_LIMIT.as_millis() as u64, "shutdown took too long; exiting now");
+        std::process::exit(0);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the shutdown watchdog");
     }
 }
 
@@ -201,7 +298,7 @@ fn restore_journal(handler: &mut Handler, dir: &std::path::Path) -> anyhow::Resu
         .restore(restored)
         .map_err(|e| anyhow::anyhow!("restoring the journal in {}: {e}", dir.display()))?;
     journal.remove_orphans();
-    handler.journal = Some(journal);
+    handler.journal = Some(Arc::new(std::sync::Mutex::new(journal)));
     tracing::info!(dir = %dir.display(), states, chunks, hooks, "journal restored");
     Ok(())
 }

@@ -188,6 +188,12 @@ impl SocketSink {
 
 impl NetlinkSink for SocketSink {
     fn send_data(&self, state: &str, seq: u32, port: u32, groups: u32, payload: &[u8]) -> io::Result<usize> {
+        let us = self.sock.port();
+        if port == us {
+            // The daemon would take it as a request from itself: a state could make the daemon
+            // call its own callback, which sends again, forever.
+            return Err(io::Error::other(format!("port {us:#x} is nfluad's own")));
+        }
         if port != 0 {
             self.report_before_send(port)?;
         }
@@ -332,6 +338,14 @@ mod tests {
             "1 message from nfluad was dropped: receive buffer full"
         );
         assert_eq!(s.stats(), SinkStats { dropped: 1, loss_notices: 1 });
+    }
+
+    #[test]
+    fn the_daemons_own_port_is_refused() {
+        let s = sink();
+        let e = s.send_data("st", 0, s.sock.port(), 0, b"ping").unwrap_err();
+        assert_eq!(e.to_string(), format!("port {:#x} is nfluad's own", s.sock.port()));
+        assert_eq!(s.stats(), SinkStats::default());
     }
 
     #[test]

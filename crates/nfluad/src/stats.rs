@@ -2,7 +2,7 @@
 //! `nfluactl stats` (the STATS message) and Prometheus text for `--metrics`.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nflua_engine::Engine;
 use nflua_proto::HookMode;
@@ -15,6 +15,26 @@ pub struct Snapshot {
     pub states: Vec<StateSnapshot>,
     pub hooks: Vec<HookSnapshot>,
     pub netlink: NetlinkSnapshot,
+    pub requests: RequestsSnapshot,
+}
+
+/// Requests the daemon refused, dropped or turned away, counted as they happen (shared by the
+/// receiving thread, which counts, and the readers of statistics).
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    /// Datagrams from senders without permission (answered EPERM).
+    pub refused: AtomicU64,
+    /// Datagrams whose sender was the daemon's own port (dropped: never requests).
+    pub own_port: AtomicU64,
+    /// Requests answered ENOBUFS because their state's queue was full.
+    pub busy: AtomicU64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RequestsSnapshot {
+    pub refused: u64,
+    pub own_port: u64,
+    pub busy: u64,
 }
 
 /// `nf.netlink` messages the daemon could not deliver (SPEC §9: overflow is
@@ -70,7 +90,7 @@ pub struct Verdicts {
 }
 
 impl Snapshot {
-    pub fn take(engine: &Engine, hooks: &HookRegistry) -> Snapshot {
+    pub fn take(engine: &Engine, hooks: &HookRegistry, requests: &RequestCounters) -> Snapshot {
         let states = engine
             .all_stats()
             .into_iter()
@@ -117,7 +137,12 @@ impl Snapshot {
             .collect();
         let sink = engine.sink_stats();
         let netlink = NetlinkSnapshot { dropped: sink.dropped, loss_notices: sink.loss_notices };
-        Snapshot { states, hooks, netlink }
+        let requests = RequestsSnapshot {
+            refused: requests.refused.load(Ordering::Relaxed),
+            own_port: requests.own_port.load(Ordering::Relaxed),
+            busy: requests.busy.load(Ordering::Relaxed),
+        };
+        Snapshot { states, hooks, netlink, requests }
     }
 
     pub fn to_json(&self) -> String {
@@ -199,7 +224,24 @@ impl Snapshot {
                 self.netlink.loss_notices,
             ),
         ];
-        for (name, help, n) in netlink_metrics {
+        let request_metrics: [(&str, &str, u64); 3] = [
+            (
+                "nflua_requests_refused_total",
+                "Datagrams refused: their sender may not use nfluad.",
+                self.requests.refused,
+            ),
+            (
+                "nflua_requests_own_port_total",
+                "Datagrams from the daemon's own port, dropped unread.",
+                self.requests.own_port,
+            ),
+            (
+                "nflua_requests_busy_total",
+                "Requests refused because their state's queue was full.",
+                self.requests.busy,
+            ),
+        ];
+        for (name, help, n) in netlink_metrics.into_iter().chain(request_metrics) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {n}");
         }
         out
@@ -245,6 +287,7 @@ mod tests {
             }],
             hooks: vec![],
             netlink: NetlinkSnapshot { dropped: 7, loss_notices: 2 },
+            requests: RequestsSnapshot { refused: 3, own_port: 0, busy: 0 },
         };
         let text = snap.to_prometheus();
         assert!(text.contains("# TYPE nflua_state_memory_bytes gauge"), "{text}");
@@ -253,5 +296,8 @@ mod tests {
         assert!(text.contains("nflua_state_lock_waits_total{state=\"we\\\"b\"} 7"), "{text}");
         assert!(text.contains("# TYPE nflua_netlink_dropped_total counter\nnflua_netlink_dropped_total 7"));
         assert!(text.contains("\nnflua_netlink_loss_notices_total 2\n"), "{text}");
+        assert!(
+            text.contains("# TYPE nflua_requests_refused_total counter\nnflua_requests_refused_total 3\n")
+        );
     }
 }

@@ -1,6 +1,12 @@
 //! The hook table: which queues feed which state's function, and the worker
 //! threads that serve them. Lives on the control thread; workers share only
 //! the engine and their stop flag.
+//!
+//! Removing a hook does not wait for its workers: they notice their stop flag
+//! within their poll interval, and the control thread must not wait that long
+//! (nor for a hook call running in a busy state). Their threads are joined
+//! later — when a new hook wants one of their queues (which must be unbound
+//! first), or on the next change, or at shutdown.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -80,6 +86,8 @@ pub struct Hooks {
     defaults: QueueDefaults,
     entries: Vec<Entry>,
     registry: HookRegistry,
+    /// Workers of removed hooks, told to stop and not yet joined, with their queue numbers.
+    stopping: Vec<(u16, RunningQueue)>,
 }
 
 /// What statistics readers (STATS, the metrics endpoint) see of the hooks:
@@ -88,7 +96,13 @@ pub type HookRegistry = Arc<std::sync::RwLock<Vec<(HookSpec, Arc<HookStats>)>>>;
 
 impl Hooks {
     pub fn new(engine: Arc<Engine>, defaults: QueueDefaults) -> Hooks {
-        Hooks { engine, defaults, entries: Vec::new(), registry: HookRegistry::default() }
+        Hooks {
+            engine,
+            defaults,
+            entries: Vec::new(),
+            registry: HookRegistry::default(),
+            stopping: Vec::new(),
+        }
     }
 
     /// A handle on the hooks' statistics for other threads.
@@ -120,6 +134,8 @@ impl Hooks {
             }
         }
         self.engine.pin(&spec.state)?;
+        // A queue of a hook just removed is bound until its worker ends: wait for that.
+        self.reap(|q| spec.queues().contains(&q));
         let stats = Arc::new(HookStats::default());
         let mut queues = Vec::new();
         for queue in spec.queues() {
@@ -202,7 +218,13 @@ impl Hooks {
             .ok_or(HookError::NoHook(queue))?;
         let entry = self.entries.remove(at);
         self.publish();
-        stop_all(entry.queues);
+        self.reap(|_| false);
+        for q in &entry.queues {
+            q.stop.store(true, Ordering::Relaxed);
+        }
+        self.stopping.extend(entry.spec.queues().zip(entry.queues));
+        // Released now: the workers only finish their current batch (a state destroyed
+        // meanwhile gives their last packets the on-error verdict).
         self.engine.unpin(&entry.spec.state);
         tracing::info!(
             state = %entry.spec.state,
@@ -220,6 +242,18 @@ impl Hooks {
             self.engine.unpin(&e.spec.state);
         }
         self.publish();
+        self.reap(|_| true);
+    }
+
+    /// Joins the stopping workers that have ended, and those on queues `wait_for` selects
+    /// (waiting for them to end).
+    fn reap(&mut self, wait_for: impl Fn(u16) -> bool) {
+        let (done, keep): (Vec<_>, Vec<_>) =
+            self.stopping.drain(..).partition(|(queue, q)| q.thread.is_finished() || wait_for(*queue));
+        self.stopping = keep;
+        for (_, q) in done {
+            let _ = q.thread.join();
+        }
     }
 }
 

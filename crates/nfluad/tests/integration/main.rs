@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod control;
 mod data;
+mod isolation;
 mod journal;
 mod legacy;
 mod lifecycle;

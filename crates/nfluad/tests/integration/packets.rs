@@ -221,6 +221,10 @@ fn two_queues_in_a_balance_range() {
     }
     assert_eq!(arrived, 16);
     d.ctl_ok(&["hook", "del", "1"]);
+    // Removing a hook does not wait for its workers: they stop within their poll interval.
+    crate::util::wait_for("both workers to stop", Duration::from_secs(5), || {
+        d.log_text().matches("queue worker stopped").count() >= 2
+    });
     let log = d.log_text();
     for q in ["queue=0", "queue=1"] {
         let line = log.lines().find(|l| l.contains("queue worker stopped") && l.contains(q)).expect(q);
