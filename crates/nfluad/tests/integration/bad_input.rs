@@ -290,7 +290,10 @@ fn hostile_scripts() {
     assert!(lua_error(&d, "x = = 1").contains("unexpected symbol"));
     assert!(lua_error(&d, "while true do end").contains("instruction limit"));
     assert!(lua_error(&d, "local t = {} for i = 1, 1e9 do t[i] = i end").contains("not enough memory"));
-    assert!(lua_error(&d, "local s = string.rep('x', 1 << 30)").contains("not enough memory"));
+    // A huge string.rep is charged its bytes before it runs: the instruction limit refuses it.
+    assert!(lua_error(&d, "local s = string.rep('x', 1 << 30)").contains("instruction limit"));
+    // One that the budget allows but the memory limit does not.
+    assert!(lua_error(&d, "local s = string.rep('xxxxxxxxxxxxxxxxxxxx', 4000)").contains("not enough memory"));
     // Whichever limit a runaway recursion meets first (stack, memory) must stop it.
     let deep = lua_error(&d, "local function f() return 1 + f() end f()");
     assert!(deep.contains("stack overflow") || deep.contains("not enough memory"), "{deep}");
