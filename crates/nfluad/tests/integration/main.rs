@@ -12,6 +12,7 @@ mod isolation;
 mod journal;
 mod legacy;
 mod lifecycle;
+mod limits;
 mod memory;
 mod packets;
 mod soak;
