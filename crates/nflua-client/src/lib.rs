@@ -20,6 +20,7 @@ mod control;
 mod data;
 mod error;
 mod link;
+mod presence;
 pub mod socket;
 mod sys;
 
@@ -29,4 +30,5 @@ pub use data::{DataMessage, DataSocket};
 pub use error::{strerror, ClientError};
 pub use nflua_proto::hook::{DEFAULT_EVAL_MARK, DEFAULT_MATCH_MARK};
 pub use nflua_proto::{consts, HookMode, HookSpec, OnError, RecordFormat, StateFlags, StateRecord};
+pub use presence::usersock_port_bound;
 pub use socket::Port;

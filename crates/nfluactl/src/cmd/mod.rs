@@ -86,7 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(name) = &state {
                 output::keep_state(&mut stats, name);
                 if stats["states"].as_array().is_none_or(|s| s.is_empty()) {
-                    anyhow::bail!("state '{name}' not found");
+                    return Err(Reported(format!("state '{name}' not found")).into());
                 }
             }
             output::stats(&mut out, &stats, json)?;
@@ -98,6 +98,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// What the daemon's answer said was wrong, found by nfluactl in it rather
+/// than sent as an error (a state missing from STATS): exit 1, as the
+/// daemon's own errors.
+#[derive(Debug)]
+pub struct Reported(pub String);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
 
 fn control(timeout: &Option<Duration>, config: ClientConfig) -> Result<ControlSocket, ClientError> {
     let mut c = ControlSocket::open(config, Port::Auto)?;

@@ -28,7 +28,7 @@ fn stats_count_calls_errors_and_memory() {
     assert!(table.lines().any(|l| l.starts_with("st ")), "{table}");
     assert!(!table.contains("other"), "{table}");
     let out = d.ctl(&["stats", "ghost"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stderr).trim(), "nfluactl: state 'ghost' not found");
 }
 
