@@ -16,7 +16,7 @@ use nflua_proto::{
 };
 
 use crate::clients::Clients;
-use crate::journal::{Journal, Restored};
+use crate::journal::{Journal, RecordError, Restored};
 use crate::queue::hooks::{HookError, Hooks};
 use crate::stats::Snapshot;
 
@@ -159,7 +159,9 @@ impl Handler {
                 self.hook_del(queue).map(|()| ack(MsgType::HookDel, seq, self.port))
             }
             Request::Stats => {
-                let json = Snapshot::take(&self.engine, &self.hooks.registry()).to_json();
+                let json = Snapshot::take(&self.engine, &self.hooks.registry())
+                    .with_failures(self.journal.as_ref().map(Journal::failures))
+                    .to_json();
                 out.extend(encode_stats_reply(json.as_bytes(), seq, self.port));
                 return;
             }
@@ -188,11 +190,25 @@ impl Handler {
         };
         let (name, max_alloc, max_runs, debug) =
             (config.name.clone(), config.max_alloc_bytes, config.max_runs, config.debug);
+        if let Some(failed) = self.journal.as_ref().and_then(|j| j.failures().get(&name)) {
+            return Err(Failure::new(
+                errno::EEXIST,
+                format!(
+                    "state '{name}' failed to restore from the journal ({}); its entries are kept for \
+                     inspection: destroy '{name}' to discard them",
+                    failed.reason
+                ),
+            ));
+        }
         self.engine.create(config)?;
         self.journaled(&name, |j| j.record_create(&name, max_alloc, max_runs, debug))
     }
 
     fn destroy(&mut self, name: &str) -> Result<(), Failure> {
+        // A state that failed to restore exists only in the journal.
+        if self.journal.as_ref().is_some_and(|j| j.failures().get(name).is_some()) {
+            return self.journaled(name, |j| j.discard_failed(name));
+        }
         self.engine.destroy(name)?;
         self.journaled(name, |j| j.record_destroy(name))
     }
@@ -208,57 +224,96 @@ impl Handler {
     }
 
     /// Records a change that already took effect. If the disk refuses, the
-    /// client is told its change will not survive a restart.
+    /// client is told how far the record got (see [`RecordError`]).
     fn journaled(
         &mut self,
         what: &str,
-        record: impl FnOnce(&mut Journal) -> std::io::Result<()>,
+        record: impl FnOnce(&mut Journal) -> Result<(), RecordError>,
     ) -> Result<(), Failure> {
         let Some(journal) = self.journal.as_mut() else { return Ok(()) };
         record(journal).map_err(|e| {
             tracing::error!(%what, error = %e, "journal write failed");
-            Failure::new(errno::EIO, format!("{what}: applied, but not journaled (lost on restart): {e}"))
+            Failure::new(errno::EIO, format!("{what}: {e}"))
         })
     }
 
-    /// Rebuilds what a journal recorded: states, their chunks in order, then
-    /// hooks. Stops at the first failure; the caller then exits instead of
-    /// serving a half-restored daemon.
-    pub fn restore(&mut self, restored: Restored) -> Result<(usize, usize, usize), String> {
-        let (mut states, mut chunks) = (0, 0);
+    /// Rebuilds what the journal (already in `self.journal`) recorded:
+    /// states, their chunks in order, then hooks. A state that cannot be
+    /// rebuilt — damaged files, a chunk that no longer replays as it did — is
+    /// dropped, logged at ERROR and listed as failed, and so are its hooks;
+    /// everything else comes back. Returns (states, chunks, hooks) restored.
+    pub fn restore(&mut self, restored: Restored) -> (usize, usize, usize) {
+        let (mut states, mut chunks, mut hooks) = (0, 0, 0);
+        let mut failed = restored.damaged;
         for (state, texts) in restored.states {
-            let config = StateConfig {
-                name: state.name.clone(),
-                max_alloc_bytes: state.max_alloc,
-                max_runs: state.max_runs,
-                debug: state.debug,
-            };
-            self.engine.create(config).map_err(|e| format!("creating state {:?}: {e}", state.name))?;
-            states += 1;
-            for (chunk, text) in state.chunks.iter().zip(texts) {
-                match self.engine.execute(&state.name, &text, &chunk.name) {
-                    Ok(()) => {}
-                    Err(e) if chunk.failed => {
-                        tracing::debug!(state = %state.name, chunk = chunk.id, error = %e, "replayed chunk failed, as it did when executed");
-                    }
-                    Err(e) => {
-                        return Err(format!(
-                            "replaying chunk {} ({:?}) of state {:?}: {e}",
-                            chunk.id, chunk.name, state.name
-                        ))
-                    }
+            match self.restore_state(&state, texts) {
+                Ok(n) => {
+                    states += 1;
+                    chunks += n;
                 }
-                chunks += 1;
+                Err(reason) => {
+                    let _ = self.engine.destroy(&state.name);
+                    failed.push((state.name, reason));
+                }
             }
         }
-        let hooks = restored.hooks.len();
-        for spec in restored.hooks {
-            let (state, first, last) = (spec.state.clone(), spec.queue_first, spec.queue_last);
-            self.hooks
-                .add(spec)
-                .map_err(|e| format!("hooking state {state:?} on queues {first}:{last}: {e}"))?;
+        for (name, reason) in &failed {
+            tracing::error!(
+                state = %name,
+                %reason,
+                "state not restored from the journal: not served; its journal entries are kept \
+                 (destroying the state discards them)"
+            );
+            if let Some(journal) = &self.journal {
+                journal.mark_failed(name, reason);
+            }
         }
-        Ok((states, chunks, hooks))
+        for spec in restored.hooks {
+            let (first, last) = (spec.queue_first, spec.queue_last);
+            let reason = if failed.iter().any(|(name, _)| *name == spec.state) {
+                format!("its state {:?} was not restored", spec.state)
+            } else {
+                match self.hooks.add(spec.clone()) {
+                    Ok(()) => {
+                        hooks += 1;
+                        continue;
+                    }
+                    Err(e) => e.to_string(),
+                }
+            };
+            tracing::error!(state = %spec.state, function = %spec.function, queues = %format_args!("{first}:{last}"), %reason, "hook not restored from the journal");
+        }
+        (states, chunks, hooks)
+    }
+
+    /// Creates one journaled state and replays its chunks; returns how many.
+    fn restore_state(
+        &mut self,
+        state: &crate::journal::StateEntry,
+        texts: Vec<Vec<u8>>,
+    ) -> Result<usize, String> {
+        let config = StateConfig {
+            name: state.name.clone(),
+            max_alloc_bytes: state.max_alloc,
+            max_runs: state.max_runs,
+            debug: state.debug,
+        };
+        self.engine.create(config).map_err(|e| format!("creating state {:?}: {e}", state.name))?;
+        for (chunk, text) in state.chunks.iter().zip(&texts) {
+            match self.engine.execute(&state.name, text, &chunk.name) {
+                Ok(()) => {}
+                Err(e) if chunk.failed => {
+                    tracing::debug!(state = %state.name, chunk = chunk.id, error = %e, "replayed chunk failed, as it did when executed");
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "replaying chunk {} ({:?}) of state {:?}: {e}",
+                        chunk.id, chunk.name, state.name
+                    ))
+                }
+            }
+        }
+        Ok(texts.len())
     }
 
     fn list(&self, ext: bool, seq: u32) -> Vec<Vec<u8>> {

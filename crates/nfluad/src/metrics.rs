@@ -25,6 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use nflua_engine::Engine;
 use tokio::sync::Semaphore;
 
+use crate::journal::RestoreFailures;
 use crate::queue::hooks::HookRegistry;
 use crate::stats::Snapshot;
 
@@ -41,11 +42,17 @@ const MAX_CONNECTIONS: usize = 64;
 struct Source {
     engine: Arc<Engine>,
     hooks: HookRegistry,
+    failures: RestoreFailures,
 }
 
 /// Binds `addr` and serves scrapes until the process ends. Returns the bound
 /// address (useful with port 0).
-pub fn spawn(addr: &str, engine: Arc<Engine>, hooks: HookRegistry) -> std::io::Result<SocketAddr> {
+pub fn spawn(
+    addr: &str,
+    engine: Arc<Engine>,
+    hooks: HookRegistry,
+    failures: RestoreFailures,
+) -> std::io::Result<SocketAddr> {
     // Bound here, not in the thread: a taken address is an error of the start.
     let listener = std::net::TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
@@ -56,7 +63,7 @@ pub fn spawn(addr: &str, engine: Arc<Engine>, hooks: HookRegistry) -> std::io::R
         .max_blocking_threads(2)
         .thread_name("metrics-snapshot")
         .build()?;
-    let source = Arc::new(Source { engine, hooks });
+    let source = Arc::new(Source { engine, hooks, failures });
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || runtime.block_on(accept_loop(listener, source)))?;
@@ -107,9 +114,10 @@ async fn respond(req: Request<Incoming>, source: Arc<Source>) -> Result<Response
     if req.method() != Method::GET || !matches!(req.uri().path(), "/metrics" | "/") {
         return Ok(text(StatusCode::NOT_FOUND, "text/plain", "try /metrics\n".to_owned()));
     }
-    let body =
-        tokio::task::spawn_blocking(move || Snapshot::take(&source.engine, &source.hooks).to_prometheus())
-            .await;
+    let body = tokio::task::spawn_blocking(move || {
+        Snapshot::take(&source.engine, &source.hooks).with_failures(Some(&source.failures)).to_prometheus()
+    })
+    .await;
     Ok(match body {
         Ok(body) => text(StatusCode::OK, "text/plain; version=0.0.4", body),
         Err(e) => {

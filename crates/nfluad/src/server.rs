@@ -23,7 +23,7 @@ use crate::clients::Clients;
 use crate::config::Config;
 use crate::handler::{Handler, Policy, Sender};
 use crate::inject::Injector;
-use crate::journal::Journal;
+use crate::journal::{Journal, RestoreFailures};
 use crate::queue::hooks::{Hooks, QueueDefaults};
 use crate::sink::SocketSink;
 use crate::timers::TimerThread;
@@ -83,8 +83,9 @@ impl Server {
                 enabled: true,
             },
         );
+        let failures = RestoreFailures::default();
         if let Some(addr) = &config.metrics {
-            let bound = crate::metrics::spawn(addr, Arc::clone(&engine), hooks.registry())
+            let bound = crate::metrics::spawn(addr, Arc::clone(&engine), hooks.registry(), failures.clone())
                 .with_context(|| format!("serving metrics on {addr}"))?;
             tracing::info!(%bound, "metrics served over HTTP at /metrics");
         }
@@ -105,7 +106,7 @@ impl Server {
             journal: None,
         };
         if let Some(dir) = &config.state_dir {
-            restore_journal(&mut handler, dir)?;
+            restore_journal(&mut handler, dir, failures)?;
         }
         Ok(Server { sock, handler, config, stop, sink, _timers: timers })
     }
@@ -194,15 +195,21 @@ impl Server {
     }
 }
 
-/// Opens the journal, rebuilds what it holds, and from then on records changes.
-fn restore_journal(handler: &mut Handler, dir: &std::path::Path) -> anyhow::Result<()> {
-    let (journal, restored) = Journal::open(dir)?;
-    let (states, chunks, hooks) = handler
-        .restore(restored)
-        .map_err(|e| anyhow::anyhow!("restoring the journal in {}: {e}", dir.display()))?;
-    journal.remove_orphans();
+/// Opens the journal, rebuilds what it holds, and from then on records
+/// changes. States that fail to restore are listed in `failures`.
+fn restore_journal(
+    handler: &mut Handler,
+    dir: &std::path::Path,
+    failures: RestoreFailures,
+) -> anyhow::Result<()> {
+    let (journal, restored) = Journal::open(dir, failures)?;
     handler.journal = Some(journal);
-    tracing::info!(dir = %dir.display(), states, chunks, hooks, "journal restored");
+    let (states, chunks, hooks) = handler.restore(restored);
+    let failed = handler.journal.as_ref().map_or(0, |j| j.failures().list().len());
+    if let Some(journal) = &handler.journal {
+        journal.remove_orphans();
+    }
+    tracing::info!(dir = %dir.display(), states, chunks, hooks, failed, "journal restored");
     Ok(())
 }
 

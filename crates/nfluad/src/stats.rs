@@ -8,6 +8,7 @@ use nflua_engine::Engine;
 use nflua_proto::HookMode;
 use serde::Serialize;
 
+use crate::journal::{FailedState, RestoreFailures};
 use crate::queue::hooks::HookRegistry;
 
 #[derive(Debug, Serialize)]
@@ -15,6 +16,8 @@ pub struct Snapshot {
     pub states: Vec<StateSnapshot>,
     pub hooks: Vec<HookSnapshot>,
     pub netlink: NetlinkSnapshot,
+    /// Journaled states that failed to restore and are not served.
+    pub failed_states: Vec<FailedState>,
 }
 
 /// `nf.netlink` messages the daemon could not deliver (SPEC §9: overflow is
@@ -117,7 +120,13 @@ impl Snapshot {
             .collect();
         let sink = engine.sink_stats();
         let netlink = NetlinkSnapshot { dropped: sink.dropped, loss_notices: sink.loss_notices };
-        Snapshot { states, hooks, netlink }
+        Snapshot { states, hooks, netlink, failed_states: Vec::new() }
+    }
+
+    /// Adds the journaled states that failed to restore (`--state-dir`).
+    pub fn with_failures(mut self, failures: Option<&RestoreFailures>) -> Snapshot {
+        self.failed_states = failures.map(RestoreFailures::list).unwrap_or_default();
+        self
     }
 
     pub fn to_json(&self) -> String {
@@ -202,6 +211,9 @@ impl Snapshot {
         for (name, help, n) in netlink_metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {n}");
         }
+        let name = "nflua_journal_failed_states";
+        let _ = writeln!(out, "# HELP {name} Journaled states that failed to restore and are not served.");
+        let _ = writeln!(out, "# TYPE {name} gauge\n{name} {}", self.failed_states.len());
         out
     }
 }
@@ -245,6 +257,7 @@ mod tests {
             }],
             hooks: vec![],
             netlink: NetlinkSnapshot { dropped: 7, loss_notices: 2 },
+            failed_states: vec![],
         };
         let text = snap.to_prometheus();
         assert!(text.contains("# TYPE nflua_state_memory_bytes gauge"), "{text}");
