@@ -222,7 +222,7 @@ impl Journal {
         let mut next = self.manifest.clone();
         next.hooks.retain(|hex| {
             let spec = from_hex(hex).and_then(|r| HookSpec::parse(&r).ok());
-            !spec.is_some_and(|s| s.state == name)
+            spec.is_none_or(|s| s.state != name)
         });
         let gone = next.states.iter().position(|s| s.name == name).map(|at| next.states.remove(at));
         let result = self.commit(next);
