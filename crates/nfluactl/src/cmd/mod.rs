@@ -31,8 +31,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Destroy { name } => control(&cli_timeout, config)?.destroy(&name)?,
         Command::List { json } => {
-            let states = control(&cli_timeout, config)?.list()?;
-            output::states(&mut out, &states, json)?;
+            let mut ctl = control(&cli_timeout, config)?;
+            let states = ctl.list()?;
+            output::states(&mut out, &states, &failed_states(&mut ctl), json)?;
         }
         Command::Execute { name, file, code, chunk_name } => {
             let (chunk, default_name) = match (code, file) {
@@ -85,7 +86,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::from_str(&text).context("the daemon's STATS answer")?;
             if let Some(name) = &state {
                 output::keep_state(&mut stats, name);
-                if stats["states"].as_array().is_none_or(|s| s.is_empty()) {
+                let found = |key: &str| stats[key].as_array().is_some_and(|s| !s.is_empty());
+                if !found("states") && !found("failed_states") {
                     return Err(Reported(format!("state '{name}' not found")).into());
                 }
             }
@@ -97,6 +99,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The journaled states the daemon could not restore. LIST answers are
+/// byte-exact per SPEC and cannot hold them; STATS can. Best effort: a daemon
+/// without STATS (or with nothing failed) shows none.
+fn failed_states(ctl: &mut ControlSocket) -> Vec<output::FailedState> {
+    let Ok(text) = ctl.stats() else { return Vec::new() };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|mut v| serde_json::from_value(v["failed_states"].take()).ok())
+        .unwrap_or_default()
 }
 
 /// What the daemon's answer said was wrong, found by nfluactl in it rather
