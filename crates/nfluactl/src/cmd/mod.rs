@@ -33,7 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List { json } => {
             let mut ctl = control(&cli_timeout, config)?;
             let states = ctl.list()?;
-            output::states(&mut out, &states, &failed_states(&mut ctl), json)?;
+            output::states(&mut out, &states, &failed_states(&mut ctl, cli_timeout), json)?;
         }
         Command::Execute { name, file, code, chunk_name } => {
             let (chunk, default_name) = match (code, file) {
@@ -101,10 +101,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long `list` waits for the STATS answer that names failed states.
+const FAILED_STATES_WAIT: Duration = Duration::from_millis(1000);
+
 /// The journaled states the daemon could not restore. LIST answers are
 /// byte-exact per SPEC and cannot hold them; STATS can. Best effort: a daemon
 /// without STATS (or with nothing failed) shows none.
-fn failed_states(ctl: &mut ControlSocket) -> Vec<output::FailedState> {
+fn failed_states(ctl: &mut ControlSocket, timeout: Option<Duration>) -> Vec<output::FailedState> {
+    // The states are known already: a slow STATS must not hold them back.
+    ctl.set_timeout(Some(timeout.map_or(FAILED_STATES_WAIT, |t| t.min(FAILED_STATES_WAIT))));
     let Ok(text) = ctl.stats() else { return Vec::new() };
     serde_json::from_str::<serde_json::Value>(&text)
         .ok()
