@@ -25,6 +25,7 @@ mod inject;
 pub mod journal;
 mod metrics;
 pub mod queue;
+mod restore;
 pub mod server;
 pub mod sink;
 pub mod stats;
