@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
         lanes: None,
         refusals: Default::default(),
         counters: Default::default(),
+        failures: Default::default(),
     };
     let from = Sender { port: 77, creds: Some(Credentials { pid: 1, uid: 0, gid: 0 }) };
     let mut rest = data;

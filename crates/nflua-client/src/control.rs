@@ -8,6 +8,7 @@
 //! ```
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
 
 use nflua_proto::consts::{DEFAULT_MAX_ALLOC_BYTES, STATE_NAME_MAX};
 use nflua_proto::hook::{encode_hook_add, encode_hook_del, encode_hook_list, HookSpec};
@@ -19,11 +20,17 @@ use nflua_proto::{
 use crate::config::ClientConfig;
 use crate::error::{strerror, ClientError};
 use crate::link::{DaemonLink, Wait};
+use crate::presence::usersock_port_bound;
 use crate::socket::Port;
 
 /// Largest STATS answer a client accepts, so a lying peer cannot make it
 /// buffer without bound.
 const STATS_LIMIT: usize = 16 << 20;
+
+/// Milliseconds of silence after which a blocking helper checks that the
+/// daemon is still there: seldom enough to cost nothing, often enough that a
+/// dead daemon is reported at once rather than after the whole timeout.
+const PRESENCE_CHECK_MS: u64 = 250;
 
 /// The seed's `getstate()` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +159,8 @@ impl ControlSocket {
     }
 
     /// Bounds the blocking helpers' waits (`None`: forever); they fail with
-    /// [`ClientError::TimedOut`] when the daemon stays silent that long.
+    /// [`ClientError::NoAnswer`] when the daemon stays silent that long, and
+    /// with [`ClientError::DaemonGone`] as soon as its port is unbound.
     pub fn set_timeout(&mut self, timeout: Option<std::time::Duration>) {
         self.timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
     }
@@ -290,7 +298,7 @@ impl ControlSocket {
     /// STATS and wait for all of it.
     pub fn stats(&mut self) -> Result<String, ClientError> {
         self.send_stats()?;
-        match self.wait(self.timeout_ms)? {
+        match self.await_answer()? {
             Response::Stats(text) => Ok(text),
             other => Err(self.fail(format!("unexpected STATS outcome {other:?}"))),
         }
@@ -412,40 +420,76 @@ impl ControlSocket {
         }
     }
 
+    /// The blocking helpers' wait: up to the socket's timeout between
+    /// datagrams (forever without one), and, every [`PRESENCE_CHECK_MS`] of
+    /// silence, a look at whether the daemon still holds its port. A request
+    /// that outlives either ends with an error that says what is known about
+    /// its fate: [`ClientError::NoAnswer`] or [`ClientError::DaemonGone`].
+    fn await_answer(&mut self) -> Result<Response, ClientError> {
+        let daemon = self.link.config.daemon_port;
+        let limit = (self.timeout_ms >= 0).then_some(self.timeout_ms as u64);
+        let mut silent_ms = 0u64;
+        loop {
+            let slice =
+                limit.map_or(PRESENCE_CHECK_MS, |l| l.saturating_sub(silent_ms).min(PRESENCE_CHECK_MS));
+            let started = Instant::now();
+            match self.receive_one(Wait::Upto(slice as i32))? {
+                Some(Response::Pending) => {
+                    silent_ms = 0;
+                    continue;
+                }
+                Some(done) => return Ok(done),
+                None => silent_ms += started.elapsed().as_millis() as u64,
+            }
+            if usersock_port_bound(daemon) == Some(false) {
+                // Its last answer may have been queued before it went.
+                while let Some(response) = self.receive_one(Wait::Upto(0))? {
+                    if !matches!(response, Response::Pending) {
+                        return Ok(response);
+                    }
+                }
+                return Err(ClientError::DaemonGone { port: daemon });
+            }
+            if let Some(ms) = limit.filter(|&l| silent_ms >= l) {
+                return Err(ClientError::NoAnswer { ms });
+            }
+        }
+    }
+
     /// CREATE and wait for the answer.
     pub fn create(&mut self, req: &CreateRequest<'_>) -> Result<(), ClientError> {
         self.send_create(req)?;
-        self.wait(self.timeout_ms).map(drop)
+        self.await_answer().map(drop)
     }
 
     /// DESTROY and wait for the answer.
     pub fn destroy(&mut self, state: &str) -> Result<(), ClientError> {
         self.send_destroy(state)?;
-        self.wait(self.timeout_ms).map(drop)
+        self.await_answer().map(drop)
     }
 
     /// EXECUTE and wait for the answer.
     pub fn execute(&mut self, state: &str, script: &[u8], script_name: &str) -> Result<(), ClientError> {
         self.send_execute(state, script, script_name)?;
-        self.wait(self.timeout_ms).map(drop)
+        self.await_answer().map(drop)
     }
 
     /// HOOK_ADD and wait for the answer.
     pub fn hook_add(&mut self, spec: &HookSpec) -> Result<(), ClientError> {
         self.send_hook_add(spec)?;
-        self.wait(self.timeout_ms).map(drop)
+        self.await_answer().map(drop)
     }
 
     /// HOOK_DEL and wait for the answer.
     pub fn hook_del(&mut self, queue: u16) -> Result<(), ClientError> {
         self.send_hook_del(queue)?;
-        self.wait(self.timeout_ms).map(drop)
+        self.await_answer().map(drop)
     }
 
     /// HOOK_LIST and wait for the answer.
     pub fn hook_list(&mut self) -> Result<Vec<HookSpec>, ClientError> {
         self.send_hook_list()?;
-        match self.wait(self.timeout_ms)? {
+        match self.await_answer()? {
             Response::Hooks(hooks) => Ok(hooks),
             other => Err(self.fail(format!("unexpected HOOK_LIST outcome {other:?}"))),
         }
@@ -454,7 +498,7 @@ impl ControlSocket {
     /// LIST and wait for all of it.
     pub fn list(&mut self) -> Result<Vec<StateInfo>, ClientError> {
         self.send_list()?;
-        match self.wait(self.timeout_ms)? {
+        match self.await_answer()? {
             Response::States(states) => Ok(states),
             other => Err(self.fail(format!("unexpected LIST outcome {other:?}"))),
         }
@@ -526,5 +570,41 @@ mod tests {
         assert!(matches!(c.wait(2000), Err(ClientError::Failed(_))));
         assert_eq!(c.state(), SocketState::Failed);
         assert!(matches!(c.send_list(), Err(ClientError::Failed(_))));
+    }
+
+    /// A daemon that takes the request and says nothing: the blocking
+    /// helper gives up after its timeout, saying the request may still be
+    /// applied; one that dies with the request in hand is told apart at the
+    /// next presence check, long before the timeout.
+    #[test]
+    fn silence_and_death_are_told_apart() {
+        let uid = crate::socket::effective_uid();
+        let fake = NetlinkSocket::bind(Port::Auto, 0).unwrap();
+        let config = ClientConfig { daemon_port: fake.port(), trusted_uids: vec![uid] };
+        let mut c = ControlSocket::open(config.clone(), Port::Auto).unwrap();
+        c.set_timeout(Some(std::time::Duration::from_millis(600)));
+        let started = Instant::now();
+        let err = c.destroy("x").unwrap_err();
+        let waited = started.elapsed().as_millis();
+        assert!(matches!(err, ClientError::NoAnswer { ms: 600 }), "{err:?}");
+        assert_eq!(err.to_string(), "no answer within 600 ms; the request may still complete");
+        assert!((600..2000).contains(&waited), "gave up after {waited} ms");
+
+        let mut c = ControlSocket::open(config, Port::Auto).unwrap();
+        c.set_timeout(Some(std::time::Duration::from_secs(30)));
+        let killer = std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            fake.recv(&mut buf, false).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(fake);
+        });
+        let started = Instant::now();
+        let err = c.destroy("x").unwrap_err();
+        let waited = started.elapsed().as_millis();
+        killer.join().unwrap();
+        assert!(matches!(err, ClientError::DaemonGone { .. }), "{err:?}");
+        assert!(err.to_string().contains("went away before answering"), "{err}");
+        // 100 ms until the death, then at most one presence check.
+        assert!(waited < 1000, "death noticed after {waited} ms");
     }
 }

@@ -39,6 +39,14 @@ pub enum ClientError {
     Overflow { message: Option<String> },
     #[error("timed out")]
     TimedOut,
+    /// A blocking request saw no answer in time. The daemon may be busy
+    /// with it (a long chunk, say): it may still be applied.
+    #[error("no answer within {ms} ms; the request may still complete")]
+    NoAnswer { ms: u64 },
+    /// The daemon's port was given up while a request waited for its
+    /// answer: the daemon died (or was stopped) with the request in hand.
+    #[error("nfluad on port {port} went away before answering (its port is no longer bound); the request may or may not have been applied")]
+    DaemonGone { port: u32 },
     #[error("{0}")]
     Io(io::Error),
 }
@@ -57,7 +65,8 @@ impl ClientError {
             }
             ClientError::ScriptTooLarge(_) | ClientError::DataTooLarge(_) => errno::EMSGSIZE,
             ClientError::Overflow { .. } => errno::ENOBUFS,
-            ClientError::TimedOut => libc::ETIMEDOUT,
+            ClientError::TimedOut | ClientError::NoAnswer { .. } => libc::ETIMEDOUT,
+            ClientError::DaemonGone { .. } => errno::ECONNREFUSED,
             ClientError::Io(e) => e.raw_os_error().unwrap_or(errno::EIO),
         }
     }

@@ -11,6 +11,12 @@
 //! credentials of a trusted uid, and never blocks in a call documented as
 //! non-blocking. All `unsafe` lives in `sys`.
 //!
+//! The blocking helpers (`create`, `execute`, `list`, ...) say what is known
+//! when no answer comes: [`ClientError::NoAnswer`] after the timeout (the
+//! request may still complete), or [`ClientError::DaemonGone`] as soon as
+//! the daemon's port is no longer bound (`presence`, read from
+//! `/proc/net/netlink` after each 250 ms of silence).
+//!
 //! Dependencies: `nflua-proto` (the wire format), `libc` (the socket calls,
 //! `SCM_CREDENTIALS`; `netlink-sys` does not expose ancillary data), and
 //! `thiserror`.
@@ -20,6 +26,7 @@ mod control;
 mod data;
 mod error;
 mod link;
+mod presence;
 pub mod socket;
 mod sys;
 
@@ -29,4 +36,5 @@ pub use data::{DataMessage, DataSocket};
 pub use error::{strerror, ClientError};
 pub use nflua_proto::hook::{DEFAULT_EVAL_MARK, DEFAULT_MATCH_MARK};
 pub use nflua_proto::{consts, HookMode, HookSpec, OnError, RecordFormat, StateFlags, StateRecord};
+pub use presence::usersock_port_bound;
 pub use socket::Port;

@@ -2,7 +2,11 @@
 //!
 //! Shaped like ripgrep's front end: `main` calls `run`, which returns an
 //! `anyhow::Result`; the error is printed once, with its cause chain, and the
-//! exit code is 1 for daemon errors and 2 for usage or local errors.
+//! exit code is 1 for every error the daemon reported (an error reply, a
+//! loss notice with its text, a state its STATS answer does not hold) and 2
+//! for usage or local errors — including a request that got no answer in
+//! time or whose daemon went away before answering: the daemon reported
+//! nothing, and the message says the request may still be applied.
 //!
 //! Dependencies: `clap` + `clap_complete` (arguments and shell completions),
 //! `serde_json` (`--json` output), `anyhow` (errors at this edge).
@@ -27,10 +31,19 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("nfluactl: {err:#}");
-            match err.downcast_ref::<ClientError>() {
-                Some(ClientError::Daemon { .. }) => ExitCode::from(1),
-                _ => ExitCode::from(2),
+            if reported_by_daemon(&err) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(2)
             }
         }
+    }
+}
+
+fn reported_by_daemon(err: &anyhow::Error) -> bool {
+    match err.downcast_ref::<ClientError>() {
+        Some(ClientError::Daemon { .. } | ClientError::Overflow { message: Some(_) }) => true,
+        Some(_) => false,
+        None => err.downcast_ref::<cmd::Reported>().is_some(),
     }
 }

@@ -8,28 +8,54 @@ use serde::Serialize;
 #[derive(Serialize)]
 struct StateJson<'a> {
     name: &'a str,
-    maxalloc: u32,
-    curralloc: u32,
+    /// "ok", or "failed" for a journaled state that failed to restore.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    maxalloc: Option<u32>,
+    curralloc: Option<u32>,
     maxruns: Option<u32>,
     flags: String,
 }
 
-pub fn states(out: &mut impl Write, states: &[StateInfo], json: bool) -> std::io::Result<()> {
+/// A journaled state the daemon could not restore, from its STATS answer.
+#[derive(Debug, serde::Deserialize)]
+pub struct FailedState {
+    pub name: String,
+    pub reason: String,
+}
+
+/// The states of a LIST answer, then those in `failed` (not served).
+pub fn states(
+    out: &mut impl Write,
+    states: &[StateInfo],
+    failed: &[FailedState],
+    json: bool,
+) -> std::io::Result<()> {
     if json {
-        let list: Vec<StateJson<'_>> = states
-            .iter()
-            .map(|s| StateJson {
-                name: &s.name,
-                maxalloc: s.max_alloc,
-                curralloc: s.cur_alloc,
-                maxruns: s.max_runs,
-                flags: s.flags.to_letters(),
-            })
-            .collect();
-        serde_json::to_writer_pretty(&mut *out, &list)?;
+        let served = states.iter().map(|s| StateJson {
+            name: &s.name,
+            status: "ok",
+            reason: None,
+            maxalloc: Some(s.max_alloc),
+            curralloc: Some(s.cur_alloc),
+            maxruns: s.max_runs,
+            flags: s.flags.to_letters(),
+        });
+        let failed = failed.iter().map(|f| StateJson {
+            name: &f.name,
+            status: "failed",
+            reason: Some(&f.reason),
+            maxalloc: None,
+            curralloc: None,
+            maxruns: None,
+            flags: String::new(),
+        });
+        serde_json::to_writer_pretty(&mut *out, &served.chain(failed).collect::<Vec<_>>())?;
         return writeln!(out);
     }
-    let width = states.iter().map(|s| s.name.len()).max().unwrap_or(0).max(4);
+    let names = states.iter().map(|s| s.name.len()).chain(failed.iter().map(|f| f.name.len()));
+    let width = names.max().unwrap_or(0).max(4);
     writeln!(out, "{:<width$}  {:>10}  {:>10}  {:>10}  FLAGS", "NAME", "MAXALLOC", "CURRALLOC", "MAXRUNS")?;
     for s in states {
         let runs = s.max_runs.map_or_else(|| "-".to_owned(), |r| r.to_string());
@@ -42,6 +68,23 @@ pub fn states(out: &mut impl Write, states: &[StateInfo], json: bool) -> std::io
             runs,
             s.flags.to_letters()
         )?;
+    }
+    for f in failed {
+        writeln!(out, "{:<width$}  {:>10}  {:>10}  {:>10}  failed: {}", f.name, "-", "-", "-", f.reason)?;
+    }
+    Ok(())
+}
+
+/// The `failed_states` of a STATS answer, if any, as a table of their own.
+fn failed_states(out: &mut impl Write, stats: &serde_json::Value) -> std::io::Result<()> {
+    let Some(failed) = stats["failed_states"].as_array().filter(|f| !f.is_empty()) else { return Ok(()) };
+    writeln!(out)?;
+    writeln!(out, "{:<16} REASON (not served; its journal entries are kept)", "FAILED STATE")?;
+    for f in failed {
+        writeln!(out, "{:<16} {}", f["name"].as_str().unwrap_or("?"), f["reason"].as_str().unwrap_or("?"))?;
+        for hook in f["hooks"].as_array().into_iter().flatten() {
+            writeln!(out, "{:<16}   hook not restored: {}", "", hook.as_str().unwrap_or("?"))?;
+        }
     }
     Ok(())
 }
@@ -187,8 +230,8 @@ pub fn hooks(out: &mut impl Write, hooks: &[HookSpec], json: bool) -> std::io::R
 
 /// Drops every state and hook but those of `name`.
 pub fn keep_state(stats: &mut serde_json::Value, name: &str) {
-    for key in ["states", "hooks"] {
-        let field = if key == "states" { "name" } else { "state" };
+    for key in ["states", "hooks", "failed_states"] {
+        let field = if key == "hooks" { "state" } else { "name" };
         if let Some(list) = stats[key].as_array_mut() {
             list.retain(|item| item[field] == name);
         }
@@ -227,6 +270,7 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
             s["lock_waits"]
         )?;
     }
+    failed_states(out, stats)?;
     let hooks = stats["hooks"].as_array().unwrap_or(&empty);
     if hooks.is_empty() {
         return Ok(());

@@ -8,7 +8,7 @@ use nflua_proto::consts::{DEFAULT_MAX_RUNS, DEFAULT_PORT};
 #[derive(Debug, Parser)]
 #[command(name = "nfluad", version, about)]
 pub struct Args {
-    /// Netlink port id to serve on (decimal or 0x hex).
+    /// Netlink port id to serve on (decimal or 0x hex), below 0x80000000.
     #[arg(long, env = "NFLUA_PORT", default_value_t = format!("{DEFAULT_PORT:#x}"))]
     pub port: String,
 
@@ -64,6 +64,10 @@ pub struct Args {
     pub log: String,
 }
 
+/// Ids the kernel hands out to sockets bound without one have this bit set
+/// (SPEC §3): a daemon there could collide with any client.
+const AUTO_PORT_BIT: u32 = 1 << 31;
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -87,6 +91,13 @@ impl Args {
         let port = nflua_client::parse_port(&self.port)
             .filter(|&p| p != 0)
             .ok_or_else(|| anyhow::anyhow!("invalid --port {:?}: expected a non-zero port id", self.port))?;
+        if port & AUTO_PORT_BIT != 0 {
+            anyhow::bail!(
+                "invalid --port {:?}: ids with bit 31 set ({port:#x} >= 0x80000000) are the kernel's \
+                 automatic client range (SPEC §3); choose an id below 0x80000000",
+                self.port
+            );
+        }
         Ok(Config {
             port,
             allow_uids: self.allow_uid,

@@ -25,7 +25,7 @@ use nflua_proto::{
 
 use crate::clients::Clients;
 use crate::jobs::{journaled, Job, JobContext, Origin, SharedJournal};
-use crate::journal::Restored;
+use crate::journal::{Journal, RecordError, RestoreFailures};
 use crate::lanes::{Lanes, Refused};
 use crate::queue::hooks::{HookError, Hooks};
 use crate::refusals::Refusals;
@@ -101,6 +101,8 @@ pub struct Handler {
     pub refusals: Refusals,
     /// Requests refused, dropped or turned away, for STATS and metrics.
     pub counters: Arc<RequestCounters>,
+    /// Journaled states that failed to restore (shared with the journal, read without its lock).
+    pub failures: RestoreFailures,
 }
 
 impl Handler {
@@ -159,6 +161,11 @@ impl Handler {
         let origin = Origin { port: from.port, header: msg.header };
         let result = match request {
             Request::Create(record) => self.create(record).map(|()| ack(MsgType::Create, seq, self.port)),
+            // A state that failed to restore exists only in the journal: destroying it discards
+            // its entries there.
+            Request::Destroy { name } if self.failures.get(name).is_some() => self
+                .journaled(name, |j| j.discard_failed(name))
+                .map(|()| ack(MsgType::Destroy, seq, self.port)),
             Request::Destroy { name } => {
                 match self.submit(Job::Destroy { origin, state: name.to_owned() }, out) {
                     Ok(()) => return,
@@ -186,7 +193,9 @@ impl Handler {
                 self.hook_del(queue).map(|()| ack(MsgType::HookDel, seq, self.port))
             }
             Request::Stats => {
-                let json = Snapshot::take(&self.engine, &self.hooks.registry(), &self.counters).to_json();
+                let json = Snapshot::take(&self.engine, &self.hooks.registry(), &self.counters)
+                    .with_failures(Some(&self.failures))
+                    .to_json();
                 out.extend(encode_stats_reply(json.as_bytes(), seq, self.port));
                 return;
             }
@@ -215,6 +224,16 @@ impl Handler {
         };
         let (name, max_alloc, max_runs, debug) =
             (config.name.clone(), config.max_alloc_bytes, config.max_runs, config.debug);
+        if let Some(failed) = self.failures.get(&name) {
+            return Err(Failure::new(
+                errno::EEXIST,
+                format!(
+                    "state '{name}' failed to restore from the journal ({}); its entries are kept for \
+                     inspection: destroy '{name}' to discard them",
+                    failed.reason
+                ),
+            ));
+        }
         self.engine.create(config)?;
         self.journaled(&name, |j| j.record_create(&name, max_alloc, max_runs, debug))
     }
@@ -254,52 +273,14 @@ impl Handler {
         self.journaled("hooks", |j| j.record_hook_del(queue))
     }
 
+    /// Records a change that already took effect. If the disk refuses, the
+    /// client is told how far the record got (see [`RecordError`]).
     fn journaled(
         &self,
         what: &str,
-        record: impl FnOnce(&mut crate::journal::Journal) -> std::io::Result<()>,
+        record: impl FnOnce(&mut Journal) -> Result<(), RecordError>,
     ) -> Result<(), Failure> {
         journaled(self.journal.as_ref(), what, record)
-    }
-
-    /// Rebuilds what a journal recorded: states, their chunks in order, then
-    /// hooks. Stops at the first failure; the caller then exits instead of
-    /// serving a half-restored daemon.
-    pub fn restore(&mut self, restored: Restored) -> Result<(usize, usize, usize), String> {
-        let (mut states, mut chunks) = (0, 0);
-        for (state, texts) in restored.states {
-            let config = StateConfig {
-                name: state.name.clone(),
-                max_alloc_bytes: state.max_alloc,
-                max_runs: state.max_runs,
-                debug: state.debug,
-            };
-            self.engine.create(config).map_err(|e| format!("creating state {:?}: {e}", state.name))?;
-            states += 1;
-            for (chunk, text) in state.chunks.iter().zip(texts) {
-                match self.engine.execute(&state.name, &text, &chunk.name) {
-                    Ok(()) => {}
-                    Err(e) if chunk.failed => {
-                        tracing::debug!(state = %state.name, chunk = chunk.id, error = %e, "replayed chunk failed, as it did when executed");
-                    }
-                    Err(e) => {
-                        return Err(format!(
-                            "replaying chunk {} ({:?}) of state {:?}: {e}",
-                            chunk.id, chunk.name, state.name
-                        ))
-                    }
-                }
-                chunks += 1;
-            }
-        }
-        let hooks = restored.hooks.len();
-        for spec in restored.hooks {
-            let (state, first, last) = (spec.state.clone(), spec.queue_first, spec.queue_last);
-            self.hooks
-                .add(spec)
-                .map_err(|e| format!("hooking state {state:?} on queues {first}:{last}: {e}"))?;
-        }
-        Ok((states, chunks, hooks))
     }
 
     fn list(&self, ext: bool, seq: u32) -> Vec<Vec<u8>> {

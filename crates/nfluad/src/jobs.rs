@@ -11,7 +11,7 @@ use nflua_engine::{DueTimer, Engine, EngineError};
 use nflua_proto::{Header, MsgType};
 
 use crate::handler::{ack, error_datagram, Failure};
-use crate::journal::Journal;
+use crate::journal::{Journal, RecordError};
 
 /// The journal, shared by the receiving thread and the workers. Its lock orders the records of
 /// changes made on different threads (see [`JobContext::run`] for DESTROY).
@@ -135,12 +135,12 @@ impl JobContext {
     }
 }
 
-/// Records a change that already took effect. If the disk refuses, the client is told its
-/// change will not survive a restart.
+/// Records a change that already took effect. If the disk refuses, the client is told how far
+/// the record got (see [`RecordError`]: lost on restart, or journaled but not synced).
 pub(crate) fn journaled(
     journal: Option<&SharedJournal>,
     what: &str,
-    write: impl FnOnce(&mut Journal) -> std::io::Result<()>,
+    write: impl FnOnce(&mut Journal) -> Result<(), RecordError>,
 ) -> Result<(), Failure> {
     match journal {
         Some(journal) => record(&mut lock_journal(journal), what, write),
@@ -151,13 +151,10 @@ pub(crate) fn journaled(
 fn record(
     journal: &mut Journal,
     what: &str,
-    write: impl FnOnce(&mut Journal) -> std::io::Result<()>,
+    write: impl FnOnce(&mut Journal) -> Result<(), RecordError>,
 ) -> Result<(), Failure> {
     write(journal).map_err(|e| {
         tracing::error!(%what, error = %e, "journal write failed");
-        Failure::new(
-            nflua_proto::errno::EIO,
-            format!("{what}: applied, but not journaled (lost on restart): {e}"),
-        )
+        Failure::new(nflua_proto::errno::EIO, format!("{what}: {e}"))
     })
 }

@@ -9,7 +9,14 @@
 //! Dependencies: `clap` (arguments), `tracing` + `tracing-subscriber`
 //! (structured logs to stderr), `signal-hook` (SIGTERM through a pipe the
 //! loop polls), `anyhow` (errors at this edge only), `mlua` with `vendored`
-//! (this artifact picks the Lua linkage), `libc` (poll).
+//! (this artifact picks the Lua linkage), `libc` (poll), `crc32fast`
+//! (journal checksums). `--metrics` is served by `hyper` (HTTP/1.1, server
+//! side only) with `hyper-util`/`http-body-util` glue on a one-thread `tokio`
+//! runtime (rt, net, time): hyper is the most used and actively maintained
+//! Rust HTTP implementation, runs each connection as a task (a slow client
+//! never blocks a scrape) and has a header read timeout built in. tiny_http,
+//! the lighter choice, has had no release in years and no read timeout, so
+//! every idle client would pin one of its threads for good.
 
 pub mod clients;
 pub mod config;
@@ -21,6 +28,7 @@ pub mod lanes;
 mod metrics;
 pub mod queue;
 pub mod refusals;
+mod restore;
 pub mod server;
 pub mod sink;
 pub mod stats;

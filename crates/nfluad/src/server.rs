@@ -46,7 +46,7 @@ use crate::config::Config;
 use crate::handler::{Handler, Policy, Sender};
 use crate::inject::Injector;
 use crate::jobs::Job;
-use crate::journal::Journal;
+use crate::journal::{Journal, RestoreFailures};
 use crate::lanes::{LaneLimits, Lanes};
 use crate::queue::hooks::{Hooks, QueueDefaults};
 use crate::refusals::Refusals;
@@ -124,10 +124,16 @@ impl Server {
             },
         );
         let counters = Arc::new(RequestCounters::default());
+        let failures = RestoreFailures::default();
         if let Some(addr) = &config.metrics {
-            let bound =
-                crate::metrics::spawn(addr, Arc::clone(&engine), hooks.registry(), Arc::clone(&counters))
-                    .with_context(|| format!("serving metrics on {addr}"))?;
+            let bound = crate::metrics::spawn(
+                addr,
+                Arc::clone(&engine),
+                hooks.registry(),
+                Arc::clone(&counters),
+                failures.clone(),
+            )
+            .with_context(|| format!("serving metrics on {addr}"))?;
             tracing::info!(%bound, "metrics served over HTTP at /metrics");
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -148,9 +154,10 @@ impl Server {
             lanes: None,
             refusals: Refusals::default(),
             counters,
+            failures: failures.clone(),
         };
         if let Some(dir) = &config.state_dir {
-            restore_journal(&mut handler, dir)?;
+            restore_journal(&mut handler, dir, failures)?;
         }
         // Only now: the journal is restored inline, before anything is served.
         let jobs = handler.job_context();
@@ -291,15 +298,21 @@ fn spawn_watchdog() {
     }
 }
 
-/// Opens the journal, rebuilds what it holds, and from then on records changes.
-fn restore_journal(handler: &mut Handler, dir: &std::path::Path) -> anyhow::Result<()> {
-    let (journal, restored) = Journal::open(dir)?;
-    let (states, chunks, hooks) = handler
-        .restore(restored)
-        .map_err(|e| anyhow::anyhow!("restoring the journal in {}: {e}", dir.display()))?;
-    journal.remove_orphans();
+/// Opens the journal, rebuilds what it holds, and from then on records
+/// changes. States that fail to restore are listed in `failures`.
+fn restore_journal(
+    handler: &mut Handler,
+    dir: &std::path::Path,
+    failures: RestoreFailures,
+) -> anyhow::Result<()> {
+    let (journal, restored) = Journal::open(dir, failures)?;
     handler.journal = Some(Arc::new(std::sync::Mutex::new(journal)));
-    tracing::info!(dir = %dir.display(), states, chunks, hooks, "journal restored");
+    let (states, chunks, hooks) = handler.restore(restored);
+    let failed = handler.failures.list().len();
+    if let Some(journal) = &handler.journal {
+        crate::jobs::lock_journal(journal).remove_orphans();
+    }
+    tracing::info!(dir = %dir.display(), states, chunks, hooks, failed, "journal restored");
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use nflua_engine::Engine;
 use nflua_proto::HookMode;
 use serde::Serialize;
 
+use crate::journal::{FailedState, RestoreFailures};
 use crate::queue::hooks::HookRegistry;
 
 #[derive(Debug, Serialize)]
@@ -16,6 +17,8 @@ pub struct Snapshot {
     pub hooks: Vec<HookSnapshot>,
     pub netlink: NetlinkSnapshot,
     pub requests: RequestsSnapshot,
+    /// Journaled states that failed to restore and are not served.
+    pub failed_states: Vec<FailedState>,
 }
 
 /// Requests the daemon refused, dropped or turned away, counted as they happen (shared by the
@@ -142,7 +145,13 @@ impl Snapshot {
             own_port: requests.own_port.load(Ordering::Relaxed),
             busy: requests.busy.load(Ordering::Relaxed),
         };
-        Snapshot { states, hooks, netlink, requests }
+        Snapshot { states, hooks, netlink, requests, failed_states: Vec::new() }
+    }
+
+    /// Adds the journaled states that failed to restore (`--state-dir`).
+    pub fn with_failures(mut self, failures: Option<&RestoreFailures>) -> Snapshot {
+        self.failed_states = failures.map(RestoreFailures::list).unwrap_or_default();
+        self
     }
 
     pub fn to_json(&self) -> String {
@@ -244,6 +253,9 @@ impl Snapshot {
         for (name, help, n) in netlink_metrics.into_iter().chain(request_metrics) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {n}");
         }
+        let name = "nflua_journal_failed_states";
+        let _ = writeln!(out, "# HELP {name} Journaled states that failed to restore and are not served.");
+        let _ = writeln!(out, "# TYPE {name} gauge\n{name} {}", self.failed_states.len());
         out
     }
 }
@@ -288,6 +300,7 @@ mod tests {
             hooks: vec![],
             netlink: NetlinkSnapshot { dropped: 7, loss_notices: 2 },
             requests: RequestsSnapshot { refused: 3, own_port: 0, busy: 0 },
+            failed_states: vec![],
         };
         let text = snap.to_prometheus();
         assert!(text.contains("# TYPE nflua_state_memory_bytes gauge"), "{text}");

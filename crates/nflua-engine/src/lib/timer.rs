@@ -2,7 +2,7 @@
 //! pending timer, false if the timer had already fired or been destroyed (harmless either way).
 //!
 //! Timers are one-shot, as the original's: the callback runs once, with no arguments, after
-//! `msecs` milliseconds (an integer ≥ 0; 0 means "on the timer thread's next pass"), under the
+//! `msecs` milliseconds (an integer ≥ 0, or a string Lua converts to one; 0 means "on the timer thread's next pass"), under the
 //! state's limits like any entry. A callback may create timers, which is how a script repeats
 //! something. The callback lives in the state's registry until the timer fires or is destroyed,
 //! so it counts against the state's memory, as does the timer's entry in the engine's queue
@@ -43,16 +43,18 @@ pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
 }
 
 fn create(lua: &Lua, ctx: &Context, msecs: &Value, callback: Value) -> mlua::Result<AnyUserData> {
-    let delay_ms = match *msecs {
-        Value::Integer(ms) => ms,
-        // As `luaL_checkinteger`: a float with an exact integer value will do.
-        Value::Number(ms) if ms.fract() == 0.0 && ms >= i64::MIN as f64 && ms < -(i64::MIN as f64) => {
-            ms as i64
-        }
-        Value::Number(_) => {
-            return Err(error("bad argument #1 to 'create' (number has no integer representation)"))
-        }
-        ref other => return Err(bad_argument(1, "create", "number", other)),
+    // As `luaL_checkinteger`: an integer, a float with an exact integer value, or a string
+    // Lua converts to one ("10", " 0x10 ", "1e3"); Lua's own conversion decides.
+    let delay_ms = match msecs {
+        Value::Integer(ms) => *ms,
+        Value::Number(_) | Value::String(_) => match lua.coerce_integer(msecs.clone())? {
+            Some(ms) => ms,
+            None if lua.coerce_number(msecs.clone())?.is_some() => {
+                return Err(error("bad argument #1 to 'create' (number has no integer representation)"))
+            }
+            None => return Err(bad_argument(1, "create", "number", msecs)),
+        },
+        other => return Err(bad_argument(1, "create", "number", other)),
     };
     let delay_ms = u64::try_from(delay_ms).map_err(|_| error("timer.create: msecs must not be negative"))?;
     let deadline = Instant::now()

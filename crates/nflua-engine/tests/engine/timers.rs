@@ -75,7 +75,10 @@ fn bad_arguments() {
     for (call, message) in [
         ("create(-1, print)", "timer.create: msecs must not be negative"),
         ("create(1.5, print)", "bad argument #1 to 'create' (number has no integer representation)"),
-        ("create('10', print)", "bad argument #1 to 'create' (number expected, got string)"),
+        ("create('ten', print)", "bad argument #1 to 'create' (number expected, got string)"),
+        ("create('1.5', print)", "bad argument #1 to 'create' (number has no integer representation)"),
+        ("create('-1', print)", "timer.create: msecs must not be negative"),
+        ("create({}, print)", "bad argument #1 to 'create' (number expected, got table)"),
         ("create(10, 'print')", "bad argument #2 to 'create' (function expected, got string)"),
         ("create(10)", "bad argument #2 to 'create' (function expected, got nil)"),
         ("destroy(nil)", "bad argument #1 to 'destroy' (timer expected, got nil)"),
@@ -86,6 +89,28 @@ fn bad_arguments() {
     }
     run(&engine, "s", "timer.create(1e3, print)").unwrap();
     assert_eq!(engine.stats("s").unwrap().timers, 1, "failed creates leave nothing behind");
+}
+
+/// `luaL_checkinteger` takes strings Lua converts to integers; so does `timer.create`.
+#[test]
+fn numeric_strings_are_accepted_as_lua_does() {
+    let (engine, sink) = with_state();
+    let before = Instant::now();
+    run(
+        &engine,
+        "s",
+        "timer.create('100', function() nf.netlink(1, 0, 'hundred') end) \
+         timer.create(' 0x12C ', function() nf.netlink(1, 0, 'three hundred') end) \
+         timer.create('5e2', function() nf.netlink(1, 0, 'five hundred') end)",
+    )
+    .unwrap();
+    assert_eq!(engine.stats("s").unwrap().timers, 3);
+    let at = |ms| before + Duration::from_millis(ms);
+    assert_eq!(engine.run_due_timers(at(50)), 0, "none due before 100 ms");
+    assert_eq!(engine.run_due_timers(at(200)), 1);
+    assert_eq!(engine.run_due_timers(at(400)), 1);
+    assert_eq!(engine.run_due_timers(later(1000)), 1);
+    assert_eq!(payloads(&sink), ["hundred", "three hundred", "five hundred"]);
 }
 
 #[test]

@@ -31,8 +31,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Destroy { name } => control(&cli_timeout, config)?.destroy(&name)?,
         Command::List { json } => {
-            let states = control(&cli_timeout, config)?.list()?;
-            output::states(&mut out, &states, json)?;
+            let mut ctl = control(&cli_timeout, config)?;
+            let states = ctl.list()?;
+            output::states(&mut out, &states, &failed_states(&mut ctl, cli_timeout), json)?;
         }
         Command::Execute { name, file, code, chunk_name } => {
             let (chunk, default_name) = match (code, file) {
@@ -85,8 +86,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::from_str(&text).context("the daemon's STATS answer")?;
             if let Some(name) = &state {
                 output::keep_state(&mut stats, name);
-                if stats["states"].as_array().is_none_or(|s| s.is_empty()) {
-                    anyhow::bail!("state '{name}' not found");
+                let found = |key: &str| stats[key].as_array().is_some_and(|s| !s.is_empty());
+                if !found("states") && !found("failed_states") {
+                    return Err(Reported(format!("state '{name}' not found")).into());
                 }
             }
             output::stats(&mut out, &stats, json)?;
@@ -98,6 +100,36 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How long `list` waits for the STATS answer that names failed states.
+const FAILED_STATES_WAIT: Duration = Duration::from_millis(1000);
+
+/// The journaled states the daemon could not restore. LIST answers are
+/// byte-exact per SPEC and cannot hold them; STATS can. Best effort: a daemon
+/// without STATS (or with nothing failed) shows none.
+fn failed_states(ctl: &mut ControlSocket, timeout: Option<Duration>) -> Vec<output::FailedState> {
+    // The states are known already: a slow STATS must not hold them back.
+    ctl.set_timeout(Some(timeout.map_or(FAILED_STATES_WAIT, |t| t.min(FAILED_STATES_WAIT))));
+    let Ok(text) = ctl.stats() else { return Vec::new() };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|mut v| serde_json::from_value(v["failed_states"].take()).ok())
+        .unwrap_or_default()
+}
+
+/// What the daemon's answer said was wrong, found by nfluactl in it rather
+/// than sent as an error (a state missing from STATS): exit 1, as the
+/// daemon's own errors.
+#[derive(Debug)]
+pub struct Reported(pub String);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
 
 fn control(timeout: &Option<Duration>, config: ClientConfig) -> Result<ControlSocket, ClientError> {
     let mut c = ControlSocket::open(config, Port::Auto)?;

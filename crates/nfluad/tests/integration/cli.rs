@@ -1,6 +1,9 @@
 //! nfluactl against a real daemon.
 
-use crate::util::{text, Daemon};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::{bin, run_with_stdin, text, Daemon};
 
 #[test]
 fn create_execute_list_destroy() {
@@ -113,4 +116,81 @@ fn completions_are_generated() {
     let out = d.ctl(&["completions", "bash"]);
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("nfluactl"));
+}
+
+/// A chunk that keeps the daemon busy for `ms` milliseconds of wall time,
+/// then sets `applied`.
+fn busy_chunk(ms: u32) -> String {
+    format!(
+        "local function now() local s, ms = nf.time() return s * 1000 + ms end \
+         local t0 = now() repeat until now() - t0 >= {ms} applied = true"
+    )
+}
+
+#[test]
+fn a_timed_out_request_is_said_to_be_maybe_applied() {
+    let d = Daemon::start();
+    d.ctl_ok(&["create", "slow", "--instructions", "4000000000"]);
+    let started = Instant::now();
+    let out = d.ctl(&["--reply-timeout", "200", "execute", "slow", "-e", &busy_chunk(500)]);
+    let waited = started.elapsed();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).trim(), "nfluactl: no answer within 200 ms; the request may still complete");
+    assert!(waited < Duration::from_millis(450), "gave up after {waited:?}");
+    // And it did complete: the message was true.
+    d.ctl_ok(&["execute", "slow", "-e", "assert(applied)"]);
+}
+
+#[test]
+fn a_daemon_that_dies_mid_request_is_told_from_a_slow_one() {
+    let d = Daemon::start();
+    d.ctl_ok(&["create", "slow", "--instructions", "4000000000"]);
+    let port = d.port.to_string();
+    let chunk = busy_chunk(900);
+    let client = std::thread::spawn(move || {
+        let started = Instant::now();
+        let out = run_with_stdin(
+            Command::new(bin("nfluactl")).args(["--port", &port, "execute", "slow", "-e", &chunk]),
+            None,
+        );
+        (out, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let killed_at = Instant::now();
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) };
+    let (out, took) = client.join().unwrap();
+    let after_kill = killed_at.elapsed();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("nfluad on port {} went away before answering", d.port)), "{err}");
+    // Noticed at the next presence check (every 250 ms), not after the 10 s timeout.
+    eprintln!("nfluactl reported the dead daemon {after_kill:?} after the kill ({took:?} in all)");
+    assert!(after_kill < Duration::from_millis(800), "noticed {after_kill:?} after the kill");
+
+    // Sending to a port nobody holds any more is refused at once.
+    let out = d.ctl(&["list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not running"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn daemon_errors_exit_1_local_errors_exit_2() {
+    let d = Daemon::start();
+    for args in [&["destroy", "ghost"][..], &["stats", "ghost"], &["execute", "ghost", "-e", "x = 1"]] {
+        let out = d.ctl(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stderr));
+    }
+    let out = d.ctl(&["execute", "ghost"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn nfluad_refuses_ports_in_the_automatic_range() {
+    for port in ["0x80000000", "2147483649", "0xffffffff"] {
+        let out = run_with_stdin(Command::new(bin("nfluad")).args(["--port", port]), None);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{port}: {err}");
+        assert!(err.contains("bit 31 set") && err.contains("automatic client range"), "{port}: {err}");
+    }
 }

@@ -1,5 +1,7 @@
-//! `--state-dir`: states, executed chunks and hooks survive a crash, and a
-//! damaged journal stops the daemon before it serves anything.
+//! `--state-dir`: states, executed chunks and hooks survive a crash; a
+//! damaged manifest stops the daemon before it serves anything, while a state
+//! that no longer restores costs that state alone; a change answered "not
+//! journaled" is truly absent after a restart.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +13,7 @@ use crate::netns::{NetPair, ADDR_B, GUARD, MATCHED};
 use crate::util::{bin, private_port, run_with_stdin, text, Daemon};
 
 /// A directory removed when the test ends.
+#[derive(Debug)]
 struct StateDir(PathBuf);
 
 impl StateDir {
@@ -114,38 +117,6 @@ fn a_damaged_journal_is_refused_with_a_clear_error() {
     let err = refused_start(&dir.0);
     assert!(err.contains("is corrupt: checksum mismatch"), "{err}");
     assert!(err.contains("nothing was restored"), "{err}");
-
-    std::fs::write(&manifest, &good).unwrap();
-    let chunk = std::fs::read_dir(dir.0.join("chunks")).unwrap().flatten().next().unwrap().path();
-    std::fs::write(&chunk, "x = 2").unwrap();
-    let err = refused_start(&dir.0);
-    assert!(err.contains("chunk 0 of state \"a\"") && err.contains("was damaged"), "{err}");
-}
-
-#[test]
-fn a_chunk_that_no_longer_replays_stops_the_start() {
-    let dir = StateDir::new("replay");
-    let d = Daemon::start_with(&["--state-dir", dir.arg()]);
-    d.create("a");
-    d.execute("a", "ok = true").unwrap();
-    d.kill();
-    // As if the chunk had succeeded when executed and raises now (a script that
-    // depended on something outside, say): rewrite it with matching checksums.
-    let manifest = dir.0.join("journal");
-    let text_ = std::fs::read_to_string(&manifest).unwrap();
-    let (header, body) = text_.split_once('\n').unwrap();
-    let mut json: serde_json::Value = serde_json::from_str(body).unwrap();
-    let chunk = &mut json["states"][0]["chunks"][0];
-    let raising = b"error('not any more')";
-    std::fs::write(dir.0.join("chunks").join(format!("{:010}.lua", chunk["id"].as_u64().unwrap())), raising)
-        .unwrap();
-    chunk["len"] = raising.len().into();
-    chunk["crc32"] = crc32fast::hash(raising).into();
-    let body = serde_json::to_string_pretty(&json).unwrap();
-    let magic = header.rsplit_once(' ').unwrap().0;
-    std::fs::write(&manifest, format!("{magic} {:08x}\n{body}", crc32fast::hash(body.as_bytes()))).unwrap();
-    let err = refused_start(&dir.0);
-    assert!(err.contains("replaying chunk 0") && err.contains("not any more"), "{err}");
 }
 
 #[test]
@@ -212,4 +183,232 @@ fn hooks_come_back_and_traffic_flows_through_the_outage() {
     // The restored filter acts again on live traffic.
     assert_eq!(exchange("good again").as_deref(), Some("good again"));
     assert_eq!(exchange("bad again").as_deref(), None);
+}
+
+/// The states `nfluactl list --json` reports as failed, with their reasons.
+fn failed_in_list(d: &Daemon) -> Vec<(String, String)> {
+    let list: serde_json::Value = serde_json::from_str(&d.ctl_ok(&["list", "--json"])).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "failed")
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["reason"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn seconds_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[test]
+fn a_state_that_no_longer_replays_fails_alone() {
+    let Some(pair) = NetPair::new("journal_replay_fails_alone") else { return };
+    let dir = StateDir::new("replay-alone");
+    let d = Daemon::start_in(Some(&pair.b), &["--state-dir", dir.arg()]);
+    d.ctl_ok(&["create", "fw", "--instructions", "100000"]);
+    d.execute("fw", "function filter() return false end answer = 'fw'").unwrap();
+    d.ctl_ok(&["hook", "add", "--queue", "3", "--state", "fw", "--function", "filter"]);
+    // Replays only until T: after a restart past T, its chunk raises.
+    let deadline = seconds_now() + 2;
+    d.create("clock");
+    d.execute("clock", &format!("assert(nf.time() < {deadline}, 'too late') function filter() end")).unwrap();
+    d.ctl_ok(&["hook", "add", "--queue", "5", "--state", "clock", "--function", "filter"]);
+    let port = d.port;
+    d.kill();
+    while seconds_now() <= deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let d = Daemon::start_on(Some(&pair.b), port, &["--state-dir", dir.arg()]);
+    // Every other state and hook came back, and works.
+    assert_eq!(d.state_names(), ["fw"]);
+    let hooks = d.ctl_ok(&["hook", "list"]);
+    assert!(hooks.contains("fw") && !hooks.contains("clock"), "{hooks}");
+    d.execute("fw", "assert(answer == 'fw')").unwrap();
+    // The failed one is reported: log at ERROR, list, stats (with its hook).
+    let log = d.log_text();
+    let error = log.lines().find(|l| l.contains("ERROR") && l.contains("state not restored")).unwrap_or("");
+    assert!(error.contains("clock") && error.contains("too late"), "{log}");
+    assert!(log
+        .lines()
+        .any(|l| l.contains("ERROR") && l.contains("hook not restored") && l.contains("clock")));
+    let failed = failed_in_list(&d);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "clock");
+    assert!(failed[0].1.contains("replaying chunk") && failed[0].1.contains("too late"), "{failed:?}");
+    let table = d.ctl_ok(&["list"]);
+    assert!(
+        table.lines().any(|l| l.starts_with("clock") && l.contains("failed: replaying chunk")),
+        "{table}"
+    );
+    let stats: serde_json::Value = serde_json::from_str(&d.ctl_ok(&["stats", "--json"])).unwrap();
+    assert_eq!(stats["failed_states"][0]["name"], "clock", "{stats}");
+    assert_eq!(stats["failed_states"][0]["hooks"][0], "queues 5:5 function filter", "{stats}");
+    let one = d.ctl_ok(&["stats", "clock"]);
+    assert!(one.contains("FAILED STATE") && one.contains("hook not restored: queues 5:5"), "{one}");
+
+    // Its name stays taken, and its entries stay as they are through later changes.
+    let out = d.ctl(&["create", "clock"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("failed to restore from the journal"), "{}", text(&out.stderr));
+    d.execute("fw", "answer = 'fw again'").unwrap();
+    // Its hook is not served, so there is none to delete.
+    assert_eq!(d.ctl(&["hook", "del", "5"]).status.code(), Some(1));
+    let manifest = std::fs::read_to_string(dir.0.join("journal")).unwrap();
+    assert!(manifest.contains("\"clock\""), "{manifest}");
+    d.kill();
+    let d = Daemon::start_on(Some(&pair.b), port, &["--state-dir", dir.arg()]);
+    assert_eq!(failed_in_list(&d).len(), 1, "still failed, still kept");
+    d.execute("fw", "assert(answer == 'fw again')").unwrap();
+
+    // Destroying it discards the entries; the name is free again.
+    d.ctl_ok(&["destroy", "clock"]);
+    assert!(failed_in_list(&d).is_empty());
+    d.create("clock");
+    d.kill();
+    let d = Daemon::start_on(Some(&pair.b), port, &["--state-dir", dir.arg()]);
+    let mut names = d.state_names();
+    names.sort();
+    assert_eq!(names, ["clock", "fw"]);
+    assert!(failed_in_list(&d).is_empty());
+}
+
+#[test]
+fn a_damaged_chunk_file_costs_its_state_only() {
+    let dir = StateDir::new("chunk-alone");
+    let d = Daemon::start_with(&["--state-dir", dir.arg()]);
+    d.create("a");
+    d.execute("a", "x = 1").unwrap();
+    d.create("b");
+    d.execute("b", COUNTER).unwrap();
+    let port = d.port;
+    d.kill();
+    let chunk_of_a = dir.0.join("chunks").join(format!("{:010}.lua", 0));
+    std::fs::write(&chunk_of_a, "x = 2").unwrap();
+
+    let d = Daemon::start_on(None, port, &["--state-dir", dir.arg()]);
+    assert_eq!(d.state_names(), ["b"]);
+    assert_eq!(ask(&d, "b"), "n=1 limit=0");
+    let failed = failed_in_list(&d);
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0].1.contains("chunk 0 of state \"a\"") && failed[0].1.contains("was damaged"),
+        "{failed:?}"
+    );
+    // Kept for inspection: the damaged file is still there.
+    assert_eq!(std::fs::read_to_string(&chunk_of_a).unwrap(), "x = 2");
+    d.kill();
+
+    std::fs::remove_file(&chunk_of_a).unwrap();
+    let d = Daemon::start_on(None, port, &["--state-dir", dir.arg()]);
+    assert_eq!(d.state_names(), ["b"]);
+    let failed = failed_in_list(&d);
+    assert!(failed[0].1.contains("No such file"), "{failed:?}");
+}
+
+#[test]
+fn temporary_files_are_removed_on_start() {
+    let dir = StateDir::new("tmp-files");
+    let d = Daemon::start_with(&["--state-dir", dir.arg()]);
+    d.create("a");
+    let port = d.port;
+    d.kill();
+    let left = [dir.0.join("journal.tmp"), dir.0.join("chunks").join("0000000009.lua.tmp")];
+    for f in &left {
+        std::fs::write(f, "interrupted").unwrap();
+    }
+    let d = Daemon::start_on(None, port, &["--state-dir", dir.arg()]);
+    assert_eq!(d.state_names(), ["a"]);
+    for f in &left {
+        assert!(!f.exists(), "{} is still there", f.display());
+    }
+    assert!(d.log_text().contains("removed temporary files"), "{}", d.log_text());
+}
+
+/// A mount namespace of its own with a small tmpfs at `dir`, held by a
+/// sleeping process; daemons enter it with nsenter, and the test reaches the
+/// tmpfs through `/proc/<holder>/root`. Nothing is mounted where others see it.
+struct FullDisk {
+    holder: std::process::Child,
+    dir: PathBuf,
+}
+
+impl FullDisk {
+    fn new(dir: &Path) -> FullDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let script = format!(
+            "mount -t tmpfs -o size=256k nflua-test {} && echo ready && exec sleep 600",
+            dir.display()
+        );
+        let mut holder = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare");
+        let mut ready = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(holder.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+        assert_eq!(ready.trim(), "ready", "mounting the tmpfs failed");
+        FullDisk { dir: PathBuf::from(format!("/proc/{}/root{}", holder.id(), dir.display())), holder }
+    }
+
+    fn enter(&self) -> Vec<String> {
+        vec!["nsenter".into(), "-t".into(), self.holder.id().to_string(), "-m".into()]
+    }
+
+    /// Fills the tmpfs to the last byte.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.join("filler")).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&block[..1]).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.dir.join("filler")).unwrap();
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+#[test]
+fn not_journaled_means_absent_after_a_restart() {
+    if !crate::util::have_root("not_journaled_means_absent_after_a_restart") {
+        return;
+    }
+    let dir = StateDir::new("full");
+    let disk = FullDisk::new(&dir.0);
+    let enter = disk.enter();
+    let enter: Vec<&str> = enter.iter().map(String::as_str).collect();
+    let port = private_port();
+    let d = Daemon::start_wrapped(&enter, port, &["--state-dir", dir.arg()]);
+    d.create("a");
+    d.execute("a", COUNTER).unwrap();
+
+    disk.fill();
+    let err = d.execute("a", "n = 100").unwrap_err().to_string();
+    assert!(err.contains("applied, but not journaled (lost on restart)"), "{err}");
+    let out = d.ctl(&["create", "lost"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("lost: applied, but not journaled"), "{}", text(&out.stderr));
+    // Both took effect in the running daemon.
+    assert_eq!(ask(&d, "a"), "n=100 limit=0");
+    assert!(d.state_names().contains(&"lost".to_owned()));
+
+    // With room again, a later change is journaled — and carries neither along.
+    disk.free();
+    d.execute("a", "limit = 7").unwrap();
+    let left: Vec<_> = std::fs::read_dir(&disk.dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")), "{left:?}");
+    d.kill();
+
+    let d = Daemon::start_wrapped(&enter, port, &["--state-dir", dir.arg()]);
+    assert_eq!(d.state_names(), ["a"], "the state answered 'not journaled' is absent");
+    assert_eq!(ask(&d, "a"), "n=1 limit=7", "the chunk answered 'not journaled' is absent");
 }

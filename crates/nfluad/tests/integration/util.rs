@@ -67,9 +67,7 @@ impl Daemon {
 
     /// Starts a daemon on a given port (e.g. again after [`Daemon::kill`]).
     pub fn start_on(netns: Option<&str>, port: u32, args: &[&str]) -> Daemon {
-        let log = std::env::temp_dir().join(format!("nfluad-test-{port:x}.log"));
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = match netns {
+        let cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(bin("nfluad"));
@@ -77,6 +75,20 @@ impl Daemon {
             }
             None => Command::new(bin("nfluad")),
         };
+        Daemon::spawn(cmd, netns, port, args)
+    }
+
+    /// Starts nfluad through `wrapper` (a command that execs its arguments in
+    /// place, e.g. `nsenter -t PID -m`), in the test's network namespace.
+    pub fn start_wrapped(wrapper: &[&str], port: u32, args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).arg(bin("nfluad"));
+        Daemon::spawn(cmd, None, port, args)
+    }
+
+    fn spawn(mut cmd: Command, netns: Option<&str>, port: u32, args: &[&str]) -> Daemon {
+        let log = std::env::temp_dir().join(format!("nfluad-test-{port:x}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
         let child = cmd
             .arg("--port")
             .arg(port.to_string())
