@@ -112,6 +112,7 @@ struct Overshoot {
     /// VM instructions those iterations (and the setup) run in a stock Lua, counted one by one.
     ran: u64,
     /// What the engine charged for the whole entry.
+    #[allow(dead_code)] // shown in the report line
     charged: u64,
     #[allow(dead_code)] // shown in the report line
     took: Duration,
@@ -276,6 +277,25 @@ mod wall_clock {
         );
     }
 
+    /// Held: the work per instruction grows slowly enough for the clock to catch it.
+    #[test]
+    fn growing_varargs_are_stopped_by_the_clock() {
+        assert_stopped_in_time(64 << 20, "", "local function f(...) return f(1, ...) end f()");
+    }
+
+    /// The same attack under an instruction limit only: maxruns 100000 should stop it within
+    /// 100 ms, as it stops every library call.
+    #[test]
+    #[ignore = "finding: 100000 instructions of vararg copying take 2.5 s (debug build): VARARGPREP/VARARG copy every vararg in one instruction, quadratic in a tail call that grows its varargs"]
+    fn growing_varargs_under_maxruns() {
+        let h = Harness::untimed();
+        h.state("s", 64 << 20, 100_000);
+        let (result, charged, took) = h.measure("s", "local function f(...) return f(1, ...) end f()");
+        let error = lua_error(result);
+        eprintln!("varargs under maxruns 100000: {took:?}, {charged} charged, {error:?}");
+        assert!(took < Duration::from_millis(100), "ran {took:?} ({charged} instructions charged)");
+    }
+
     #[test]
     fn plain_loop_is_stopped() {
         assert_stopped_in_time(1 << 20, "", "while true do end");
@@ -301,7 +321,11 @@ mod wall_clock {
     #[test]
     #[ignore = "finding: one VM instruction (..) copies 16 MB; the clock is read once per 1000 instructions"]
     fn long_concatenation_outlives_max_call() {
-        assert_stopped_in_time(128 << 20, TWINS, "local a = a:sub(1, 8 << 20) while true do local _ = a .. a end");
+        assert_stopped_in_time(
+            128 << 20,
+            TWINS,
+            "local a = a:sub(1, 8 << 20) while true do local _ = a .. a end",
+        );
     }
 
     #[test]
@@ -322,6 +346,235 @@ mod wall_clock {
             32 << 20,
             "source = '--' .. ('x'):rep(4 << 20)",
             "while true do load(source) end",
+        );
+    }
+}
+
+/// Scripts that try to crash the engine or leave a state unusable. Each must fail with a Lua
+/// error, and the state must still run code afterwards.
+mod crashes {
+    use super::*;
+
+    fn assert_fails_cleanly(max_alloc: usize, attack: &str, expected: &str) {
+        let h = Harness::untimed();
+        h.state("s", max_alloc, 50_000_000);
+        let start = Instant::now();
+        let error = lua_error(h.run("s", attack));
+        eprintln!("{attack:?}: {:?}: {}", start.elapsed(), error.lines().next().unwrap_or(""));
+        assert!(expected.split('|').any(|e| error.contains(e)), "{attack}: {error}");
+        assert_eq!(h.eval("s", "1 + 1"), "2", "the state is still usable");
+    }
+
+    #[test]
+    fn recursion_through_c_functions() {
+        for (attack, expected) in [
+            ("local function f() return 1 + f() end f()", "stack overflow|not enough memory"),
+            ("local function f(s) return (s:gsub('.', f)) end f('ab')", "stack overflow"),
+            ("local t = setmetatable({}, {__tostring = function(x) print(x) return '' end}) print(t)", "stack overflow"),
+            ("local t t = setmetatable({}, {__tostring = function(x) return string.format('%s', x) end}) tostring(t)", "stack overflow"),
+            ("local function n() coroutine.wrap(n)() end n()", "stack overflow"),
+            ("local function n() local co = coroutine.create(n) local ok, e = coroutine.resume(co) error(e, 0) end n()", "stack overflow"),
+            ("local t t = setmetatable({}, {__index = function(_, k) return t[k] end}) local _ = t.x", "stack overflow"),
+            ("local t t = setmetatable({}, {__close = function() local x <close> = t end}) do local y <close> = t end", "stack overflow"),
+        ] {
+            assert_fails_cleanly(64 << 20, attack, expected);
+        }
+    }
+
+    #[test]
+    fn deepest_pattern_inside_deepest_c_nesting() {
+        // Nested gsub callbacks as deep as Lua allows, the innermost running the deepest pattern
+        // the matcher allows (it recurses natively).
+        let attack = "local pat = ('a?'):rep(190) .. ('a'):rep(9) \
+                      local s = ('a'):rep(200) \
+                      local function f(n) if n == 0 then return s:find(pat) end \
+                        local ok, r = pcall(string.gsub, 'x', 'x', function() return f(n - 1) end) \
+                        if not ok then return s:find(pat) end return r end \
+                      f(250) error('done')";
+        assert_fails_cleanly(64 << 20, attack, "done");
+    }
+
+    #[test]
+    fn huge_capture_counts_and_results() {
+        for (attack, expected) in [
+            ("string.find(('a'):rep(40), ('(a)'):rep(33))", "too many captures"),
+            ("string.find('a', ('('):rep(40))", "too many captures"),
+            ("local t = {} for i = 1, 32 do t[i] = '()' end local r = {string.find('', table.concat(t))} error(#r)", "34"),
+        ] {
+            assert_fails_cleanly(1 << 20, attack, expected);
+        }
+    }
+}
+
+/// The step-counting pattern functions against the stock ones on odd cases: every result and
+/// every error message (with its position) must be Lua 5.4's.
+mod pattern_oddities {
+    use super::*;
+
+    /// Lua that evaluates `expr` under pcall and stores its results, typed, in `result`.
+    fn probe(expr: &str) -> String {
+        format!(
+            "local r = table.pack(pcall(function() return {expr} end))\n\
+             local o = {{}}\n\
+             for i = 1, r.n do local v = r[i]\n\
+               o[i] = type(v) == 'string' and string.format('%q', v) or type(v) .. ':' .. tostring(v) end\n\
+             result = table.concat(o, ',')"
+        )
+    }
+
+    fn stock(expr: &str) -> String {
+        let lua = Lua::new();
+        lua.load(probe(expr)).set_name("=chunk").exec().unwrap();
+        lua.globals().get::<String>("result").unwrap()
+    }
+
+    fn differences(cases: &[&str]) -> Vec<String> {
+        let h = Harness::untimed();
+        h.state("s", 1 << 20, 10_000_000);
+        let mut differ = Vec::new();
+        for expr in cases {
+            if let Err(e) = h.run("s", &probe(expr)) {
+                differ.push(format!("{expr}\n  engine failed: {e}"));
+                continue;
+            }
+            let ours = h.eval("s", "result");
+            let theirs = stock(expr);
+            if ours != theirs {
+                differ.push(format!("{expr}\n  engine: {ours}\n  stock:  {theirs}"));
+            }
+        }
+        differ
+    }
+
+    #[test]
+    fn odd_cases_match_stock_lua() {
+        let cases = [
+            "('abc'):find('', 4)",
+            "('abc'):find('', 5)",
+            "('abc'):find('c', -1)",
+            "('abc'):find('a', -10)",
+            "('abc'):find('a', 0)",
+            "('abc'):find('b', math.mininteger)",
+            "('abc'):find('b', math.maxinteger)",
+            "('abc'):find('b', '2')",
+            "('abc'):find('b', 1.5)",
+            "('a.c'):find('.', 1, true)",
+            "('a+b'):find('+', 1, 1)",
+            "('abc'):find('b', nil, true)",
+            "('a\\0b'):find('\\0')",
+            "('a\\0b'):find('[\\0]')",
+            "('a\\0b'):match('.%z.')",
+            "('a\\0b'):find('%Z+')",
+            "('abc'):match('()', 4)",
+            "('abc'):match('()', 5)",
+            "('abc'):find('(a')",
+            "('abc'):match('(()')",
+            "('abc'):find('a)')",
+            "('abc'):find('%')",
+            "('abc'):find('[a')",
+            "('abc'):find('[]')",
+            "('abc'):find('[^]')",
+            "(']'):find('[]]')",
+            "(']'):find('[^]]')",
+            "('-'):find('[a-]')",
+            "('b'):find('[]-a]')",
+            "('%'):find('[%]')",
+            "('%'):find('[%%]')",
+            "('abc'):find('%b')",
+            "('abc'):find('%ba')",
+            "('xaxx'):find('%bxx')",
+            "('((a)'):find('%b()')",
+            "('THE (quick)'):find('%f[%a]%a+', 5)",
+            "('abc'):find('%f[%z]')",
+            "('abc'):find('%f[^%z]')",
+            "('abc'):find('%fa')",
+            "('abc'):find('%f')",
+            "('abc'):find('%f[')",
+            "('abab'):find('(ab)%1')",
+            "('aa'):find('()%1')",
+            "('aa'):find('(a%1)')",
+            "('aa'):find('%0')",
+            "('aa'):find('%9')",
+            "('aa'):find('(a)%2')",
+            "('abc'):gsub('', '-')",
+            "('abc'):gsub('%w*', '-')",
+            "('abc'):gsub('x*', '-')",
+            "('abc'):gsub('^', '>')",
+            "('abc'):gsub('$', '<')",
+            "('abc'):gsub('^a*', '')",
+            "('abc'):gsub('.', '%%%0')",
+            "('abc'):gsub('.', '%1')",
+            "('abc'):gsub('.', '%2')",
+            "('abc'):gsub('(.)', '%2')",
+            "('abc'):gsub('()', '%1')",
+            "('abc'):gsub('.', '%')",
+            "('abc'):gsub('.', '%x')",
+            "('abc'):gsub('.', 'x%')",
+            "('abc'):gsub('.', '%\\0')",
+            "('abc'):gsub('.', 5)",
+            "('abc'):gsub('.', 5.5)",
+            "('abc'):gsub('.', {a = 1, b = true})",
+            "('abc'):gsub('.', {a = 1, b = false})",
+            "('abc'):gsub('.', {a = {}})",
+            "('abc'):gsub('.', function() return 1.5 end)",
+            "('abc'):gsub('.', function() return {} end)",
+            "('abc'):gsub('.', function(c) if c == 'b' then return nil end return c:upper() end)",
+            "('abc'):gsub('.', 'x', 0)",
+            "('abc'):gsub('.', 'x', -1)",
+            "('abc'):gsub('.', 'x', 1.5)",
+            "('abc'):gsub('.', 'x', '2')",
+            "('abc'):gsub('.', 'x', math.maxinteger)",
+            "('abc'):gsub('.')",
+            "('abc'):gsub('.', true)",
+            "('abc'):gsub('.', nil)",
+            "('abc'):gsub({}, 'x')",
+            "string.gsub()",
+            "string.find()",
+            "string.find('a')",
+            "('a'):find({})",
+            "('a'):match({})",
+            "string.gmatch('a')",
+            "string.match(12345, 3)",
+            "string.find(12.5, '.', 1, true)",
+            "string.gsub(123, 2, 9)",
+            "(function() local t = {} for w in ('one two  three'):gmatch('%a*') do t[#t + 1] = '[' .. w .. ']' end return table.concat(t) end)()",
+            "(function() local t = {} for w in ('abcd'):gmatch('.', 3) do t[#t + 1] = w end return table.concat(t) end)()",
+            "(function() local t = {} for w in ('abcd'):gmatch('.', -1) do t[#t + 1] = w end return table.concat(t) end)()",
+            "(function() local t = {} for w in ('abcd'):gmatch('', 10) do t[#t + 1] = w end return #t end)()",
+            "(function() local t = {} for w in ('^a^b'):gmatch('^.') do t[#t + 1] = w end return table.concat(t) end)()",
+            "(function() local t = {} for a, b in ('k=v, x=y'):gmatch('(%w+)=(%w+)') do t[#t + 1] = a .. b end return table.concat(t) end)()",
+            "(function() for w in ('abc'):gmatch('(') do end end)()",
+            "(function() local it = ('abc'):gmatch('.') it() it() it() return it(), it() end)()",
+            "string.match(('a'):rep(300), ('a?'):rep(250))",
+            "string.match(('a'):rep(250), ('(a)'):rep(30))",
+            "string.find(('a'):rep(20), ('.-'):rep(5) .. 'b')",
+            "('\\v\\f'):find('%s+')",
+            "('\\200\\255'):find('%a')",
+            "('\\200\\255'):find('%W+')",
+            "('x'):find('%g')",
+            "('_'):find('%p')",
+            "('abc'):find('[%a-z]')",
+            "('-'):find('[%a-z]')",
+            "('abc'):find('[a-%z]')",
+            "('abc'):match('^(a)(b)(c)$')",
+            "('abc'):match('^$')",
+            "(''):match('^$')",
+            "(''):find('')",
+            "(''):gsub('', 'x')",
+            "('abc'):find('b', 2, false)",
+            "('a$'):find('$', 1)",
+            "('a$b'):find('a$b')",
+            "('a$b'):find('$b')",
+            "('a^b'):find('a^b')",
+            "('^a'):find('^^a')",
+        ];
+        let differ = differences(&cases);
+        assert!(
+            differ.is_empty(),
+            "{} of {} cases differ:\n{}",
+            differ.len(),
+            cases.len(),
+            differ.join("\n")
         );
     }
 }
