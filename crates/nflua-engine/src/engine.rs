@@ -44,6 +44,7 @@ use std::time::Instant;
 use crate::hook::{self, HookOutcome, PacketContext};
 use crate::state::{Figures, Shared, State};
 use crate::timers::{Pending, TimerQueue};
+use crate::watchdog::Watchdog;
 use crate::{EngineConfig, EngineError, NetlinkSink, SinkStats, StateConfig, StateInfo, StateStats};
 
 /// Longest state name in bytes (SPEC §2: 64 including the terminating NUL).
@@ -65,6 +66,8 @@ pub struct Engine {
     next_state_id: AtomicU64,
     /// Set by [`Engine::halt_scripts`]; every state's budget watches it.
     halt: Arc<AtomicBool>,
+    /// Stops entries past their wall-clock limit at their next instruction (see `watchdog.rs`).
+    watchdog: Arc<Watchdog>,
 }
 
 /// One state and what the engine keeps beside it.
@@ -106,6 +109,13 @@ impl Slot {
 
 impl Engine {
     pub fn new(config: EngineConfig, sink: Arc<dyn NetlinkSink>) -> Engine {
+        let watchdog = Arc::new(Watchdog::default());
+        if config.max_call.is_some() || config.max_hook_call.is_some() {
+            if let Err(e) = Watchdog::spawn(&watchdog) {
+                // The count hook still looks at the clock every thousand instructions.
+                tracing::warn!(error = %e, "could not start the watchdog thread");
+            }
+        }
         Engine {
             config,
             sink,
@@ -113,6 +123,7 @@ impl Engine {
             timers: Arc::default(),
             next_state_id: AtomicU64::new(1),
             halt: Arc::default(),
+            watchdog,
         }
     }
 
@@ -122,6 +133,7 @@ impl Engine {
     /// undone.
     pub fn halt_scripts(&self) {
         self.halt.store(true, Relaxed);
+        self.watchdog.poke_late();
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -163,6 +175,7 @@ impl Engine {
             sink: Arc::clone(&self.sink),
             timers: Arc::clone(&self.timers),
             halt: Arc::clone(&self.halt),
+            watchdog: Arc::clone(&self.watchdog),
             max_call: self.config.max_call,
             max_hook_call: self.config.max_hook_call,
         };

@@ -78,7 +78,8 @@
 //!   statistic is exact.
 //! - Each entry can also get a wall-clock allowance ([`EngineConfig::max_call`]; the daemon's
 //!   default is 1 s, and [`EngineConfig::max_hook_call`] 100 ms for packet hooks), checked every
-//!   thousand instructions and on large library charges: "time limit exceeded (1000 ms)". And
+//!   thousand instructions, on large library charges, and by a watchdog thread that stops a late
+//!   entry at its next instruction: "time limit exceeded (1000 ms)". And
 //!   [`Engine::halt_scripts`] stops every entry at once, for shutdown.
 //! - `setmetatable` refuses `__gc` (Lua 5.4 runs finalizers without hooks, so they cannot be
 //!   stopped); `debug` states are trusted and may use `debug.setmetatable`.
@@ -116,6 +117,7 @@ mod sandbox;
 mod state;
 mod timers;
 mod traceback;
+mod watchdog;
 
 pub use engine::{DueTimer, Engine, StateRef, STATE_NAME_MAX_BYTES};
 pub use error::EngineError;

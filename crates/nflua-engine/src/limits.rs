@@ -55,8 +55,12 @@
 //!
 //! Each entry may also get a deadline (`nfluad --max-call-ms`): the hook and every large charge
 //! look at the clock (once per window: about 20 ns per thousand instructions) and stop the entry
-//! past it. And an engine-wide halt flag ([`crate::Engine::halt_scripts`]) stops every running and
-//! future entry at its next window, so a daemon asked to terminate never waits for a script.
+//! past it. Since one VM instruction can be expensive (a concatenation or comparison of 16 MB
+//! strings), a window could still run for seconds; so the engine's watchdog (`watchdog.rs`)
+//! looks every 5 ms and makes a late entry's running thread call its hook at the very next
+//! instruction ([`Budget::poke_if_late`]; the budget tracks which thread runs, coroutines
+//! included). An engine-wide halt flag ([`crate::Engine::halt_scripts`]) stops every running and
+//! future entry the same way, so a daemon asked to terminate never waits for a script.
 //!
 //! Cost: while any count hook is set, Lua 5.4 checks every instruction, so tight loops run about
 //! twice as slow (1e8 additions: 0.87 s against 0.40-0.48 s unhooked, release build); that is the
@@ -81,7 +85,7 @@
 #![allow(dead_code)]
 
 use std::os::raw::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -146,6 +150,12 @@ pub(crate) struct Budget {
     time_limit_ms: AtomicU64,
     /// The engine's halt flag.
     halt: Arc<AtomicBool>,
+    /// The thread running the current entry's Lua right now (the main thread or a coroutine);
+    /// null between entries. Read by the watchdog ([`Budget::poke_if_late`]).
+    running: AtomicPtr<ffi::lua_State>,
+    /// Set while the watchdog writes into `running`; whoever replaces `running` waits for it to
+    /// clear before the old thread may be freed (see [`Budget::set_running`]).
+    poking: AtomicBool,
 }
 
 /// Nanoseconds since the first call, on the monotonic clock.
@@ -166,7 +176,52 @@ impl Budget {
             deadline: AtomicU64::new(0),
             time_limit_ms: AtomicU64::new(0),
             halt,
+            running: AtomicPtr::new(std::ptr::null_mut()),
+            poking: AtomicBool::new(false),
         }
+    }
+
+    /// Records the thread that runs from now on. Waits for a watchdog poke of the previous one
+    /// to finish, so the previous thread may be freed once this returns.
+    fn set_running(&self, thread: *mut ffi::lua_State) {
+        self.running.store(thread, SeqCst);
+        while self.poking.load(SeqCst) {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// For a watchdog thread: if the current entry is past its deadline (or the engine is
+    /// halted), makes the thread running it call the count hook at its very next instruction,
+    /// which then stops the entry. Without this, one expensive instruction (a concatenation or
+    /// comparison of long strings, a call copying many varargs) repeated for a whole window of
+    /// a thousand could run far past the deadline before the hook looks at the clock.
+    ///
+    /// Only the thread's instruction countdown is written, one `int` the VM reads and
+    /// decrements; a write that races with the decrement is lost and made again on the next
+    /// poke. The `running`/`poking` handshake (sequentially consistent on both sides) keeps the
+    /// thread alive while it is written: the owner stores a new `running` and then waits while
+    /// `poking` is set; the watchdog sets `poking` and then reads `running`, so either it sees
+    /// the new thread or the owner sees it poking.
+    pub(crate) fn poke_if_late(&self) -> bool {
+        if self.running.load(Relaxed).is_null() {
+            return false;
+        }
+        let deadline = self.deadline.load(Relaxed);
+        let late = self.halt.load(Relaxed) || (deadline != 0 && clock() > deadline);
+        if !late {
+            return false;
+        }
+        self.poking.store(true, SeqCst);
+        let thread = self.running.load(SeqCst);
+        if !thread.is_null() {
+            // SAFETY: `thread` is alive (see above) and its layout was verified by `install`.
+            unsafe {
+                let head = thread.cast::<ThreadHead>();
+                std::ptr::addr_of_mut!((*head).hookcount).write_volatile(1);
+            }
+        }
+        self.poking.store(false, SeqCst);
+        true
     }
 
     /// Instructions and work charged so far, summed over all entries.
@@ -254,16 +309,25 @@ impl Budget {
         // the module doc for the hook itself. Setting the hook again also undoes any change a
         // `debug` state made with `debug.sethook`.
         unsafe { ffi::lua_sethook(lua.state(), Some(count_hook), ffi::LUA_MASKCOUNT, window) };
+        self.set_running(lua.state());
     }
 
-    /// Charges what the main thread ran since its window began (at the end of an entry, so the
-    /// instruction count in the statistics is exact).
-    pub(crate) fn settle_main(&self) {
+    /// [`Budget::arm`] for the `__close` handlers run while the state is closed: the watchdog
+    /// must not see a thread that is about to be freed, so only the hook watches the clock.
+    pub(crate) fn arm_for_close(&self, lua: &Lua, time_limit: Option<Duration>) {
+        self.arm(lua, time_limit);
+        self.set_running(std::ptr::null_mut());
+    }
+
+    /// Ends an entry: charges what the main thread ran since its window began (so the
+    /// instruction count in the statistics is exact) and tells the watchdog nothing runs.
+    pub(crate) fn disarm(&self) {
         let main = self.main.load(Relaxed);
         if !main.is_null() {
             // SAFETY: the main thread lives as long as the budget's Lua; it is not running.
             unsafe { settle(main) };
         }
+        self.set_running(std::ptr::null_mut());
     }
 }
 
@@ -353,13 +417,15 @@ unsafe fn rearm(budget: &Budget, thread: *mut ffi::lua_State) {
     ffi::lua_sethook(thread, Some(count_hook), ffi::LUA_MASKCOUNT, window);
 }
 
-/// Starts a fresh window on a coroutine about to be resumed.
+/// Starts a fresh window on a thread about to run (a coroutine about to be resumed, or its
+/// resumer about to continue) and makes it the entry's running thread for the watchdog.
 ///
 /// # Safety
-/// As [`settle`].
+/// As [`settle`]; the thread that ran before stays alive until this returns.
 pub(crate) unsafe fn arm_thread(thread: *mut ffi::lua_State) {
     if let Some(budget) = budget_of(thread) {
         rearm(budget, thread);
+        budget.set_running(thread);
     }
 }
 

@@ -21,6 +21,7 @@ use crate::limits::Budget;
 use crate::memory::{StateMemory, TIMER_BYTES};
 use crate::timers::TimerQueue;
 use crate::traceback::{self, ErrorText};
+use crate::watchdog::Watchdog;
 use crate::{sandbox, EngineError, NetlinkSink, StateConfig, StateInfo, StateStats};
 
 /// Hook function names whose Lua strings a state keeps (a daemon has a few hooks per state; a
@@ -87,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) timers: Arc<TimerQueue>,
     /// The engine's halt flag (see `Engine::halt_scripts`).
     pub(crate) halt: Arc<AtomicBool>,
+    /// Where the state's budget is watched for late entries.
+    pub(crate) watchdog: Arc<Watchdog>,
     /// Wall-clock limits of an entry and of a hook call.
     pub(crate) max_call: Option<Duration>,
     pub(crate) max_hook_call: Option<Duration>,
@@ -139,6 +142,7 @@ impl State {
             plumbing_frames: AtomicUsize::new(0),
         });
         let budget = Arc::new(Budget::new(config.max_runs, shared.halt));
+        shared.watchdog.watch(&budget);
         let built = sandbox::build(&config, &ctx, &budget)
             .map_err(|e| EngineError::Create(traceback::error_message(&e)))?;
         nflua_data::set_meter(&built.lua, Arc::clone(&ctx.memory) as Arc<dyn nflua_data::Meter>);
@@ -348,7 +352,7 @@ impl State {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             self.xpcall.call::<(bool, Value)>((callable, &self.on_error, args))
         }));
-        self.budget.settle_main();
+        self.budget.disarm();
         let result = match outcome {
             Ok(Ok((true, _))) if self.budget.spent() => {
                 // The script caught the limit error (pcall, coroutine.resume) and returned.
@@ -454,7 +458,7 @@ impl Figures {
 impl Drop for State {
     fn drop(&mut self) {
         // Closing the state can run `__close` handlers; give them a fresh, finite budget.
-        self.budget.arm(&self.lua, self.max_call);
+        self.budget.arm_for_close(&self.lua, self.max_call);
     }
 }
 
@@ -476,6 +480,7 @@ pub(crate) mod tests {
             sink: Arc::new(NullSink),
             timers: Arc::default(),
             halt: Arc::default(),
+            watchdog: Arc::default(),
             max_call: None,
             max_hook_call: None,
         }

@@ -1,0 +1,57 @@
+//! The watchdog: a thread per engine (when entries have a wall-clock limit) that looks at every
+//! state's running entry every [`TICK`] and makes a late one stop at its next VM instruction
+//! (`Budget::poke_if_late`). The count hook looks at the clock only once per thousand
+//! instructions, which one expensive instruction repeated (a 16 MB concatenation or string
+//! comparison) would stretch to seconds; with the watchdog an entry overruns its limit by at most
+//! a tick plus one instruction. [`Engine::halt_scripts`](crate::Engine::halt_scripts) pokes every
+//! running entry at once through the same list.
+//!
+//! The watchdog holds its states' budgets weakly (a destroyed state simply drops out) and the
+//! engine holds the watchdog: the thread ends within a tick of the engine being dropped.
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use crate::limits::Budget;
+
+/// How often the watchdog looks: the most a late entry overruns beyond one instruction.
+const TICK: Duration = Duration::from_millis(5);
+
+#[derive(Default)]
+pub(crate) struct Watchdog {
+    budgets: Mutex<Vec<Weak<Budget>>>,
+}
+
+impl Watchdog {
+    /// Watches the entries of a new state.
+    pub(crate) fn watch(&self, budget: &Arc<Budget>) {
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        budgets.retain(|b| b.strong_count() > 0);
+        budgets.push(Arc::downgrade(budget));
+    }
+
+    /// Pokes every late (or halted) running entry; forgets destroyed states.
+    pub(crate) fn poke_late(&self) {
+        let budgets: Vec<Arc<Budget>> = {
+            let mut list = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+            list.retain(|b| b.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        for budget in budgets {
+            budget.poke_if_late();
+        }
+    }
+
+    /// Starts the watchdog thread, which ends once `watchdog` is dropped.
+    pub(crate) fn spawn(watchdog: &Arc<Watchdog>) -> std::io::Result<()> {
+        let weak = Arc::downgrade(watchdog);
+        std::thread::Builder::new().name("nflua-watchdog".into()).spawn(move || {
+            while let Some(watchdog) = weak.upgrade() {
+                watchdog.poke_late();
+                drop(watchdog);
+                std::thread::sleep(TICK);
+            }
+        })?;
+        Ok(())
+    }
+}
