@@ -17,14 +17,14 @@
 //! Layout: `engine` (the map of states and the locking design), `state` (one state, and the door
 //! every call into Lua goes through), `hook` (packet hook calls and their outcome), `timers` (the
 //! deadline heap behind `timer.create`), `memory` (what a state holds outside its Lua heap, against
-//! `maxalloc`), `limits` (instruction budget, wall clock and halt: the
-//! count hook and the charges of library work), `coroutines` (the coroutine functions that keep
-//! instruction accounting exact), `costs` (what standard library functions charge: raw C
-//! wrappers), `patterns` (`string.find/match/gmatch/gsub` over a matcher that
-//! charges its steps: one instruction per matcher step and per byte produced), `sandbox` (library
-//! set, `print`, `require`, `load`, GC), `traceback` (error text), `lib/` (one file per built-in
-//! module: `nf`, `timer`, `json`, `base64`, and `packet`, the object `nf.getpacket` returns;
-//! `data` is nflua-data's).
+//! `maxalloc`), `limits` (instruction budget, wall clock and halt: the count hook and the charges
+//! of library work), `coroutines` (the coroutine functions that keep instruction accounting exact),
+//! `costs` (what standard library functions charge: raw C wrappers), `patterns`
+//! (`string.find/match/gmatch/gsub` over a matcher that charges its steps: one instruction per
+//! matcher step and per byte produced), `sandbox` (library set, `print`, `require`, `load`, GC),
+//! `traceback` (error text), `watchdog` (the thread that stops late entries), `lib/` (one file per
+//! built-in module: `nf`, `timer`, `json`, `base64`, and `packet`, the object `nf.getpacket`
+//! returns; `data` is nflua-data's).
 //!
 //! Threads: [`Engine`] is `Send + Sync` and all its methods take `&self`. The daemon's control
 //! thread creates and lists; its workers execute, deliver, destroy and run timers (a timer thread
