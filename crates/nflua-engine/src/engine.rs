@@ -45,7 +45,9 @@ use crate::hook::{self, HookOutcome, PacketContext};
 use crate::state::{Figures, Shared, State};
 use crate::timers::{Pending, TimerQueue};
 use crate::watchdog::Watchdog;
-use crate::{EngineConfig, EngineError, NetlinkSink, SinkStats, StateConfig, StateInfo, StateStats};
+use crate::{
+    EngineConfig, EngineError, NetlinkSink, PendingBytes, SinkStats, StateConfig, StateInfo, StateStats,
+};
 
 /// Longest state name in bytes (SPEC §2: 64 including the terminating NUL).
 pub const STATE_NAME_MAX_BYTES: usize = 63;
@@ -290,6 +292,15 @@ impl Engine {
             }
             state.execute(chunk, chunk_name)
         })
+    }
+
+    /// Room in state `name`'s memory for a message of `bytes` that waits for the state (a DATA
+    /// message queued behind a running entry): it counts in the state's `curralloc` and against
+    /// its `maxalloc` until the returned guard is dropped (just before delivery). Fails with
+    /// `NotFound`, or `NoRoom` when the state cannot hold it besides what it holds already (its
+    /// Lua heap as of its last entry). Never waits for the state.
+    pub fn hold_pending(&self, name: &str, bytes: usize) -> Result<PendingBytes, EngineError> {
+        self.slot(name)?.figures.hold_pending(bytes)
     }
 
     /// Hands a DATA message from port `pid` to the state's `__receive_callback(pid, buffer)`.

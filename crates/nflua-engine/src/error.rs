@@ -36,6 +36,12 @@ pub enum EngineError {
     /// the script's).
     #[error("packet range {start}..{end} does not fit in a frame of {len} bytes")]
     InvalidPacket { start: usize, end: usize, len: usize },
+    /// A message for the state would not fit in its memory limit while it waits (it counts in
+    /// `curralloc` until delivered).
+    #[error(
+        "state '{state}': not enough memory for a pending message of {bytes} bytes (maxalloc {max_alloc})"
+    )]
+    NoRoom { state: String, bytes: usize, max_alloc: usize },
 }
 
 impl EngineError {
@@ -52,7 +58,7 @@ impl EngineError {
             | EngineError::MemoryTooSmall { .. }
             | EngineError::InvalidMaxRuns
             | EngineError::InvalidPacket { .. } => libc_errno::EINVAL,
-            EngineError::Create(_) => libc_errno::ENOMEM,
+            EngineError::Create(_) | EngineError::NoRoom { .. } => libc_errno::ENOMEM,
             EngineError::Lua(_) => libc_errno::EIO,
         }
     }

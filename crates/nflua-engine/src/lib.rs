@@ -124,7 +124,7 @@ pub use error::EngineError;
 pub use hook::{HookMode, HookOutcome, HookResult, PacketContext, Verdict, ETHERNET_HEADER_LEN};
 pub use limits::{HALT_MESSAGE, LIMIT_MESSAGE, TIME_LIMIT_MESSAGE};
 pub use lualib::MODULES;
-pub use memory::TIMER_BYTES;
+pub use memory::{PendingBytes, TIMER_BYTES};
 pub use timers::MAX_TIMERS_PER_STATE;
 
 /// Default wall-clock limit of one entry ([`EngineConfig::max_call`]).

@@ -9,6 +9,10 @@
 //!   released when their memory is freed (which happens in the collector, in a finalizer);
 //! - pending timers, [`TIMER_BYTES`] each;
 //! - the replacement packet of a running hook call (`packet:send`), until the call returns;
+//! - messages waiting for the state: DATA the daemon queued behind a running entry
+//!   ([`crate::Engine::hold_pending`]), until they are delivered: admitted only while they fit
+//!   (a message past `maxalloc` is refused), shown, but not held against the Lua heap, so the
+//!   messages already queued never make their own delivery fail;
 //! - the reused buffers of hook calls and receive callbacks (`LentBuffer`s), by capacity.
 //!
 //! The lent buffers are shown but not enforced: they hold what the engine hands the state (a
@@ -25,7 +29,8 @@
 //! touches the atomic (it may run inside the collector), so between a release and the next
 //! sync the limit is lower than it needs to be: the state is stricter for a while, never looser.
 //!
-//! `held = Lua heap + external + lent` is what LIST's `curralloc`, `stats` and Prometheus show.
+//! `held = Lua heap + external + lent + pending` is what LIST's `curralloc`, `stats` and
+//! Prometheus show.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -52,6 +57,8 @@ pub(crate) struct StateMemory {
     synced: AtomicUsize,
     /// Capacity of the state's lent buffers (shown, not enforced).
     lent: AtomicUsize,
+    /// Messages waiting for the state (admitted against `maxalloc`, shown, not enforced).
+    pending: AtomicUsize,
 }
 
 impl StateMemory {
@@ -61,6 +68,7 @@ impl StateMemory {
             external: AtomicUsize::new(0),
             synced: AtomicUsize::new(0),
             lent: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
         }
     }
 
@@ -71,7 +79,9 @@ impl StateMemory {
 
     /// What the state holds, given its Lua heap: heap + external bytes + lent buffers.
     pub(crate) fn held_with(&self, heap: usize) -> usize {
-        heap.saturating_add(self.external()).saturating_add(self.lent.load(Relaxed))
+        heap.saturating_add(self.external())
+            .saturating_add(self.lent.load(Relaxed))
+            .saturating_add(self.pending.load(Relaxed))
     }
 
     /// Lua heap + external bytes: what `maxalloc` limits.
@@ -102,6 +112,24 @@ impl StateMemory {
         true
     }
 
+    /// Admits a message of `bytes` waiting for the state (queued behind a running entry) when
+    /// heap + external + pending + `bytes` fits `maxalloc`, without entering the state: `heap`
+    /// is the Lua heap as of the state's last entry.
+    pub(crate) fn try_reserve_pending(&self, heap: usize, bytes: usize) -> bool {
+        let others = heap.saturating_add(self.external());
+        self.pending
+            .fetch_update(Relaxed, Relaxed, |pending| {
+                let total = others.checked_add(pending)?.checked_add(bytes)?;
+                (total <= self.max_alloc).then_some(pending + bytes)
+            })
+            .is_ok()
+    }
+
+    /// Gives back a waiting message's bytes (it is about to be delivered, or was dropped).
+    pub(crate) fn release_pending(&self, bytes: usize) {
+        let _ = self.pending.fetch_update(Relaxed, Relaxed, |held| Some(held.saturating_sub(bytes)));
+    }
+
     /// Gives back `bytes` taken earlier. Only atomics: may run inside the Lua collector.
     pub(crate) fn release(&self, bytes: usize) {
         let _ = self.external.fetch_update(Relaxed, Relaxed, |held| Some(held.saturating_sub(bytes)));
@@ -124,5 +152,25 @@ impl Meter for StateMemory {
 
     fn charge(&self, lua: &Lua, work: u64) -> mlua::Result<()> {
         limits::charge(lua, work)
+    }
+}
+
+/// Bytes of a message waiting for a state, counted in its memory until this is dropped (see
+/// [`crate::Engine::hold_pending`]).
+#[derive(Debug)]
+pub struct PendingBytes {
+    memory: std::sync::Arc<StateMemory>,
+    bytes: usize,
+}
+
+impl PendingBytes {
+    pub(crate) fn new(memory: std::sync::Arc<StateMemory>, bytes: usize) -> PendingBytes {
+        PendingBytes { memory, bytes }
+    }
+}
+
+impl Drop for PendingBytes {
+    fn drop(&mut self) {
+        self.memory.release_pending(self.bytes);
     }
 }

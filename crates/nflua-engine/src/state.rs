@@ -18,7 +18,7 @@ use nflua_data::{Data, LentBuffer};
 
 use crate::hook::{HookCall, HookMode};
 use crate::limits::Budget;
-use crate::memory::{StateMemory, TIMER_BYTES};
+use crate::memory::{PendingBytes, StateMemory, TIMER_BYTES};
 use crate::timers::TimerQueue;
 use crate::traceback::{self, ErrorText};
 use crate::watchdog::Watchdog;
@@ -420,6 +420,20 @@ pub(crate) struct Figures {
 }
 
 impl Figures {
+    /// Takes room for a message waiting for the state (see [`crate::Engine::hold_pending`]).
+    pub(crate) fn hold_pending(&self, bytes: usize) -> Result<PendingBytes, EngineError> {
+        let heap = self.ctx.counters.cur_alloc_bytes.load(Relaxed);
+        if self.ctx.memory.try_reserve_pending(heap, bytes) {
+            Ok(PendingBytes::new(Arc::clone(&self.ctx.memory), bytes))
+        } else {
+            Err(EngineError::NoRoom {
+                state: self.config.name.clone(),
+                bytes,
+                max_alloc: self.config.max_alloc_bytes,
+            })
+        }
+    }
+
     /// Bytes the state holds: its Lua heap as of the end of its last entry, plus what it holds
     /// outside the heap (data buffers, timers, lent buffers) as of now.
     fn held(&self) -> usize {

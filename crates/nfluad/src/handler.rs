@@ -181,7 +181,14 @@ impl Handler {
                 Err(f) => Err(f),
             },
             Request::Data { name, payload } => {
-                let job = Job::Data { origin, state: name.to_owned(), payload: payload.to_vec() };
+                let held = match self.engine.hold_pending(name, payload.len()) {
+                    Ok(held) => held,
+                    Err(e) => {
+                        out.push(error_datagram(e.errno(), &msg.header, &e.to_string(), self.port));
+                        return;
+                    }
+                };
+                let job = Job::Data { origin, state: name.to_owned(), payload: payload.to_vec(), held };
                 match self.submit(job, out) {
                     // DATA is not acknowledged on success (as the original).
                     Ok(()) => return,

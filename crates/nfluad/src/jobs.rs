@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use nflua_engine::{DueTimer, Engine, EngineError};
+use nflua_engine::{DueTimer, Engine, EngineError, PendingBytes};
 use nflua_proto::{Header, MsgType};
 
 use crate::handler::{ack, error_datagram, Failure};
@@ -40,11 +40,13 @@ pub enum Job {
         chunk_name: String,
         body: Vec<u8>,
     },
-    /// A DATA message for the state's `__receive_callback`.
+    /// A DATA message for the state's `__receive_callback`; counted in the state's memory
+    /// while it waits (`held`).
     Data {
         origin: Origin,
         state: String,
         payload: Vec<u8>,
+        held: PendingBytes,
     },
     Destroy {
         origin: Origin,
@@ -88,10 +90,14 @@ impl JobContext {
             Job::Execute { origin, state, chunk_name, body } => {
                 (origin, self.execute(&state, &chunk_name, &body).map(|()| Some(MsgType::Execute)))
             }
-            Job::Data { origin, state, payload } => (
-                origin,
-                self.engine.deliver(&state, origin.port, &payload).map(|()| None).map_err(Failure::from),
-            ),
+            Job::Data { origin, state, payload, held } => {
+                // The callback gets the room back: the payload moves into its buffer.
+                drop(held);
+                (
+                    origin,
+                    self.engine.deliver(&state, origin.port, &payload).map(|()| None).map_err(Failure::from),
+                )
+            }
             Job::Destroy { origin, state } => (origin, self.destroy(&state).map(|()| Some(MsgType::Destroy))),
             Job::Timer(timer) => {
                 self.engine.run_timer(timer);

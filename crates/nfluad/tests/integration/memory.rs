@@ -47,3 +47,53 @@ fn list_shows_buffers_while_held() {
     let after = curralloc(&d, "big");
     assert!(after < before + 1000, "before {before}, after {after}");
 }
+
+/// DATA queued behind a running entry counts in the state's memory while it waits: LIST shows
+/// it, a message past `maxalloc` is refused with the memory error, and delivery gives it back.
+#[test]
+fn pending_messages_count_against_maxalloc() {
+    let d = Daemon::start_with(&["--max-call-ms", "1500"]);
+    d.ctl_ok(&["create", "q", "--memory", "65536", "--instructions", "4000000000"]);
+    d.execute("q", "got = 0 function __receive_callback(pid, b) got = got + 1 end").unwrap();
+    let idle = curralloc(&d, "q");
+    let busy = {
+        let mut c = d.control();
+        c.set_timeout(Some(std::time::Duration::from_secs(30)));
+        std::thread::spawn(move || c.execute("q", b"while true do end", ""))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut data = d.data();
+    let payload = [7u8; 4000];
+    let mut sent = 0u64;
+    let mut refused = None;
+    for _ in 0..30 {
+        data.send("q", &payload).unwrap();
+        sent += 1;
+        // A refusal comes back at once; an accepted message stays silent.
+        data.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 4096];
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        if let Err(e) = data.receive(&mut buf) {
+            refused = Some(e.to_string());
+            break;
+        }
+        data.set_nonblocking(false).unwrap();
+    }
+    let held = curralloc(&d, "q");
+    let text = refused.expect("a message past maxalloc is refused");
+    println!("idle {idle}, {} messages of 4000 bytes queued: curralloc {held}; refused: {text}", sent - 1);
+    assert!(text.contains("not enough memory for a pending message of 4000 bytes"), "{text}");
+    assert!(held >= idle + (sent - 1) * 4000, "idle {idle}, held {held}");
+    assert!(held <= 65536, "held {held}");
+    let result = busy.join().unwrap();
+    assert!(result.is_err(), "the busy call ends at its wall-clock limit");
+    // Delivered after the call: the room comes back.
+    crate::util::wait_for("queued messages delivered", std::time::Duration::from_secs(5), || {
+        d.execute("q", &format!("assert(got == {})", sent - 1)).is_ok()
+    });
+    let after = curralloc(&d, "q");
+    println!("after delivery: curralloc {after}");
+    // What stays is the receive buffer the messages came through (a lent buffer, 4000 bytes)
+    // and some garbage of the callbacks; the ten waiting messages held 40000.
+    assert!(after < idle + 9000, "idle {idle}, after {after}");
+}
