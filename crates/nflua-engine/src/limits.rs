@@ -305,11 +305,17 @@ impl Budget {
         }
         // A halted engine runs nothing: the first instruction raises.
         let window = if self.halt.load(Relaxed) { 1 } else { self.window() };
-        // SAFETY: outside of callbacks `Lua::state` is the main thread, which is not running; see
-        // the module doc for the hook itself. Setting the hook again also undoes any change a
-        // `debug` state made with `debug.sethook`.
-        unsafe { ffi::lua_sethook(lua.state(), Some(count_hook), ffi::LUA_MASKCOUNT, window) };
-        self.set_running(lua.state());
+        // The main thread as `install` recorded it (asking `lua` takes mlua's lock, twice per
+        // entry otherwise).
+        let main = match self.main.load(Relaxed) {
+            main if main.is_null() => lua.state(),
+            main => main,
+        };
+        // SAFETY: the main thread, which is not running; see the module doc for the hook itself.
+        // Setting the hook again also undoes any change a `debug` state made with
+        // `debug.sethook`.
+        unsafe { ffi::lua_sethook(main, Some(count_hook), ffi::LUA_MASKCOUNT, window) };
+        self.set_running(main);
     }
 
     /// [`Budget::arm`] for the `__close` handlers run while the state is closed: the watchdog
@@ -324,8 +330,12 @@ impl Budget {
     pub(crate) fn disarm(&self) {
         let main = self.main.load(Relaxed);
         if !main.is_null() {
-            // SAFETY: the main thread lives as long as the budget's Lua; it is not running.
-            unsafe { settle(main) };
+            // SAFETY: the main thread lives as long as the budget's Lua; it is not running. No new
+            // window: the next entry's `arm` starts one.
+            let ran = unsafe { ran_in_window(main) };
+            if ran > 0 {
+                let _ = self.take(ran);
+            }
         }
         self.set_running(std::ptr::null_mut());
     }
