@@ -189,6 +189,118 @@ fn a_busy_state_delays_no_other_state_nor_the_control_plane() {
     d.execute("busy", "assert(after)").unwrap();
 }
 
+/// The median.
+fn p50(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted[(sorted.len().max(1) - 1) / 2]
+}
+
+#[test]
+fn a_busy_state_delays_no_packet_of_another_states_hook() {
+    const PAIRS: usize = 100;
+    let Some(pair) = crate::netns::NetPair::new("a_busy_state_delays_no_packet_of_another_states_hook")
+    else {
+        return;
+    };
+    let d = Daemon::start_in(Some(&pair.b), &["--max-call-ms", "6000"]);
+    let mut c = d.control();
+    c.create(&CreateRequest::new("busy", 4_000_000_000)).unwrap();
+    d.create("fw");
+    // Drops datagrams whose first payload byte (IPv4 without options; data is indexed from 1)
+    // is 'x', accepts the others.
+    d.execute(
+        "fw",
+        "function f(frame, packet) \
+           if packet[29] == string.byte('x') then return 'drop' end \
+           return 'accept' \
+         end",
+    )
+    .unwrap();
+    c.hook_add(&HookSpec { mode: HookMode::Target, ..hook_spec(0, "fw") }).unwrap();
+    pair.iptables(&format!(
+        "-A INPUT -p udp --dport 9000 {} -j NFQUEUE --queue-num 0 --queue-bypass",
+        crate::netns::GUARD
+    ));
+    // With the target hook, a packet that reaches this rule was not decided by nflua.
+    pair.iptables("-A INPUT -p udp --dport 9000 -j DROP");
+    let (tx, rx) = (pair.udp_sender(0), pair.udp_listener(9000));
+    rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let dst = rx.local_addr().unwrap();
+    // The worker is bound and the filter answers before anything is measured.
+    assert_eq!(crate::netns::udp_exchange(&tx, &rx, &["warm-up"]), vec!["warm-up"]);
+
+    let busy_done = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let mut c = d.control();
+        c.set_timeout(Some(Duration::from_secs(30)));
+        let done = Arc::clone(&busy_done);
+        let ns = pair.b.clone();
+        // A client that waits long checks the daemon's port is still bound in the namespace
+        // of its calling thread, not its socket's: it must wait from the daemon's namespace.
+        std::thread::spawn(move || {
+            let result = crate::netns::in_netns(&ns, move || c.execute("busy", b"while true do end", ""));
+            done.store(true, Ordering::SeqCst);
+            result
+        })
+    };
+    crate::util::wait_for("the busy call to start", Duration::from_secs(5), || {
+        state_stat(&stats_json(&mut d.control()), "busy", "calls") == 1
+    });
+    let started = Instant::now();
+
+    // Each round sends one datagram the filter drops and then one it accepts. The worker
+    // decides a queue's packets in order, so the second one arriving means both were
+    // decided: the time from the first send to that arrival bounds both decisions.
+    let mut delays = Vec::with_capacity(PAIRS);
+    let mut buf = [0u8; 256];
+    for i in 0..PAIRS {
+        // Spread over about a second of the busy call rather than its first milliseconds.
+        std::thread::sleep(Duration::from_millis(10));
+        let sent = Instant::now();
+        tx.send_to(format!("x{i}").as_bytes(), dst).expect("send");
+        tx.send_to(format!("a{i}").as_bytes(), dst).expect("send");
+        let n = rx.recv(&mut buf).unwrap_or_else(|e| panic!("round {i}: a{i} did not arrive: {e}"));
+        delays.push(sent.elapsed());
+        assert_eq!(&buf[..n], format!("a{i}").as_bytes(), "round {i}: only a{i} may arrive");
+    }
+    let rounds = started.elapsed();
+    // Nothing else arrives: every 'x' was dropped, not late.
+    rx.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    if let Ok(n) = rx.recv(&mut buf) {
+        panic!("a dropped datagram arrived: {:?}", String::from_utf8_lossy(&buf[..n]));
+    }
+    let measured = started.elapsed();
+    assert!(
+        !busy_done.load(Ordering::SeqCst),
+        "the busy call ended before the packets were measured ({measured:?}): they prove nothing"
+    );
+    eprintln!(
+        "isolation: {} datagrams through another state's hook in {:.0} ms, checked within {:.0} ms \
+         of a 6000 ms busy call: p50 {:.2} ms",
+        2 * PAIRS,
+        ms(rounds),
+        ms(measured),
+        ms(p50(&delays))
+    );
+    check("a dropped and an accepted datagram decided by another state's hook", &delays);
+
+    let json = stats_json(&mut c);
+    let hook = &json["hooks"][0];
+    let sent = 2 * PAIRS as u64;
+    assert_eq!(hook["packets"], sent + 1, "{hook}");
+    assert_eq!(hook["errors"], 0, "{hook}");
+    assert_eq!(hook["verdicts"]["drop"], PAIRS as u64, "{hook}");
+    assert_eq!(hook["verdicts"]["accept"], PAIRS as u64 + 1, "{hook}");
+
+    match busy.join().unwrap() {
+        Err(ClientError::Daemon { message, .. }) => {
+            assert!(message.contains("time limit exceeded (6000 ms)"), "{message}")
+        }
+        other => panic!("the busy call should hit the wall clock: {other:?}"),
+    }
+}
+
 #[test]
 fn the_wall_clock_ends_a_call() {
     let d = Daemon::start_with(&["--max-call-ms", "200"]);
