@@ -441,7 +441,8 @@ impl ControlSocket {
                 Some(done) => return Ok(done),
                 None => silent_ms += started.elapsed().as_millis() as u64,
             }
-            if usersock_port_bound(daemon) == Some(false) {
+            let bound = self.link.daemon_bound().or_else(|| usersock_port_bound(daemon));
+            if bound == Some(false) {
                 // Its last answer may have been queued before it went.
                 while let Some(response) = self.receive_one(Wait::Upto(0))? {
                     if !matches!(response, Response::Pending) {

@@ -14,8 +14,11 @@
 //! The blocking helpers (`create`, `execute`, `list`, ...) say what is known
 //! when no answer comes: [`ClientError::NoAnswer`] after the timeout (the
 //! request may still complete), or [`ClientError::DaemonGone`] as soon as
-//! the daemon's port is no longer bound (`presence`, read from
-//! `/proc/net/netlink` after each 250 ms of silence).
+//! the daemon's port is no longer bound (asked after each 250 ms of silence
+//! with an `NLMSG_NOOP` sent through the client's own socket, which the
+//! kernel refuses when nothing holds the port — so in the socket's network
+//! namespace, whichever thread waits; `presence`, read from
+//! `/proc/net/netlink`, when that send fails otherwise).
 //!
 //! Dependencies: `nflua-proto` (the wire format), `libc` (the socket calls,
 //! `SCM_CREDENTIALS`; `netlink-sys` does not expose ancillary data), and

@@ -78,6 +78,26 @@ impl DaemonLink {
         Ok(())
     }
 
+    /// Whether the daemon's port is still bound, asked through this socket, so in the socket's
+    /// own network namespace whichever thread asks: an `NLMSG_NOOP` (which the daemon never
+    /// answers) is refused with `ECONNREFUSED` when nothing holds the port. `None` when the
+    /// send failed otherwise.
+    pub(crate) fn daemon_bound(&self) -> Option<bool> {
+        let port = self.config.daemon_port;
+        let sock = self.socket().ok()?;
+        let mut noop = [0u8; 16];
+        noop[0..4].copy_from_slice(&16u32.to_ne_bytes());
+        noop[4..6].copy_from_slice(&1u16.to_ne_bytes()); // NLMSG_NOOP
+        noop[12..16].copy_from_slice(&sock.port().to_ne_bytes());
+        match sock.send_to_nowait(&noop, port, 0) {
+            Ok(_) => Some(true),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Some(false),
+            // Its receive buffer is full: it is there.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) => Some(true),
+            Err(_) => None,
+        }
+    }
+
     /// Reads datagrams until one comes from the daemon's port with trusted
     /// credentials; others are dropped. Returns its length in `self.buf`, or
     /// `None` when nothing came within what `wait` allows.
