@@ -209,16 +209,17 @@ pub fn hook_rules(
             return writeln!(out, "# an nft rule without it would queue every packet of the chain.");
         }
     };
+    // Quoted for the shell: the match may hold `"eth*"`, `{ ... }` and `!=`.
     writeln!(out, "# nft equivalent (where nft's queue statement is available):")?;
     writeln!(
         out,
-        "nft add rule inet filter {nft_chain} {nft_match}meta mark and {eval:#x} != {eval:#x} {}",
+        "nft add rule inet filter {nft_chain} '{nft_match}meta mark and {eval:#x} != {eval:#x} {}'",
         nft_queue(spec)
     )?;
     if spec.mode == HookMode::Match {
         writeln!(
             out,
-            "nft add rule inet filter {nft_chain} {nft_match}meta mark and {matched:#x} == {matched:#x} {}",
+            "nft add rule inet filter {nft_chain} '{nft_match}meta mark and {matched:#x} == {matched:#x} {}'",
             target.to_lowercase()
         )?;
     }
@@ -405,8 +406,8 @@ mod tests {
                 "ip6tables -A INPUT -p udp --dport 9000 -m mark ! --mark 0x10000000/0x10000000 -j NFQUEUE --queue-num 0 --queue-bypass",
                 "iptables -A INPUT -p udp --dport 9000 -m mark --mark 0x20000000/0x20000000 -j DROP",
                 "ip6tables -A INPUT -p udp --dport 9000 -m mark --mark 0x20000000/0x20000000 -j DROP",
-                "nft add rule inet filter input udp dport 9000 meta mark and 0x10000000 != 0x10000000 queue num 0 bypass",
-                "nft add rule inet filter input udp dport 9000 meta mark and 0x20000000 == 0x20000000 drop",
+                "nft add rule inet filter input 'udp dport 9000 meta mark and 0x10000000 != 0x10000000 queue num 0 bypass'",
+                "nft add rule inet filter input 'udp dport 9000 meta mark and 0x20000000 == 0x20000000 drop'",
             ]
         );
     }
@@ -420,7 +421,7 @@ mod tests {
         let cmds = commands(&text);
         assert_eq!(cmds[0], "iptables -A INPUT -s 192.0.2.0/24 -m mark ! --mark 0x10000000/0x10000000 -j NFQUEUE --queue-balance 0:1");
         assert!(!cmds.iter().any(|c| c.starts_with("ip6tables")), "{text}");
-        assert!(cmds.contains(&"nft add rule inet filter input ip saddr 192.0.2.0/24 meta mark and 0x10000000 != 0x10000000 queue num 0-1 fanout"), "{text}");
+        assert!(cmds.contains(&"nft add rule inet filter input 'ip saddr 192.0.2.0/24 meta mark and 0x10000000 != 0x10000000 queue num 0-1 fanout'"), "{text}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod legacy;
 mod lifecycle;
 mod limits;
 mod memory;
+mod overflow;
 mod packets;
 mod soak;
 mod stats;
