@@ -16,5 +16,6 @@ mod limits;
 mod memory;
 mod overflow;
 mod packets;
+mod printed_rules;
 mod soak;
 mod stats;
