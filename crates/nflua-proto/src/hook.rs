@@ -4,13 +4,19 @@
 //! ```text
 //!  hook record (156 bytes)
 //!   0 queue_first u32 | 4 queue_last u32 | 8 mode u32 (0 match, 1 target)
-//!  12 flags u32 (bit 0: tcp-payload) | 16 on_error u32 (verdict, or 0xFFFFFFFF = continue)
+//!  12 flags u32 (bit 0: tcp-payload, bit 1: overflow drop)
+//!  16 on_error u32 (verdict, or 0xFFFFFFFF = continue)
 //!  20 eval_mark u32 | 24 match_mark u32 | 28 state[64] | 92 function[64]
 //!
 //!  HOOK_ADD   hdr | hook record                → ack
 //!  HOOK_DEL   hdr | queue u32 (any queue of it) → ack
 //!  HOOK_LIST  hdr                              → hdr(HOOK_LIST, DONE) | count u32 | records
 //! ```
+//!
+//! The overflow policy came later as a flag bit, so the record kept its size: a
+//! client that predates it leaves the bit clear and gets fail-open, today's
+//! behaviour, and a journal written before it replays the same way. A daemon
+//! that predates it refuses the bit (`flags`), rather than silently failing open.
 
 use crate::consts::STATE_NAME_MAX;
 use crate::error::DecodeError;
@@ -47,6 +53,33 @@ pub enum OnError {
     Verdict(u32),
 }
 
+/// What the kernel does with a packet for a queue that is full (or whose socket
+/// buffer is): `NFQA_CFG_F_FAIL_OPEN` set or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Fail-open: the packet passes unevaluated. Traffic keeps flowing under
+    /// overload, but a blocklist can be bypassed by sending fast enough.
+    #[default]
+    Accept,
+    /// Fail-closed: the packet is dropped. Nothing passes unevaluated, but
+    /// legitimate traffic is lost under overload.
+    Drop,
+}
+
+impl Overflow {
+    /// The name `nfluactl` takes and prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Overflow::Accept => "accept",
+            Overflow::Drop => "drop",
+        }
+    }
+}
+
+const FLAG_TCP_PAYLOAD: u32 = 1 << 0;
+const FLAG_OVERFLOW_DROP: u32 = 1 << 1;
+const KNOWN_FLAGS: u32 = FLAG_TCP_PAYLOAD | FLAG_OVERFLOW_DROP;
+
 const CONTINUE_CODE: u32 = u32::MAX;
 /// Highest netfilter verdict number (`NF_STOP`).
 const MAX_VERDICT: u32 = 5;
@@ -60,6 +93,8 @@ pub struct HookSpec {
     /// Give Lua only the TCP payload; packets without one do not match.
     pub tcp_payload: bool,
     pub on_error: OnError,
+    /// What the kernel does with packets that do not fit in the queue.
+    pub overflow: Overflow,
     pub eval_mark: u32,
     pub match_mark: u32,
     pub state: String,
@@ -100,7 +135,7 @@ impl HookSpec {
             other => return Err(DecodeError::BadField { field: "mode", value: other }),
         };
         let flags = get_u32(p, 12);
-        if flags & !1 != 0 {
+        if flags & !KNOWN_FLAGS != 0 {
             return Err(DecodeError::BadField { field: "flags", value: flags });
         }
         let on_error = match get_u32(p, 16) {
@@ -114,8 +149,9 @@ impl HookSpec {
             queue_first,
             queue_last,
             mode,
-            tcp_payload: flags & 1 != 0,
+            tcp_payload: flags & FLAG_TCP_PAYLOAD != 0,
             on_error,
+            overflow: if flags & FLAG_OVERFLOW_DROP != 0 { Overflow::Drop } else { Overflow::Accept },
             eval_mark: get_u32(p, 20),
             match_mark: get_u32(p, 24),
             state,
@@ -128,7 +164,8 @@ impl HookSpec {
         put_u32(out, u32::from(self.queue_first));
         put_u32(out, u32::from(self.queue_last));
         put_u32(out, if self.mode == HookMode::Match { 0 } else { 1 });
-        put_u32(out, u32::from(self.tcp_payload));
+        let overflow = if self.overflow == Overflow::Drop { FLAG_OVERFLOW_DROP } else { 0 };
+        put_u32(out, if self.tcp_payload { FLAG_TCP_PAYLOAD } else { 0 } | overflow);
         put_u32(
             out,
             match self.on_error {
@@ -215,6 +252,7 @@ mod tests {
             mode: HookMode::Target,
             tcp_payload: true,
             on_error: OnError::Verdict(0),
+            overflow: Overflow::Accept,
             eval_mark: DEFAULT_EVAL_MARK,
             match_mark: DEFAULT_MATCH_MARK,
             state: "fw".into(),
@@ -234,6 +272,19 @@ mod tests {
         assert_eq!(&b[28..31], b"fw\0");
         assert_eq!(&b[92..99], b"filter\0");
         assert_eq!(HookSpec::parse(&b), Ok(spec()));
+    }
+
+    #[test]
+    fn overflow_drop_is_flag_bit_1_and_its_absence_means_accept() {
+        let mut b = Vec::new();
+        HookSpec { overflow: Overflow::Drop, ..spec() }.emit(&mut b);
+        assert_eq!(&b[12..16], &3u32.to_ne_bytes()); // tcp-payload | overflow drop
+        assert_eq!(HookSpec::parse(&b).map(|s| s.overflow), Ok(Overflow::Drop));
+        // A record from a client that predates the policy: bit 1 clear.
+        b[12..16].copy_from_slice(&1u32.to_ne_bytes());
+        assert_eq!(HookSpec::parse(&b).map(|s| s.overflow), Ok(Overflow::Accept));
+        b[12..16].copy_from_slice(&4u32.to_ne_bytes());
+        assert_eq!(HookSpec::parse(&b), Err(DecodeError::BadField { field: "flags", value: 4 }));
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod wire;
 pub use error::{errno, DecodeError, NameError, ReassemblyError};
 pub use fragment::{execute_messages, FragmentError};
 pub use header::{emit_message, messages, Header, Message, Messages, MsgFlags, MsgType};
-pub use hook::{HookMode, HookSpec, OnError};
+pub use hook::{HookMode, HookSpec, OnError, Overflow};
 pub use reassembly::{ExecuteReassembler, ListError, ListReassembler, Script};
 pub use record::{RecordFormat, StateFlags, StateRecord};
 pub use reply::{

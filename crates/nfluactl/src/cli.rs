@@ -119,6 +119,13 @@ pub enum HookCommand {
         /// Verdict when Lua fails: continue (fail-open), accept, drop.
         #[arg(long, value_enum, default_value_t = OnErrorArg::Continue)]
         on_error: OnErrorArg,
+        /// What the kernel does with packets that do not fit in the queue:
+        /// accept (fail-open: they pass unevaluated, so a blocklist can be
+        /// outrun) or drop (fail-closed: legitimate traffic is lost under
+        /// overload). With drop the printed rules also leave out
+        /// --queue-bypass.
+        #[arg(long, value_enum, default_value_t = OverflowArg::Accept)]
+        overflow: OverflowArg,
         /// Mark bit meaning "evaluated by nflua".
         #[arg(long, default_value = "0x10000000")]
         eval_mark: String,
@@ -128,7 +135,8 @@ pub enum HookCommand {
         /// Chain the printed rules go to.
         #[arg(long, default_value = "INPUT")]
         chain: String,
-        /// The operator's own match, copied into the printed rules (e.g. "-p tcp --dport 80").
+        /// The operator's own iptables match, copied into the printed rules
+        /// (e.g. "-p tcp --dport 80") and translated for the nft ones.
         #[arg(long, default_value = "", allow_hyphen_values = true)]
         rule: String,
         /// What the printed match-mode rule does with matched packets.
@@ -148,6 +156,12 @@ pub enum HookCommand {
 pub enum ModeArg {
     Match,
     Target,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OverflowArg {
+    Accept,
+    Drop,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

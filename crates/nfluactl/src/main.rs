@@ -13,6 +13,7 @@
 
 mod cli;
 mod cmd;
+mod nft;
 mod output;
 
 use std::process::ExitCode;

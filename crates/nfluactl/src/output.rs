@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use nflua_client::{HookMode, HookSpec, OnError, StateInfo};
+use nflua_client::{HookMode, HookSpec, OnError, Overflow, StateInfo};
+
+use crate::nft;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -111,23 +113,55 @@ pub fn message(out: &mut impl Write, state: &str, bytes: &[u8], json: bool) -> s
     }
 }
 
+fn fail_open(spec: &HookSpec) -> bool {
+    spec.overflow == Overflow::Accept
+}
+
 fn queue_option(spec: &HookSpec) -> String {
-    if spec.queue_first == spec.queue_last {
+    let queues = if spec.queue_first == spec.queue_last {
         format!("--queue-num {}", spec.queue_first)
     } else {
         format!("--queue-balance {}:{}", spec.queue_first, spec.queue_last)
+    };
+    if fail_open(spec) {
+        queues + " --queue-bypass"
+    } else {
+        queues
     }
 }
 
 fn nft_queue(spec: &HookSpec) -> String {
+    let flags = match (spec.queue_first == spec.queue_last, fail_open(spec)) {
+        (true, true) => " bypass",
+        (true, false) => "",
+        (false, true) => " fanout,bypass",
+        (false, false) => " fanout",
+    };
     if spec.queue_first == spec.queue_last {
-        format!("queue num {} bypass", spec.queue_first)
+        format!("queue num {}{flags}", spec.queue_first)
     } else {
-        format!("queue num {}-{} fanout,bypass", spec.queue_first, spec.queue_last)
+        format!("queue num {}-{}{flags}", spec.queue_first, spec.queue_last)
     }
 }
 
-/// The rules a hook expects, for iptables and for nft where `queue` exists.
+/// What `hook add` says of the overflow policy in force.
+fn overflow_line(spec: &HookSpec) -> &'static str {
+    match spec.overflow {
+        Overflow::Accept => {
+            "# overflow: accept (fail-open): packets that do not fit in the queue pass unevaluated \
+             (--overflow drop drops them instead)"
+        }
+        Overflow::Drop => {
+            "# overflow: drop (fail-closed): packets that do not fit in the queue are dropped, \
+             never passed unevaluated"
+        }
+    }
+}
+
+/// The rules a hook expects, for iptables (and ip6tables when the rule
+/// covers IPv6) and for nft where `queue` exists; an nft rule is printed only
+/// if `rule` translates, since one without the operator's match would queue
+/// the whole chain.
 pub fn hook_rules(
     out: &mut impl Write,
     spec: &HookSpec,
@@ -135,32 +169,57 @@ pub fn hook_rules(
     rule: &str,
     target: &str,
 ) -> std::io::Result<()> {
-    let rule = if rule.is_empty() { String::new() } else { format!("{rule} ") };
+    let translated = nft::translate(rule);
+    let commands = translated.as_ref().map_or(&["iptables"][..], |m| m.family.commands());
+    let rule_words = if rule.trim().is_empty() { String::new() } else { format!("{} ", rule.trim()) };
     let (eval, matched) = (spec.eval_mark, spec.match_mark);
     let nft_chain = chain.to_lowercase();
-    writeln!(
-        out,
-        "# Feed packets not yet evaluated to nflua; --queue-bypass keeps traffic flowing if nfluad is down:"
-    )?;
-    writeln!(
-        out,
-        "iptables -A {chain} {rule}-m mark ! --mark {eval:#x}/{eval:#x} -j NFQUEUE {} --queue-bypass",
-        queue_option(spec)
-    )?;
+    writeln!(out, "{}", overflow_line(spec))?;
+    if fail_open(spec) {
+        writeln!(
+            out,
+            "# Feed packets not yet evaluated to nflua; --queue-bypass keeps traffic flowing if nfluad is down:"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "# Feed packets not yet evaluated to nflua; without --queue-bypass nothing passes while nfluad is down:"
+        )?;
+    }
+    for cmd in commands {
+        writeln!(
+            out,
+            "{cmd} -A {chain} {rule_words}-m mark ! --mark {eval:#x}/{eval:#x} -j NFQUEUE {}",
+            queue_option(spec)
+        )?;
+    }
     if spec.mode == HookMode::Match {
         writeln!(out, "# Act on packets the Lua function matched:")?;
-        writeln!(out, "iptables -A {chain} {rule}-m mark --mark {matched:#x}/{matched:#x} -j {target}")?;
+        for cmd in commands {
+            writeln!(
+                out,
+                "{cmd} -A {chain} {rule_words}-m mark --mark {matched:#x}/{matched:#x} -j {target}"
+            )?;
+        }
     }
+    let nft_match = match translated {
+        Ok(m) => m.text,
+        Err(why) => {
+            writeln!(out, "# nft: no rule printed: --rule {rule:?} cannot be translated ({why});")?;
+            return writeln!(out, "# an nft rule without it would queue every packet of the chain.");
+        }
+    };
+    // Quoted for the shell: the match may hold `"eth*"`, `{ ... }` and `!=`.
     writeln!(out, "# nft equivalent (where nft's queue statement is available):")?;
     writeln!(
         out,
-        "nft add rule inet filter {nft_chain} meta mark and {eval:#x} != {eval:#x} {}",
+        "nft add rule inet filter {nft_chain} '{nft_match}meta mark and {eval:#x} != {eval:#x} {}'",
         nft_queue(spec)
     )?;
     if spec.mode == HookMode::Match {
         writeln!(
             out,
-            "nft add rule inet filter {nft_chain} meta mark and {matched:#x} == {matched:#x} {}",
+            "nft add rule inet filter {nft_chain} '{nft_match}meta mark and {matched:#x} == {matched:#x} {}'",
             target.to_lowercase()
         )?;
     }
@@ -176,6 +235,8 @@ struct HookJson<'a> {
     mode: &'static str,
     tcp_payload: bool,
     on_error: &'static str,
+    /// "accept" (fail-open) or "drop" (fail-closed).
+    overflow: &'static str,
     eval_mark: u32,
     match_mark: u32,
 }
@@ -200,6 +261,7 @@ pub fn hooks(out: &mut impl Write, hooks: &[HookSpec], json: bool) -> std::io::R
                 mode: if h.mode == HookMode::Match { "match" } else { "target" },
                 tcp_payload: h.tcp_payload,
                 on_error: on_error_name(h.on_error),
+                overflow: h.overflow.name(),
                 eval_mark: h.eval_mark,
                 match_mark: h.match_mark,
             })
@@ -207,7 +269,7 @@ pub fn hooks(out: &mut impl Write, hooks: &[HookSpec], json: bool) -> std::io::R
         serde_json::to_writer_pretty(&mut *out, &list)?;
         return writeln!(out);
     }
-    writeln!(out, "QUEUES     STATE            FUNCTION         MODE    TCP-PAYLOAD  ON-ERROR")?;
+    writeln!(out, "QUEUES     STATE            FUNCTION         MODE    TCP-PAYLOAD  ON-ERROR  OVERFLOW")?;
     for h in hooks {
         let queues = if h.queue_first == h.queue_last {
             h.queue_first.to_string()
@@ -216,13 +278,14 @@ pub fn hooks(out: &mut impl Write, hooks: &[HookSpec], json: bool) -> std::io::R
         };
         writeln!(
             out,
-            "{:<10} {:<16} {:<16} {:<7} {:<12} {}",
+            "{:<10} {:<16} {:<16} {:<7} {:<12} {:<9} {}",
             queues,
             h.state,
             h.function,
             if h.mode == HookMode::Match { "match" } else { "target" },
             if h.tcp_payload { "yes" } else { "no" },
-            on_error_name(h.on_error)
+            on_error_name(h.on_error),
+            h.overflow.name()
         )?;
     }
     Ok(())
@@ -300,4 +363,75 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nflua_client::HookSpec;
+
+    fn spec(overflow: Overflow) -> HookSpec {
+        HookSpec {
+            queue_first: 0,
+            queue_last: 0,
+            mode: HookMode::Match,
+            tcp_payload: false,
+            on_error: OnError::Continue,
+            overflow,
+            eval_mark: 0x1000_0000,
+            match_mark: 0x2000_0000,
+            state: "fw".into(),
+            function: "f".into(),
+        }
+    }
+
+    fn rules(spec: &HookSpec, rule: &str) -> String {
+        let mut out = Vec::new();
+        hook_rules(&mut out, spec, "INPUT", rule, "DROP").unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn commands(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn printed_rules_carry_the_match_for_both_tools() {
+        let text = rules(&spec(Overflow::Accept), "-p udp --dport 9000");
+        assert!(text.starts_with("# overflow: accept (fail-open)"), "{text}");
+        assert_eq!(
+            commands(&text),
+            [
+                "iptables -A INPUT -p udp --dport 9000 -m mark ! --mark 0x10000000/0x10000000 -j NFQUEUE --queue-num 0 --queue-bypass",
+                "ip6tables -A INPUT -p udp --dport 9000 -m mark ! --mark 0x10000000/0x10000000 -j NFQUEUE --queue-num 0 --queue-bypass",
+                "iptables -A INPUT -p udp --dport 9000 -m mark --mark 0x20000000/0x20000000 -j DROP",
+                "ip6tables -A INPUT -p udp --dport 9000 -m mark --mark 0x20000000/0x20000000 -j DROP",
+                "nft add rule inet filter input 'udp dport 9000 meta mark and 0x10000000 != 0x10000000 queue num 0 bypass'",
+                "nft add rule inet filter input 'udp dport 9000 meta mark and 0x20000000 == 0x20000000 drop'",
+            ]
+        );
+    }
+
+    #[test]
+    fn fail_closed_rules_have_no_bypass_and_an_ipv4_rule_no_ip6tables() {
+        let mut s = spec(Overflow::Drop);
+        s.queue_last = 1;
+        let text = rules(&s, "-s 192.0.2.0/24");
+        assert!(text.starts_with("# overflow: drop (fail-closed)"), "{text}");
+        let cmds = commands(&text);
+        assert_eq!(cmds[0], "iptables -A INPUT -s 192.0.2.0/24 -m mark ! --mark 0x10000000/0x10000000 -j NFQUEUE --queue-balance 0:1");
+        assert!(!cmds.iter().any(|c| c.starts_with("ip6tables")), "{text}");
+        assert!(cmds.contains(&"nft add rule inet filter input 'ip saddr 192.0.2.0/24 meta mark and 0x10000000 != 0x10000000 queue num 0-1 fanout'"), "{text}");
+    }
+
+    #[test]
+    fn an_untranslatable_rule_prints_no_nft_rule() {
+        let text = rules(&spec(Overflow::Accept), "-p tcp -m limit --limit 5/s");
+        assert!(!text.lines().any(|l| l.starts_with("nft ")), "{text}");
+        assert!(text.contains("# nft: no rule printed: --rule \"-p tcp -m limit --limit 5/s\" cannot be translated (match module 'limit' is not translated);"), "{text}");
+        assert!(
+            commands(&text)[0].starts_with("iptables -A INPUT -p tcp -m limit --limit 5/s -m mark"),
+            "{text}"
+        );
+    }
 }

@@ -3,9 +3,9 @@
 use std::io::Write;
 
 use anyhow::Context;
-use nflua_client::{parse_port, ControlSocket, HookMode, HookSpec, OnError};
+use nflua_client::{parse_port, ControlSocket, HookMode, HookSpec, OnError, Overflow};
 
-use crate::cli::{HookCommand, ModeArg, OnErrorArg};
+use crate::cli::{HookCommand, ModeArg, OnErrorArg, OverflowArg};
 use crate::output;
 
 pub fn run(mut control: ControlSocket, cmd: HookCommand, out: &mut impl Write) -> anyhow::Result<()> {
@@ -17,6 +17,7 @@ pub fn run(mut control: ControlSocket, cmd: HookCommand, out: &mut impl Write) -
             mode,
             tcp_payload,
             on_error,
+            overflow,
             eval_mark,
             match_mark,
             chain,
@@ -36,6 +37,10 @@ pub fn run(mut control: ControlSocket, cmd: HookCommand, out: &mut impl Write) -
                     OnErrorArg::Continue => OnError::Continue,
                     OnErrorArg::Accept => OnError::Verdict(1),
                     OnErrorArg::Drop => OnError::Verdict(0),
+                },
+                overflow: match overflow {
+                    OverflowArg::Accept => Overflow::Accept,
+                    OverflowArg::Drop => Overflow::Drop,
                 },
                 eval_mark: parse_mark(&eval_mark).context("--eval-mark")?,
                 match_mark: parse_mark(&match_mark).context("--match-mark")?,

@@ -387,7 +387,7 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nflua_proto::hook::{HookMode, OnError};
+    use nflua_proto::hook::{HookMode, OnError, Overflow};
 
     fn tmpdir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("nflua-journal-{name}-{}", std::process::id()));
@@ -402,6 +402,7 @@ mod tests {
             mode: HookMode::Target,
             tcp_payload: true,
             on_error: OnError::Verdict(0),
+            overflow: Overflow::Drop,
             eval_mark: 1,
             match_mark: 2,
             state: "a".into(),
@@ -448,6 +449,31 @@ mod tests {
         j.remove_orphans();
         let left: Vec<_> = fs::read_dir(dir.join(CHUNKS)).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from(chunk_file(0))]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_hook_journaled_before_the_overflow_policy_fails_open() {
+        let dir = tmpdir("old-hook");
+        let (mut j, _) = open(&dir);
+        j.record_create("a", 65536, 1000, false).unwrap();
+        // A HOOK_ADD record as nfluad wrote it before the policy existed: flags
+        // held only tcp-payload (bit 0).
+        let mut record = Vec::new();
+        for word in [3u32, 4, 1, 1, 0, 1, 2] {
+            record.extend_from_slice(&word.to_ne_bytes());
+        }
+        for name in ["a", "f"] {
+            let mut field = [0u8; 64];
+            field[..name.len()].copy_from_slice(name.as_bytes());
+            record.extend_from_slice(&field);
+        }
+        let mut next = j.manifest.clone();
+        next.hooks.push(to_hex(&record));
+        j.commit(next).unwrap();
+        drop(j);
+        let (_, restored) = open(&dir);
+        assert_eq!(restored.hooks, vec![HookSpec { overflow: Overflow::Accept, ..spec(3) }]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -16,7 +16,7 @@ use nflua_engine::{Engine, EngineError};
 use nflua_nfqueue::{Queue, QueueConfig, QueueError};
 use nflua_proto::errno;
 use nflua_proto::hook::MAX_HOOKS;
-use nflua_proto::HookSpec;
+use nflua_proto::{HookSpec, Overflow};
 
 use super::worker::{HookStats, Worker};
 
@@ -148,7 +148,7 @@ impl Hooks {
                 }
             }
         }
-        tracing::info!(state = %spec.state, function = %spec.function, first = spec.queue_first, last = spec.queue_last, "hook added");
+        tracing::info!(state = %spec.state, function = %spec.function, first = spec.queue_first, last = spec.queue_last, overflow = spec.overflow.name(), "hook added");
         self.entries.push(Entry { spec, queues, stats });
         self.publish();
         Ok(())
@@ -161,7 +161,7 @@ impl Hooks {
             queue,
             copy_range: 0xFFFF,
             max_len: self.defaults.max_len,
-            fail_open: true,
+            fail_open: spec.overflow == Overflow::Accept,
             gso: true,
             conntrack: self.engine.wants_conntrack(&spec.state),
             recv_buffer: self.defaults.recv_buffer,

@@ -86,6 +86,7 @@ mod tests {
             mode: HookMode::Match,
             tcp_payload: false,
             on_error,
+            overflow: nflua_proto::Overflow::Accept,
             eval_mark: EVAL,
             match_mark: MATCH,
             state: "s".into(),

@@ -63,6 +63,7 @@ fn hook_spec(queue: u16, state: &str) -> HookSpec {
         mode: HookMode::Match,
         tcp_payload: false,
         on_error: OnError::Continue,
+        overflow: nflua_proto::Overflow::Accept,
         eval_mark: nflua_proto::hook::DEFAULT_EVAL_MARK,
         match_mark: nflua_proto::hook::DEFAULT_MATCH_MARK,
         state: state.into(),

@@ -14,6 +14,8 @@ mod legacy;
 mod lifecycle;
 mod limits;
 mod memory;
+mod overflow;
 mod packets;
+mod printed_rules;
 mod soak;
 mod stats;
