@@ -140,6 +140,15 @@ pub fn hook_rules(
     let nft_chain = chain.to_lowercase();
     writeln!(
         out,
+        "# Count what reaches the queue rule, so nfluad can count what passes it unevaluated (queue full, nfluad down):"
+    )?;
+    writeln!(
+        out,
+        "iptables -A {chain} {rule}-m mark ! --mark {eval:#x}/{eval:#x} -m nfacct --nfacct-name {}",
+        spec.accounting_name()
+    )?;
+    writeln!(
+        out,
         "# Feed packets not yet evaluated to nflua; --queue-bypass keeps traffic flowing if nfluad is down:"
     )?;
     writeln!(
@@ -278,15 +287,25 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
     writeln!(out)?;
     writeln!(
         out,
-        "{:<8} {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
-        "QUEUES", "STATE", "PACKETS", "ERRORS", "ACCEPT", "DROP", "REPEAT", "OTHER", "P50(us)", "P99(us)"
+        "{:<8} {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>11}",
+        "QUEUES",
+        "STATE",
+        "PACKETS",
+        "ERRORS",
+        "ACCEPT",
+        "DROP",
+        "REPEAT",
+        "OTHER",
+        "P50(us)",
+        "P99(us)",
+        "UNEVALUATED"
     )?;
     for h in hooks {
         let v = &h["verdicts"];
         let n = |k: &str| v[k].as_u64().unwrap_or(0);
         writeln!(
             out,
-            "{:<8} {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+            "{:<8} {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>11}",
             format!("{}:{}", h["queue_first"], h["queue_last"]),
             h["state"].as_str().unwrap_or("?"),
             h["packets"],
@@ -296,8 +315,31 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
             n("repeat"),
             n("stolen") + n("queue") + n("stop"),
             micros(&h["lua_seconds_p50"]),
-            micros(&h["lua_seconds_p99"])
+            micros(&h["lua_seconds_p99"]),
+            // "-": not measured (no accounting object), which is not the same as none.
+            h["unevaluated"].as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string())
         )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<8} {:<16} {:>10} {:>10} {:>10} {:>12} {:>14}",
+        "QUEUE", "STATE", "BACKLOG", "HIGHWATER", "FULL(s)", "DROPPED-FULL", "DROPPED-SOCKET"
+    )?;
+    for h in hooks {
+        for q in h["queues"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "{:<8} {:<16} {:>10} {:>10} {:>10.3} {:>12} {:>14}",
+                q["queue"],
+                h["state"].as_str().unwrap_or("?"),
+                q["backlog"],
+                q["backlog_high_water"],
+                q["full_seconds"].as_f64().unwrap_or(0.0),
+                q["dropped_full"],
+                q["dropped_socket"]
+            )?;
+        }
     }
     Ok(())
 }
