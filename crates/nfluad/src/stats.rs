@@ -236,7 +236,7 @@ impl Snapshot {
                 let _ = writeln!(out, "{name}{{{}}} {}", hook_labels(h), get(h));
             }
         }
-        let bypass_metrics: [(&str, &str, fn(&HookSnapshot) -> Option<u64>); 2] = [
+        let bypass_metrics: [OptionalMetric<HookSnapshot>; 2] = [
             (
                 "nflua_hook_unevaluated_total",
                 "Packets that passed the hook's rule without a verdict from Lua (queue full, or no queue bound).",
@@ -354,6 +354,9 @@ impl Snapshot {
 
 /// Name, type, help text, and how to read the value.
 type Metric<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64);
+
+/// A counter's name, help text, and its value where it is measured.
+type OptionalMetric<T> = (&'static str, &'static str, fn(&T) -> Option<u64>);
 
 fn hook_labels(h: &HookSnapshot) -> String {
     format!(
