@@ -40,8 +40,10 @@ ctl send blocklist "add blocked.example" --wait 200
 rules=$(ctl hook add --queue 0 --state blocklist --function filter --mode target --tcp-payload \
 	--rule "-p tcp --dport 8080")
 echo "$rules"
-echo "== adding the printed iptables rule in $b"
-inb iptables $(grep '^iptables ' <<<"$rules" | head -n 1 | cut -d' ' -f2-)
+echo "== adding the printed iptables rules in $b (accounting, then the queue rule)"
+while read -r rule; do
+	inb iptables $rule
+done < <(grep '^iptables ' <<<"$rules" | cut -d' ' -f2-)
 for _ in $(seq 50); do ip netns exec "$a" curl -s -m 1 -o /dev/null http://192.0.2.2:8080/ && break; sleep 0.1; done
 
 echo "== curl -H 'Host: allowed.example' http://192.0.2.2:8080/"

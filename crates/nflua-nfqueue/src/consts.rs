@@ -64,3 +64,13 @@ pub(crate) const MAX_COPY_RANGE: u32 = 0xFFFF - NLA_HDRLEN as u32;
 
 // nfnetlink_conntrack.h: enum ctattr_type
 pub(crate) const CTA_ID: u16 = 12;
+
+// nfnetlink_acct.h: named packet counters (the `nfacct` match of iptables counts into them).
+pub(crate) const NFNL_SUBSYS_ACCT: u16 = 7;
+pub(crate) const NFNL_MSG_ACCT_NEW: u16 = NFNL_SUBSYS_ACCT << 8; // op 0
+pub(crate) const NFNL_MSG_ACCT_GET_CTRZERO: u16 = (NFNL_SUBSYS_ACCT << 8) | 2;
+pub(crate) const NFACCT_NAME: u16 = 1;
+pub(crate) const NFACCT_PKTS: u16 = 2;
+/// Longest counter name, with its terminating NUL.
+pub const NFACCT_NAME_MAX: usize = 32;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;

@@ -24,8 +24,11 @@
 //! Modules: `consts` (wire numbers), `attr` (Netlink attributes), `msg` (message framing and the
 //! requests we send), `packet` ([`Packet`] decoding), `batch` (the verdict-coalescing state
 //! machine), `sys` (system calls), `rx` (receive slots), `link` (socket, outgoing verdicts,
-//! delivery to callbacks), `stats` ([`QueueStats`]), `queue` ([`Queue`], [`Verdicts`]).
+//! delivery to callbacks), `stats` ([`QueueStats`]), `queue` ([`Queue`], [`Verdicts`]). Besides the queue itself, for
+//! seeing what passes it by: `acct` ([`Accounting`], named kernel packet counters) and `procfs`
+//! ([`instances`], the kernel's per-queue figures).
 
+mod acct;
 mod attr;
 mod batch;
 mod consts;
@@ -33,13 +36,17 @@ mod error;
 mod link;
 mod msg;
 mod packet;
+mod procfs;
 mod queue;
 mod rx;
 mod stats;
 mod sys;
 
+pub use acct::Accounting;
+pub use consts::NFACCT_NAME_MAX;
 pub use error::QueueError;
 pub use packet::Packet;
+pub use procfs::{instances, parse_instances, QueueInstance, PROC_PATH};
 pub use queue::{Queue, Verdicts, DEFAULT_MAX_BATCH};
 pub use stats::QueueStats;
 

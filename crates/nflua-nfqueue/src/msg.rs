@@ -139,6 +139,17 @@ fn finish(buf: &mut [u8], start: usize, extra: usize) {
     buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
 
+/// An nfnetlink_acct request about the counter `name` (NUL-terminated on the wire; the caller
+/// keeps it under [`NFACCT_NAME_MAX`]).
+pub(crate) fn encode_acct(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, name: &str) {
+    let start = begin(buf, kind, NLM_F_REQUEST | flags, seq, 0);
+    let mut bytes = Vec::with_capacity(name.len() + 1);
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.push(0);
+    attr::put(buf, NFACCT_NAME, &bytes);
+    finish(buf, start, 0);
+}
+
 /// A change of the queue's flags: only the bits in `mask` are touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FlagChange {

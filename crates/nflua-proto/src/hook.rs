@@ -116,6 +116,13 @@ impl HookSpec {
         Ok(())
     }
 
+    /// The kernel packet counter (nfacct object) of this hook: nfluad makes it, the
+    /// accounting rule `hook add` prints counts into it, one per hook (named after its first
+    /// queue, which no other hook holds).
+    pub fn accounting_name(&self) -> String {
+        format!("nflua-q{}", self.queue_first)
+    }
+
     pub fn queues(&self) -> std::ops::RangeInclusive<u16> {
         self.queue_first..=self.queue_last
     }

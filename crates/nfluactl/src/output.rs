@@ -175,6 +175,17 @@ pub fn hook_rules(
     let (eval, matched) = (spec.eval_mark, spec.match_mark);
     let nft_chain = chain.to_lowercase();
     writeln!(out, "{}", overflow_line(spec))?;
+    writeln!(
+        out,
+        "# Count what reaches the queue rule, so nfluad can count what passes it unevaluated (queue full, nfluad down):"
+    )?;
+    for cmd in commands {
+        writeln!(
+            out,
+            "{cmd} -A {chain} {rule_words}-m mark ! --mark {eval:#x}/{eval:#x} -m nfacct --nfacct-name {}",
+            spec.accounting_name()
+        )?;
+    }
     if fail_open(spec) {
         writeln!(
             out,
@@ -341,15 +352,25 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
     writeln!(out)?;
     writeln!(
         out,
-        "{:<8} {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
-        "QUEUES", "STATE", "PACKETS", "ERRORS", "ACCEPT", "DROP", "REPEAT", "OTHER", "P50(us)", "P99(us)"
+        "{:<8} {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>11}",
+        "QUEUES",
+        "STATE",
+        "PACKETS",
+        "ERRORS",
+        "ACCEPT",
+        "DROP",
+        "REPEAT",
+        "OTHER",
+        "P50(us)",
+        "P99(us)",
+        "UNEVALUATED"
     )?;
     for h in hooks {
         let v = &h["verdicts"];
         let n = |k: &str| v[k].as_u64().unwrap_or(0);
         writeln!(
             out,
-            "{:<8} {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+            "{:<8} {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>11}",
             format!("{}:{}", h["queue_first"], h["queue_last"]),
             h["state"].as_str().unwrap_or("?"),
             h["packets"],
@@ -359,8 +380,31 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
             n("repeat"),
             n("stolen") + n("queue") + n("stop"),
             micros(&h["lua_seconds_p50"]),
-            micros(&h["lua_seconds_p99"])
+            micros(&h["lua_seconds_p99"]),
+            // "-": not measured (no accounting object), which is not the same as none.
+            h["unevaluated"].as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string())
         )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<8} {:<16} {:>10} {:>10} {:>10} {:>12} {:>14}",
+        "QUEUE", "STATE", "BACKLOG", "HIGHWATER", "FULL(s)", "DROPPED-FULL", "DROPPED-SOCKET"
+    )?;
+    for h in hooks {
+        for q in h["queues"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "{:<8} {:<16} {:>10} {:>10} {:>10.3} {:>12} {:>14}",
+                q["queue"],
+                h["state"].as_str().unwrap_or("?"),
+                q["backlog"],
+                q["backlog_high_water"],
+                q["full_seconds"].as_f64().unwrap_or(0.0),
+                q["dropped_full"],
+                q["dropped_socket"]
+            )?;
+        }
     }
     Ok(())
 }
@@ -402,6 +446,8 @@ mod tests {
         assert_eq!(
             commands(&text),
             [
+                "iptables -A INPUT -p udp --dport 9000 -m mark ! --mark 0x10000000/0x10000000 -m nfacct --nfacct-name nflua-q0",
+                "ip6tables -A INPUT -p udp --dport 9000 -m mark ! --mark 0x10000000/0x10000000 -m nfacct --nfacct-name nflua-q0",
                 "iptables -A INPUT -p udp --dport 9000 -m mark ! --mark 0x10000000/0x10000000 -j NFQUEUE --queue-num 0 --queue-bypass",
                 "ip6tables -A INPUT -p udp --dport 9000 -m mark ! --mark 0x10000000/0x10000000 -j NFQUEUE --queue-num 0 --queue-bypass",
                 "iptables -A INPUT -p udp --dport 9000 -m mark --mark 0x20000000/0x20000000 -j DROP",
@@ -419,7 +465,8 @@ mod tests {
         let text = rules(&s, "-s 192.0.2.0/24");
         assert!(text.starts_with("# overflow: drop (fail-closed)"), "{text}");
         let cmds = commands(&text);
-        assert_eq!(cmds[0], "iptables -A INPUT -s 192.0.2.0/24 -m mark ! --mark 0x10000000/0x10000000 -j NFQUEUE --queue-balance 0:1");
+        assert_eq!(cmds[0], "iptables -A INPUT -s 192.0.2.0/24 -m mark ! --mark 0x10000000/0x10000000 -m nfacct --nfacct-name nflua-q0");
+        assert_eq!(cmds[1], "iptables -A INPUT -s 192.0.2.0/24 -m mark ! --mark 0x10000000/0x10000000 -j NFQUEUE --queue-balance 0:1");
         assert!(!cmds.iter().any(|c| c.starts_with("ip6tables")), "{text}");
         assert!(cmds.contains(&"nft add rule inet filter input 'ip saddr 192.0.2.0/24 meta mark and 0x10000000 != 0x10000000 queue num 0-1 fanout'"), "{text}");
     }

@@ -80,6 +80,29 @@ pub struct HookSnapshot {
     /// Lua time per packet, seconds (upper bound of a power-of-two bucket).
     pub lua_seconds_p50: Option<f64>,
     pub lua_seconds_p99: Option<f64>,
+    /// Packets that passed the hook's rule without a verdict from Lua (fail-open queue full,
+    /// `--queue-bypass` with no queue bound), counted by the accounting rule; `None` when the
+    /// hook's counter could not be made (see `queue::bypass`).
+    pub unevaluated: Option<u64>,
+    /// Of those, the ones counted while no queue of the hook was bound (nfluad down).
+    pub unevaluated_while_down: Option<u64>,
+    /// The kernel's figures of each queue of the hook, sampled.
+    pub queues: Vec<QueueSnapshot>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueueSnapshot {
+    pub queue: u16,
+    /// Packets waiting for a verdict at the last sample.
+    pub backlog: u64,
+    /// Highest backlog sampled (every 10 ms while packets flow).
+    pub backlog_high_water: u64,
+    /// Estimated time the queue spent full: sampled ticks that found it at its length.
+    pub full_seconds: f64,
+    /// Dropped by the kernel because the queue was full (fail-closed queues only).
+    pub dropped_full: u64,
+    /// Dropped by the kernel because the daemon's socket could not take them (fail-closed only).
+    pub dropped_socket: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -135,6 +158,24 @@ impl Snapshot {
                     },
                     lua_seconds_p50: st.lua_quantile(0.5),
                     lua_seconds_p99: st.lua_quantile(0.99),
+                    unevaluated: st.bypass.unevaluated().map(|(n, _)| n),
+                    unevaluated_while_down: st.bypass.unevaluated().map(|(_, n)| n),
+                    queues: st
+                        .bypass
+                        .queues
+                        .iter()
+                        .map(|q| {
+                            let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                            QueueSnapshot {
+                                queue: q.queue,
+                                backlog: n(&q.backlog),
+                                backlog_high_water: n(&q.backlog_high_water),
+                                full_seconds: n(&q.full_ns) as f64 * 1e-9,
+                                dropped_full: n(&q.dropped_full),
+                                dropped_socket: n(&q.dropped_socket),
+                            }
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -193,6 +234,57 @@ impl Snapshot {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for h in &self.hooks {
                 let _ = writeln!(out, "{name}{{{}}} {}", hook_labels(h), get(h));
+            }
+        }
+        let bypass_metrics: [OptionalMetric<HookSnapshot>; 2] = [
+            (
+                "nflua_hook_unevaluated_total",
+                "Packets that passed the hook's rule without a verdict from Lua (queue full, or no queue bound).",
+                |h| h.unevaluated,
+            ),
+            (
+                "nflua_hook_unevaluated_while_down_total",
+                "Of those, packets counted while no queue of the hook was bound.",
+                |h| h.unevaluated_while_down,
+            ),
+        ];
+        for (name, help, get) in bypass_metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for h in &self.hooks {
+                if let Some(n) = get(h) {
+                    let _ = writeln!(out, "{name}{{{}}} {n}", hook_labels(h));
+                }
+            }
+        }
+        let queue_metrics: [Metric<QueueSnapshot>; 5] = [
+            ("nflua_queue_backlog", "gauge", "Packets waiting in the kernel queue for a verdict.", |q| {
+                q.backlog as f64
+            }),
+            ("nflua_queue_backlog_high_water", "gauge", "Highest backlog sampled.", |q| {
+                q.backlog_high_water as f64
+            }),
+            ("nflua_queue_full_seconds_total", "counter", "Estimated time the queue spent full.", |q| {
+                q.full_seconds
+            }),
+            ("nflua_queue_dropped_full_total", "counter", "Dropped by the kernel: queue full.", |q| {
+                q.dropped_full as f64
+            }),
+            ("nflua_queue_dropped_socket_total", "counter", "Dropped by the kernel: socket full.", |q| {
+                q.dropped_socket as f64
+            }),
+        ];
+        for (name, kind, help, get) in queue_metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for h in &self.hooks {
+                for q in &h.queues {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{queue=\"{}\",state=\"{}\"}} {}",
+                        q.queue,
+                        escape(&h.state),
+                        get(q)
+                    );
+                }
             }
         }
         let _ = writeln!(out, "# HELP nflua_hook_verdicts_total Verdicts given, by verdict.");
@@ -263,6 +355,9 @@ impl Snapshot {
 /// Name, type, help text, and how to read the value.
 type Metric<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64);
 
+/// A counter's name, help text, and its value where it is measured.
+type OptionalMetric<T> = (&'static str, &'static str, fn(&T) -> Option<u64>);
+
 fn hook_labels(h: &HookSnapshot) -> String {
     format!(
         "queues=\"{}:{}\",state=\"{}\",function=\"{}\"",
@@ -297,7 +392,29 @@ mod tests {
                 timers: 0,
                 lock_waits: 7,
             }],
-            hooks: vec![],
+            hooks: vec![HookSnapshot {
+                queue_first: 0,
+                queue_last: 1,
+                state: "fw".into(),
+                function: "f".into(),
+                mode: "target",
+                packets: 10,
+                errors: 0,
+                not_given: 0,
+                verdicts: Verdicts { drop: 0, accept: 10, stolen: 0, queue: 0, repeat: 0, stop: 0 },
+                lua_seconds_p50: None,
+                lua_seconds_p99: None,
+                unevaluated: Some(42),
+                unevaluated_while_down: Some(2),
+                queues: vec![QueueSnapshot {
+                    queue: 1,
+                    backlog: 3,
+                    backlog_high_water: 4096,
+                    full_seconds: 0.25,
+                    dropped_full: 0,
+                    dropped_socket: 0,
+                }],
+            }],
             netlink: NetlinkSnapshot { dropped: 7, loss_notices: 2 },
             requests: RequestsSnapshot { refused: 3, own_port: 0, busy: 0 },
             failed_states: vec![],
@@ -309,6 +426,15 @@ mod tests {
         assert!(text.contains("nflua_state_lock_waits_total{state=\"we\\\"b\"} 7"), "{text}");
         assert!(text.contains("# TYPE nflua_netlink_dropped_total counter\nnflua_netlink_dropped_total 7"));
         assert!(text.contains("\nnflua_netlink_loss_notices_total 2\n"), "{text}");
+        assert!(text.contains("# TYPE nflua_hook_unevaluated_total counter\nnflua_hook_unevaluated_total{queues=\"0:1\",state=\"fw\",function=\"f\"} 42\n"), "{text}");
+        assert!(
+            text.contains(
+                "nflua_hook_unevaluated_while_down_total{queues=\"0:1\",state=\"fw\",function=\"f\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("nflua_queue_backlog_high_water{queue=\"1\",state=\"fw\"} 4096\n"), "{text}");
+        assert!(text.contains("nflua_queue_full_seconds_total{queue=\"1\",state=\"fw\"} 0.25\n"), "{text}");
         assert!(
             text.contains("# TYPE nflua_requests_refused_total counter\nnflua_requests_refused_total 3\n")
         );

@@ -1,6 +1,6 @@
 //! The hook table: which queues feed which state's function, and the worker
 //! threads that serve them. Lives on the control thread; workers share only
-//! the engine and their stop flag.
+//! the engine, their stop flag and the bypass monitor's wake-up (`bypass`).
 //!
 //! Removing a hook does not wait for its workers: they notice their stop flag
 //! within their poll interval, and the control thread must not wait that long
@@ -13,11 +13,12 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use nflua_engine::{Engine, EngineError};
-use nflua_nfqueue::{Queue, QueueConfig, QueueError};
+use nflua_nfqueue::{Accounting, Queue, QueueConfig, QueueError};
 use nflua_proto::errno;
 use nflua_proto::hook::MAX_HOOKS;
 use nflua_proto::{HookSpec, Overflow};
 
+use super::bypass::{self, Monitor};
 use super::worker::{HookStats, Worker};
 
 /// Why a hook could not be added or removed.
@@ -88,6 +89,10 @@ pub struct Hooks {
     registry: HookRegistry,
     /// Workers of removed hooks, told to stop and not yet joined, with their queue numbers.
     stopping: Vec<(u16, RunningQueue)>,
+    /// Counts what passes the hooks unevaluated (`bypass`); none while hooks are disabled.
+    monitor: Option<Monitor>,
+    /// The control thread's socket for the hooks' kernel counters, opened on first use.
+    accounting: Option<Accounting>,
 }
 
 /// What statistics readers (STATS, the metrics endpoint) see of the hooks:
@@ -96,12 +101,19 @@ pub type HookRegistry = Arc<std::sync::RwLock<Vec<(HookSpec, Arc<HookStats>)>>>;
 
 impl Hooks {
     pub fn new(engine: Arc<Engine>, defaults: QueueDefaults) -> Hooks {
+        let registry = HookRegistry::default();
+        let monitor =
+            defaults.enabled.then(|| Monitor::start(Arc::clone(&registry), defaults.max_len)).and_then(|m| {
+                m.map_err(|e| tracing::error!(error = %e, "could not start the bypass monitor")).ok()
+            });
         Hooks {
             engine,
             defaults,
             entries: Vec::new(),
-            registry: HookRegistry::default(),
+            registry,
             stopping: Vec::new(),
+            monitor,
+            accounting: None,
         }
     }
 
@@ -136,7 +148,8 @@ impl Hooks {
         self.engine.pin(&spec.state)?;
         // A queue of a hook just removed is bound until its worker ends: wait for that.
         self.reap(|q| spec.queues().contains(&q));
-        let stats = Arc::new(HookStats::default());
+        let stats = Arc::new(HookStats::new(spec.queues()));
+        bypass::begin(&mut self.accounting, &spec, &stats.bypass);
         let mut queues = Vec::new();
         for queue in spec.queues() {
             match self.start(&spec, queue, &stats) {
@@ -171,6 +184,7 @@ impl Hooks {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (engine, spec_c, stats_c, stop_c) =
             (Arc::clone(&self.engine), spec.clone(), Arc::clone(stats), Arc::clone(&stop));
+        let wake = self.monitor.as_ref().map(Monitor::wake);
         let thread = std::thread::Builder::new()
             .name(format!("nfq-{queue}"))
             .spawn(move || {
@@ -193,7 +207,7 @@ impl Hooks {
                         return;
                     }
                 };
-                Worker { queue, spec: spec_c, engine, state, stop: stop_c, stats: stats_c }.run();
+                Worker { queue, spec: spec_c, engine, state, stop: stop_c, stats: stats_c, wake }.run();
             })
             .map_err(HookError::Spawn)?;
         match ready_rx.recv() {
@@ -237,12 +251,18 @@ impl Hooks {
 
     /// Stops every worker (their queues flush pending verdicts and unbind).
     pub fn clear(&mut self) {
+        let mut released = Vec::new();
         for e in self.entries.drain(..) {
             stop_all(e.queues);
             self.engine.unpin(&e.spec.state);
+            released.push(e.spec);
         }
         self.publish();
         self.reap(|_| true);
+        // Queues released: what the counters hold from now on passed with nobody bound.
+        for spec in &released {
+            bypass::finish(&mut self.accounting, spec);
+        }
     }
 
     /// Joins the stopping workers that have ended, and those on queues `wait_for` selects

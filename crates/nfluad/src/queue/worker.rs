@@ -14,6 +14,7 @@ use nflua_engine::{
 use nflua_nfqueue::{Packet, Queue, Verdict};
 use nflua_proto::{HookMode, HookSpec};
 
+use super::bypass::{BypassFigures, Wake};
 use super::verdict::{decide, with_replacement, Decision, Evaluation};
 
 /// How long a worker waits for packets before it looks at its stop flag.
@@ -29,12 +30,18 @@ pub struct HookStats {
     pub verdicts: [AtomicU64; 6],
     /// Lua time per packet: bucket `i` counts calls of [2^i, 2^(i+1)) ns.
     pub lua_ns: [AtomicU64; LATENCY_BUCKETS],
+    /// What passed the hook without Lua, and its queues' backlog (kept by the monitor).
+    pub bypass: BypassFigures,
 }
 
 /// Buckets of the Lua time histogram (the last one holds everything from about 2 s up).
 pub const LATENCY_BUCKETS: usize = 32;
 
 impl HookStats {
+    pub fn new(queues: std::ops::RangeInclusive<u16>) -> HookStats {
+        HookStats { bypass: BypassFigures::new(queues), ..HookStats::default() }
+    }
+
     fn record_lua(&self, ns: u64) {
         let bucket = (63 - ns.max(1).leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
         self.lua_ns[bucket].fetch_add(1, Ordering::Relaxed);
@@ -68,6 +75,8 @@ pub struct Worker {
     pub state: StateRef,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<HookStats>,
+    /// Told when packets arrive, so the bypass monitor samples while they flow.
+    pub wake: Option<Arc<Wake>>,
 }
 
 /// A verdict decided but not yet sent (sending needs the queue, which is
@@ -95,7 +104,12 @@ impl Worker {
                 pending.push(evaluate(&hook, packet, connids));
             });
             match received {
-                Ok(n) => handled += n as u64,
+                Ok(n) => {
+                    handled += n as u64;
+                    if let (true, Some(wake)) = (n > 0, &self.wake) {
+                        wake.traffic();
+                    }
+                }
                 Err(e) => tracing::error!(queue = queue_num, error = %e, "receiving from the queue failed"),
             }
             for p in pending.drain(..) {

@@ -5,6 +5,7 @@ mod netns;
 mod util;
 
 mod bad_input;
+mod bypass;
 mod cli;
 mod control;
 mod data;

@@ -284,9 +284,12 @@ fn load_blocklist(d: &Daemon, extra: &[&str]) -> String {
 fn example_http_blocklist() {
     let Some((pair, d)) = setup("example_http_blocklist") else { return };
     let rules = load_blocklist(&d, &["--rule", "-p tcp --dport 8080"]);
-    // Add exactly the iptables rule nfluactl printed.
-    let guard = rules.lines().find(|l| l.starts_with("iptables ")).expect("a printed iptables rule");
-    pair.iptables(guard.trim_start_matches("iptables "));
+    // Add exactly the iptables rules nfluactl printed (accounting rule, then the queue rule).
+    let printed: Vec<&str> = rules.lines().filter_map(|l| l.strip_prefix("iptables ")).collect();
+    assert!(printed.iter().any(|r| r.contains("-j NFQUEUE")), "{rules}");
+    for rule in printed {
+        pair.iptables(rule);
+    }
     assert_eq!(d.ctl_ok(&["send", "blocklist", "add blocked.example"]), "blocklist: blocked.example\n");
 
     let listener = pair.tcp_listener(8080);

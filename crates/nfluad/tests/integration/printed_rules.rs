@@ -98,7 +98,8 @@ fn printed_iptables_rules_queue_only_the_operators_traffic() {
     let printed = hook(&d, RULE);
     // An IPv4 address in the match: IPv4 rules only.
     assert_eq!(run_printed(&pair, &printed, "ip6tables", |w| w), 0, "{printed}");
-    assert_eq!(run_printed(&pair, &printed, "iptables", |w| w), 2, "{printed}");
+    // The accounting rule, the queue rule, the mark rule.
+    assert_eq!(run_printed(&pair, &printed, "iptables", |w| w), 3, "{printed}");
     check_ipv4_traffic(&pair, &d);
 }
 
@@ -107,8 +108,8 @@ fn printed_iptables_rules_without_addresses_cover_ipv6_too() {
     let Some(pair) = NetPair::new("printed_iptables_rules_without_addresses_cover_ipv6_too") else { return };
     let d = Daemon::start_in(Some(&pair.b), &[]);
     let printed = hook(&d, "-p udp --dport 9000");
-    assert_eq!(run_printed(&pair, &printed, "iptables", |w| w), 2, "{printed}");
-    assert_eq!(run_printed(&pair, &printed, "ip6tables", |w| w), 2, "{printed}");
+    assert_eq!(run_printed(&pair, &printed, "iptables", |w| w), 3, "{printed}");
+    assert_eq!(run_printed(&pair, &printed, "ip6tables", |w| w), 3, "{printed}");
     let b = pair.b.clone();
     let rx = in_netns(&b, || UdpSocket::bind((ADDR6_B, 9000)).expect("bind udp6"));
     let rx_other = in_netns(&b, || UdpSocket::bind((ADDR6_B, 9001)).expect("bind udp6"));
