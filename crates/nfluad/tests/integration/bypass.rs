@@ -4,7 +4,6 @@
 //! Fail-closed (`--overflow drop`) is another branch's work and is not tested here.
 
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -61,18 +60,7 @@ fn apply_iptables(pair: &NetPair, printed: &str) {
 fn receiver(pair: &NetPair) -> (JoinHandle<(u64, u64)>, mpsc::Sender<()>) {
     let sock = pair.udp_listener(PORT);
     // Big enough that the receiver's own buffer never drops what netfilter passed.
-    let bytes: libc::c_int = 32 << 20;
-    // SAFETY: setsockopt on a socket we own, with a live c_int of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    crate::util::force_recv_buffer(&sock, 32 << 20);
     sock.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
     let (done_tx, done_rx) = mpsc::channel();
     let thread = std::thread::spawn(move || {

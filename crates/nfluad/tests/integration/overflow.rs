@@ -5,7 +5,6 @@
 //! counters) and from the daemon (packets its hook evaluated), so the test
 //! accounts for every packet rather than guessing from timing.
 
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::netns::{in_netns, NetPair, ADDR_B};
@@ -100,18 +99,7 @@ fn flood(test: &str, overflow: &str) -> Option<Figures> {
 
     let rx = pair.udp_listener(PORT);
     // Room for every datagram, so the socket never drops and `received` is exact.
-    let size: libc::c_int = 64 << 20;
-    // SAFETY: setsockopt on a socket we own, with a c_int option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            rx.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    crate::util::force_recv_buffer(&rx, 64 << 20);
     let (ip_before, errors_before) = (snmp(&pair, "Ip", "InReceives"), snmp(&pair, "Udp", "RcvbufErrors"));
 
     let a = pair.a.clone();

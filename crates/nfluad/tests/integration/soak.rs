@@ -267,7 +267,7 @@ struct Listener {
 
 impl Listener {
     fn spawn(sock: UdpSocket) -> Listener {
-        set_rcvbuf_force(&sock, LISTENER_RCVBUF);
+        crate::util::force_recv_buffer(&sock, LISTENER_RCVBUF);
         // Short, so that a stop request is seen soon once traffic is over.
         sock.set_read_timeout(Some(Duration::from_millis(100))).expect("read timeout");
         let received = Arc::new(AtomicU64::new(0));
@@ -316,20 +316,6 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-fn set_rcvbuf_force(sock: &UdpSocket, bytes: libc::c_int) {
-    // SAFETY: setsockopt with a pointer to an int that lives for the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
 }
 
 /// A file under `/proc/net` of namespace `ns`, opened once and re-read from
