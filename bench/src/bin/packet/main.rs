@@ -1,6 +1,8 @@
 //! `nflua-bench-packet`: the packet-path benchmark. UDP over a veth pair
 //! between two namespaces, through no queue, the raw NFQUEUE accept loop and
-//! nfluad, printed as tables with ratios. Run it through bench/packet.sh,
+//! nfluad, printed as tables with ratios: rates, zero-loss limits, packets decided per CPU
+//! second of the whole consumer process, packets nfluad let pass unevaluated, and the
+//! consumers' CPU with no traffic and at a low rate. Run it through bench/packet.sh,
 //! which builds everything, creates the namespaces and removes them again.
 //!
 //! ```text
