@@ -3,21 +3,29 @@
 # this script creates, through
 #   (a) no queue, (b) the raw NFQUEUE accept loop (batched verdicts, GSO),
 #   (b1) the same with one verdict per packet, (c) nfluad with a trivial Lua
-#   match, (d) nfluad with a header-reading filter, (e) (c) on two balanced
-#   queues,
-# at 64- and 1400-byte payloads, unpaced and at paced rates. Prints per payload
-# size a table (medians of 5 unpaced runs, zero-loss limits) and the ratios c/b,
-# d/b, e/c beside their targets. Unpaced runs go in rounds, one run of every path
-# per round, and ratios are medians of the per-round ratios.
+#   match, (c') nfluad with a target hook reading 2 header bytes, (d) nfluad
+#   with a header-reading filter, (e) (c) on two balanced queues,
+# at 64- and 1400-byte payloads, unpaced and at paced rates. nfluad paths use
+# the iptables rules `hook add` prints (fail-open, with the accounting rule),
+# and every run reports what nfluad let pass unevaluated. Prints per payload
+# size a table (medians of 5 unpaced runs, zero-loss limits), the ratios c/b,
+# d/b, e/c, packets decided per CPU second of the whole consumer process
+# (c/b, c'/b, d/b unpaced and at 150k pps, target 0.8), unevaluated counts at
+# each paced rate (0 wherever b is lossless), and the consumers' CPU with no
+# traffic and at 10k pps (nfluad <= b's + 10 %). Unpaced runs go in rounds,
+# one run of every path per round, and ratios are medians of the per-round
+# ratios. Paced rates up to 250k are measured for every path; above, a series
+# stops at its first loss.
 #
 # Usage (as root):  bench/packet.sh [--quick] [options of nflua-bench-packet]
-#   --quick                   ~1-minute smoke run (1 run of 1 s, 2 paced rates)
-#   --configs a,b,b1,c,d,e    only these paths
+#   --quick                   ~1-minute smoke run (1 run of 1 s, 150k and 250k paced)
+#   --configs a,b,b1,c,c2,d,e only these paths (c2 is c')
 #   --sizes 64,1400           payload sizes in bytes
 #   --rates R,R,...           paced rates (packets/s) for 64-byte payloads
 #   --rates-large R,R,...     paced rates for larger payloads
 #   --seconds S --repeats N   length and number of unpaced runs (default 2 s, 5)
-# The full run takes about 5 minutes. Namespaces are named
+#   --idle-seconds S          length of the no-traffic CPU measurement (default 3)
+# The full run takes about 9 minutes. Namespaces are named
 # nflua-bench-<pid>-a/-b (192.0.2.1 and .11-.17 in a, 192.0.2.2 in b) and are
 # deleted at the end, also on failure or ctrl-c.
 set -euo pipefail

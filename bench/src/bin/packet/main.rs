@@ -1,12 +1,14 @@
 //! `nflua-bench-packet`: the packet-path benchmark. UDP over a veth pair
 //! between two namespaces, through no queue, the raw NFQUEUE accept loop and
-//! nfluad, printed as tables with ratios. Run it through bench/packet.sh,
+//! nfluad, printed as tables with ratios: rates, zero-loss limits, packets decided per CPU
+//! second of the whole consumer process, packets nfluad let pass unevaluated, and the
+//! consumers' CPU with no traffic and at a low rate. Run it through bench/packet.sh,
 //! which builds everything, creates the namespaces and removes them again.
 //!
 //! ```text
 //! nflua-bench-packet --ns-a NAME --ns-b NAME --sources IP,IP... [--quick]
-//!     [--configs a,b,b1,c,d,e] [--sizes 64,1400] [--rates 50000,...] [--rates-large ...]
-//!     [--seconds S] [--repeats N]
+//!     [--configs a,b,b1,c,c2,d,e] [--sizes 64,1400] [--rates 50000,...] [--rates-large ...]
+//!     [--seconds S] [--repeats N] [--idle-seconds S]
 //! ```
 
 mod measure;
@@ -34,6 +36,8 @@ struct Args {
     rates_large: Vec<u64>,
     seconds: f64,
     repeats: usize,
+    /// Length of the no-traffic CPU measurement.
+    idle_seconds: f64,
 }
 
 fn list<T: std::str::FromStr>(flag: &str, value: &str) -> anyhow::Result<Vec<T>> {
@@ -56,6 +60,7 @@ fn parse_args() -> anyhow::Result<Args> {
         // Five, not three: run-to-run spread on veth is 15-25 %, and with three a single outlier
         // moves a ratio by 0.2.
         repeats: 5,
+        idle_seconds: 3.0,
     };
     let mut quick = false;
     let mut it = std::env::args().skip(1);
@@ -80,6 +85,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--rates-large" => a.rates_large = list(&flag, &v)?,
             "--seconds" => a.seconds = v.parse().context("--seconds")?,
             "--repeats" => a.repeats = v.parse().context("--repeats")?,
+            "--idle-seconds" => a.idle_seconds = v.parse().context("--idle-seconds")?,
             other => bail!("unknown argument {other:?}"),
         }
     }
@@ -89,8 +95,10 @@ fn parse_args() -> anyhow::Result<Args> {
         // A smoke run: every path once, short, two paced rates.
         a.repeats = 1;
         a.seconds = 1.0;
-        a.rates = vec![100_000, 200_000];
-        a.rates_large = vec![100_000, 200_000];
+        a.idle_seconds = 1.0;
+        // The rates the CPU comparison (150k) and the unevaluated check (up to 250k) look at.
+        a.rates = vec![150_000, 250_000];
+        a.rates_large = vec![150_000];
     }
     a.rates.sort_unstable();
     a.rates_large.sort_unstable();
@@ -114,7 +122,14 @@ fn main() -> anyhow::Result<()> {
         let mut results: Vec<Result> = args
             .configs
             .iter()
-            .map(|&config| Result { config, unpaced: Vec::new(), paced: Vec::new(), lock: None })
+            .map(|&config| Result {
+                config,
+                unpaced: Vec::new(),
+                paced: Vec::new(),
+                lock: None,
+                idle_load: None,
+                low_rate_load: None,
+            })
             .collect();
         // Unpaced runs go round by round, one run of every path per round: the machine's load
         // drifts over minutes, and interleaving lets each round's paths share the same drift,
@@ -129,10 +144,11 @@ fn main() -> anyhow::Result<()> {
                 let s = sample?;
                 let per_cpu = s.per_consumer_cpu().map_or(String::new(), |p| format!(", {p:.0} per CPU-s"));
                 eprintln!(
-                    "    sent {} received {} ({:.0}/s{per_cpu})",
+                    "    sent {} received {} ({:.0}/s{per_cpu}){}",
                     s.sent,
                     s.received,
-                    s.received_rate()
+                    s.received_rate(),
+                    unevaluated_text(&s)
                 );
                 result.unpaced.push(s);
                 result.add_lock(lock?);
@@ -141,9 +157,11 @@ fn main() -> anyhow::Result<()> {
         for result in &mut results {
             log(format!("{size} B {}, paced", result.config.label()));
             let path = Path::setup(result.config, &args.ns_b)?;
+            let low = measure_low(&traffic, &path, args.idle_seconds);
             let paced = measure_paced(&traffic, &path, rates);
             let lock = path.lock_waits();
             path.teardown()?;
+            (result.idle_load, result.low_rate_load) = low?;
             result.paced = paced?;
             result.add_lock(lock?);
         }
@@ -154,17 +172,52 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Paced rates in ascending order until the first one with loss. A rate the sender could not
-/// hold (its core is shared with the consumer) but that lost nothing does not stop the series:
-/// loss is what the comparison between paths is about.
+fn unevaluated_text(s: &measure::Sample) -> String {
+    s.unevaluated.map_or(String::new(), |u| format!(", unevaluated {u}"))
+}
+
+/// The consumer's share of a core with no traffic and at `LOW_RATE`, path set up.
+fn measure_low(traffic: &Traffic, path: &Path, idle_secs: f64) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+    // Let a freshly started consumer finish starting up before it counts as idle.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let idle = traffic.idle_load(path, idle_secs)?;
+    let s = traffic.run(path, table::LOW_RATE)?;
+    let show = |l: Option<f64>| l.map_or("-".to_owned(), |l| format!("{:.3} % of a core", l * 100.0));
+    eprintln!(
+        "    no traffic: consumer {}; {}/s: consumer {}",
+        show(idle),
+        table::LOW_RATE,
+        show(s.consumer_load())
+    );
+    Ok((idle, s.consumer_load()))
+}
+
+/// Paced rates in ascending order until the first one with loss, but never before
+/// `table::ALWAYS_MEASURED`: the CPU comparison and the unevaluated check need every path at
+/// those rates. A rate the sender could not hold (its core is shared with the consumer) but
+/// that lost nothing does not stop the series: loss is what the comparison between paths is
+/// about.
 fn measure_paced(traffic: &Traffic, path: &Path, rates: &[u64]) -> anyhow::Result<Vec<Paced>> {
     let mut paced = Vec::new();
     for &rate in rates {
         let s = traffic.run(path, rate)?;
-        eprintln!("    {rate}/s: sent {} ({:.0}/s) lost {}", s.sent, s.sent_rate(), s.lost());
-        let run = Paced { rate, offered: s.sent_rate(), lost: s.lost() };
+        let per_cpu = s.per_consumer_cpu().map_or(String::new(), |p| format!(", {p:.0} per CPU-s"));
+        eprintln!(
+            "    {rate}/s: sent {} ({:.0}/s) lost {}{per_cpu}{}",
+            s.sent,
+            s.sent_rate(),
+            s.lost(),
+            unevaluated_text(&s)
+        );
+        let run = Paced {
+            rate,
+            offered: s.sent_rate(),
+            lost: s.lost(),
+            per_cpu: s.per_consumer_cpu(),
+            unevaluated: s.unevaluated,
+        };
         paced.push(run);
-        if run.lost > 0 {
+        if run.lost > 0 && rate >= table::ALWAYS_MEASURED {
             break;
         }
     }

@@ -9,15 +9,21 @@ pub const DEST: &str = "192.0.2.2";
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
     pub sent: u64,
-    /// Datagrams that reached the sink through the path under test (fail-open
-    /// pass-throughs excluded).
+    /// Datagrams that reached the sink through the path under test: decided by the consumer
+    /// (every path accepts all of them), fail-open pass-throughs excluded.
     pub received: u64,
+    /// nfluad only: packets its hook let pass unevaluated (fail-open overflow) during the run,
+    /// by its own count (accounting rule); they reached the sink but are not in `received`.
+    pub unevaluated: Option<u64>,
     /// Sender's elapsed time.
     pub send_secs: f64,
     /// Sink's first-to-last datagram time.
     pub recv_secs: f64,
-    /// CPU seconds the queue consumer used during the run (`None` without one).
+    /// CPU seconds the whole queue consumer process (every thread, user + system) used from
+    /// just before the sender started to just after the sink was done (`None` without one).
     pub consumer_cpu: Option<f64>,
+    /// Wall time of that window.
+    pub window_secs: f64,
     /// CPU seconds of the sender (with the receive path veth runs in its context) and the sink.
     pub sender_cpu: f64,
     pub sink_cpu: f64,
@@ -38,10 +44,15 @@ impl Sample {
         }
     }
 
-    /// Packets received per CPU second of the consumer: its efficiency, whatever bounded the
+    /// Packets decided per CPU second of the consumer: its efficiency, whatever bounded the
     /// rate (on this machine mostly the sender).
     pub fn per_consumer_cpu(&self) -> Option<f64> {
         self.consumer_cpu.filter(|&s| s > 0.0).map(|s| self.received as f64 / s)
+    }
+
+    /// Share of one core the consumer used over the window.
+    pub fn consumer_load(&self) -> Option<f64> {
+        self.consumer_cpu.filter(|_| self.window_secs > 0.0).map(|s| s / self.window_secs)
     }
 
     /// Cores kept busy while sending, by sender, consumer and sink (CPU seconds over the
@@ -82,9 +93,7 @@ impl Traffic<'_> {
     /// Sends `rate` packets/s (0 = as fast as possible) for at most
     /// `self.seconds` and counts what arrives.
     pub fn run(&self, path: &Path, rate: u64) -> anyhow::Result<Sample> {
-        path.reset_counters()?;
-        let cpu_before = path.consumer_cpu_secs()?;
-        let sleeps_before = path.consumer_sleeps()?;
+        let unevaluated_before = path.unevaluated()?;
         let mut sink_cmd = self.ns_b.command(sibling("nflua-bench-sink")?);
         let timeout_ms = ((self.seconds + 5.0) * 1000.0) as u64;
         sink_cmd.args(["--bind", &format!("{DEST}:{PORT}"), "--idle-ms", "300"]);
@@ -99,6 +108,9 @@ impl Traffic<'_> {
         // Paced runs get some slack in time so the count, not the clock, ends them.
         let secs = if rate > 0 { self.seconds * 1.2 } else { self.seconds };
         send_cmd.args(["--seconds", &secs.to_string(), "--rate", &rate.to_string()]);
+        let sleeps_before = path.consumer_sleeps()?;
+        let window = std::time::Instant::now();
+        let cpu_before = path.consumer_cpu_secs()?;
         let mut sender = Proc::spawn("nflua-bench-send", send_cmd)?;
         let (sent, send_secs) = sender.expect_count("sent ")?;
         // Read before reaping: the last line is printed when the work is done.
@@ -109,12 +121,15 @@ impl Traffic<'_> {
         let sink_cpu = sink.cpu_secs()?;
         sink.wait()?;
         let consumer_cpu = path.consumer_cpu_secs()?.zip(cpu_before).map(|(after, before)| after - before);
+        let window_secs = window.elapsed().as_secs_f64();
         let consumer_sleeps =
             path.consumer_sleeps()?.zip(sleeps_before).map(|(after, before)| after.saturating_sub(before));
-        let bypassed = path.bypassed()?;
+        let unevaluated = path.unevaluated()?.zip(unevaluated_before).map(|(after, before)| after - before);
         Ok(Sample {
             sent,
-            received: arrived.saturating_sub(bypassed),
+            received: arrived.saturating_sub(unevaluated.unwrap_or(0)),
+            unevaluated,
+            window_secs,
             send_secs,
             recv_secs,
             consumer_cpu,
@@ -122,5 +137,15 @@ impl Traffic<'_> {
             sink_cpu,
             consumer_sleeps,
         })
+    }
+
+    /// The consumer's share of one core with the path set up and no traffic, over `secs`.
+    pub fn idle_load(&self, path: &Path, secs: f64) -> anyhow::Result<Option<f64>> {
+        let window = std::time::Instant::now();
+        let before = path.consumer_cpu_secs()?;
+        std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+        let after = path.consumer_cpu_secs()?;
+        let wall = window.elapsed().as_secs_f64();
+        Ok(after.zip(before).map(|(a, b)| (a - b) / wall))
     }
 }

@@ -90,8 +90,24 @@ impl Proc {
         }
     }
 
-    /// CPU time (user + system, all threads) the process has used so far, in seconds.
+    /// CPU time the whole process (every thread, also those that ended; user + system) has
+    /// used so far, in seconds, to the nanosecond: the process's CPU-time clock, which any
+    /// process may read of another. `/proc/PID/stat` holds the same sum, but in clock ticks
+    /// (10 ms), too coarse for a consumer at 10k packets/s; it is the fallback.
     pub fn cpu_secs(&self) -> anyhow::Result<f64> {
+        // The kernel's encoding of a process CPU clock (what glibc's clock_getcpuclockid
+        // returns): the complemented pid shifted left by 3, clock type 2 (scheduler runtime).
+        let pid = self.child.id() as libc::clockid_t;
+        let clock = ((!pid) << 3) | 2;
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec we own.
+        if unsafe { libc::clock_gettime(clock, &mut ts) } == 0 {
+            return Ok(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9);
+        }
+        self.stat_cpu_secs()
+    }
+
+    fn stat_cpu_secs(&self) -> anyhow::Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
             .with_context(|| format!("reading /proc stat of {}", self.name))?;
         // Fields after the command name, which is in parentheses and may hold spaces: state is

@@ -11,7 +11,25 @@ pub struct Result {
     pub paced: Vec<Paced>,
     /// nfluad only: hook calls that waited for the Lua state, and all calls.
     pub lock: Option<(u64, u64)>,
+    /// The consumer's share of one core with no traffic, and at `LOW_RATE`.
+    pub idle_load: Option<f64>,
+    pub low_rate_load: Option<f64>,
 }
+
+/// The paced rate at which packets per consumer CPU second are compared (issue 13, point 3).
+pub const CPU_RATE: u64 = 150_000;
+/// Paced rates up to this one are measured for every path even after a loss: point 4's check
+/// (unevaluated 0 wherever b is lossless) covers 150k-250k.
+pub const ALWAYS_MEASURED: u64 = 250_000;
+/// The low rate at which the consumers' CPU is compared (no buying rate with idle CPU).
+pub const LOW_RATE: u64 = 10_000;
+/// Target of the per-CPU-second ratios against the raw batched loop.
+const CPU_TARGET: f64 = 0.8;
+/// Idle and low-rate CPU of nfluad may exceed the raw loop's by this factor ...
+const LOAD_FACTOR: f64 = 1.1;
+/// ... plus this share of a core, below which a difference is noise (a wake-up per second of
+/// a sampling thread is 0.001 %).
+const LOAD_FLOOR: f64 = 0.0005;
 
 /// One paced run: the rate asked for, what the sender managed, what was lost.
 #[derive(Debug, Clone, Copy)]
@@ -19,6 +37,10 @@ pub struct Paced {
     pub rate: u64,
     pub offered: f64,
     pub lost: u64,
+    /// Packets decided per consumer CPU second.
+    pub per_cpu: Option<f64>,
+    /// nfluad only: packets passed unevaluated.
+    pub unevaluated: Option<u64>,
 }
 
 impl Paced {
@@ -196,6 +218,9 @@ fn print_ratios(size: usize, results: &[Result]) {
         };
         println!("c lossless at every paced rate where b is lossless: {verdict}{note}");
     }
+    print_per_cpu(size, results);
+    print_unevaluated(size, results);
+    print_low_load(results);
     print_cores(results);
     for r in results {
         if let Some((waits, calls)) = r.lock {
@@ -224,8 +249,9 @@ pub fn print_caveat() {
          is slower than that."
     );
     println!(
-        "received excludes packets nfluad let pass unevaluated on overflow (fail-open; counted in the \
-         security table); nfq-raw runs without fail-open, so its overflows are lost."
+        "received excludes packets nfluad let pass unevaluated on overflow (fail-open; nfluad's own \
+         count through the accounting rule `hook add` prints); nfq-raw runs without fail-open, so its \
+         overflows are lost."
     );
 }
 
@@ -246,6 +272,94 @@ fn print_cores(results: &[Result]) {
             "  {:<4} sender {sender:.2}  consumer {consumer:.2}  sink {sink:.2}  total {:.2}{sleeps}",
             r.config.key(),
             sender + consumer + sink
+        );
+    }
+}
+
+/// Issue 13, point 3: packets decided per CPU second of the consumer, nfluad against the raw
+/// batched loop, unpaced (median of the per-round ratios) and paced at `CPU_RATE`.
+fn print_per_cpu(size: usize, results: &[Result]) {
+    let find = |c: Config| results.iter().find(|r| r.config == c);
+    let Some(b) = find(Config::RawBatch) else { return };
+    let b_paced = b.paced.iter().find(|p| p.rate == CPU_RATE).and_then(|p| p.per_cpu);
+    println!(
+        "packets decided per CPU second of the consumer ({size} B; whole process, every thread, user + \
+         system, from just before the sender starts to just after the sink is done): b unpaced {}, \
+         paced {}k {}",
+        b.per_cpu().map_or("-".to_owned(), |p| format!("{:.0}k", p / 1e3)),
+        CPU_RATE / 1000,
+        b_paced.map_or("-".to_owned(), |p| format!("{:.0}k", p / 1e3)),
+    );
+    println!("{:<8} {:>9} {:>9} {:>11} {:>11}   target", "ratio", "unpaced", "", "paced", "");
+    for (name, config) in
+        [("c/b", Config::LuaTrivial), ("c'/b", Config::LuaTarget), ("d/b", Config::LuaFilter)]
+    {
+        let Some(n) = find(config) else { continue };
+        let unpaced = paired_cpu_ratio(n, b);
+        let n_paced = n.paced.iter().find(|p| p.rate == CPU_RATE).and_then(|p| p.per_cpu);
+        let paced = n_paced.zip(b_paced).map(|(n, b)| n / b);
+        let ok = unpaced >= CPU_TARGET && paced.is_some_and(|p| p >= CPU_TARGET);
+        println!(
+            "{name:<8} {unpaced:>9.2} {:>9} {:>11} {:>11}   per CPU-s >= {CPU_TARGET} unpaced and at {}k: {}",
+            n.per_cpu().map_or("-".to_owned(), |p| format!("({:.0}k)", p / 1e3)),
+            paced.map_or("-".to_owned(), |p| format!("{p:.2}")),
+            n_paced.map_or("-".to_owned(), |p| format!("({:.0}k)", p / 1e3)),
+            CPU_RATE / 1000,
+            if ok { "met" } else { "MISSED" }
+        );
+    }
+}
+
+/// Issue 13, point 4: with fail-open, nothing passes unevaluated at a paced rate where the raw
+/// batched loop is lossless.
+fn print_unevaluated(size: usize, results: &[Result]) {
+    let Some(b) = results.iter().find(|r| r.config == Config::RawBatch) else { return };
+    let lossless: Vec<u64> = b.paced.iter().filter(|p| p.passed()).map(|p| p.rate).collect();
+    for r in results.iter().filter(|r| r.config.is_nfluad()) {
+        let runs: Vec<String> = r
+            .paced
+            .iter()
+            .map(|p| {
+                format!("{}k: {}", p.rate / 1000, p.unevaluated.map_or("-".to_owned(), |u| u.to_string()))
+            })
+            .collect();
+        let missed: Vec<String> = lossless
+            .iter()
+            .filter(|&&rate| r.paced.iter().find(|p| p.rate == rate).is_none_or(|p| p.unevaluated != Some(0)))
+            .map(|rate| format!("{}k", rate / 1000))
+            .collect();
+        let verdict =
+            if missed.is_empty() { "met".to_owned() } else { format!("MISSED at {}", missed.join(", ")) };
+        println!(
+            "unevaluated ({size} B, fail-open), {:<3} {}; 0 wherever b is lossless: {verdict}",
+            r.config.key(),
+            runs.join(", ")
+        );
+    }
+}
+
+/// A consumer must not buy rate with CPU burnt while idle: its share of a core with no traffic
+/// and at `LOW_RATE`, against the raw loop's.
+fn print_low_load(results: &[Result]) {
+    let Some(b) = results.iter().find(|r| r.config == Config::RawBatch) else { return };
+    let pct = |l: Option<f64>| l.map_or("-".to_owned(), |l| format!("{:.3}%", l * 100.0));
+    println!(
+        "consumer CPU (share of one core), no traffic and {}k pps; target: nfluad <= b x {LOAD_FACTOR} + {}% of a core",
+        LOW_RATE / 1000,
+        LOAD_FLOOR * 100.0
+    );
+    println!("  {:<4} {:>10} {:>10}", b.config.key(), pct(b.idle_load), pct(b.low_rate_load));
+    let within =
+        |n: Option<f64>, b: Option<f64>| n.zip(b).is_some_and(|(n, b)| n <= b * LOAD_FACTOR + LOAD_FLOOR);
+    for r in results.iter().filter(|r| r.config.is_nfluad()) {
+        println!(
+            "  {:<4} {:>10} {:>10}   no traffic: {}, {}k pps: {}",
+            r.config.key(),
+            pct(r.idle_load),
+            pct(r.low_rate_load),
+            if within(r.idle_load, b.idle_load) { "met" } else { "MISSED" },
+            LOW_RATE / 1000,
+            if within(r.low_rate_load, b.low_rate_load) { "met" } else { "MISSED" },
         );
     }
 }

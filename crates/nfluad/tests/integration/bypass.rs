@@ -1,7 +1,8 @@
 //! Packets that pass a hook without a verdict from Lua are counted (`queue::bypass`): a flood
 //! against a slow hook on a short fail-open queue, and traffic while nfluad is down, with the
 //! rules `hook add` prints. The count must equal what the receiver got minus what Lua accepted.
-//! Fail-closed (`--overflow drop`) is another branch's work and is not tested here.
+//! With `--overflow drop` the same flood must leave the count at 0, and the queue's drops nfluad
+//! reports must be every packet that neither arrived nor was dropped by Lua.
 
 use std::net::UdpSocket;
 use std::sync::mpsc;
@@ -25,9 +26,13 @@ fn filter(spin: u32) -> String {
     )
 }
 
-/// Adds the hook on queue 0 and applies the iptables rules `hook add` printed (accounting rule
-/// included), in order.
+/// Adds the hook on queue 0 (fail-open) and applies the iptables rules `hook add` printed
+/// (accounting rule included), in order.
 fn hook_with_printed_rules(pair: &NetPair, d: &Daemon, spin: u32) -> String {
+    hook_with_overflow(pair, d, spin, "accept")
+}
+
+fn hook_with_overflow(pair: &NetPair, d: &Daemon, spin: u32, overflow: &str) -> String {
     d.ctl_ok(&["create", "fw", "--instructions", "10000000", "--memory", "1000000"]);
     d.execute("fw", &filter(spin)).expect("load filter");
     let printed = d.ctl_ok(&[
@@ -43,7 +48,10 @@ fn hook_with_printed_rules(pair: &NetPair, d: &Daemon, spin: u32) -> String {
         "target",
         "--rule",
         "-p udp --dport 9000",
+        "--overflow",
+        overflow,
     ]);
+    assert!(printed.starts_with(&format!("# overflow: {overflow} (")), "{printed}");
     apply_iptables(pair, &printed);
     printed
 }
@@ -194,6 +202,60 @@ fn overflowing_fail_open_queue_counts_every_unevaluated_packet() {
     eprintln!("{test}: monitor thread CPU {ticks} clock ticks over {wall:.1} s of daemon life");
     let metrics = d.ctl_ok(&["stats"]);
     assert!(metrics.contains("UNEVALUATED") && metrics.contains("HIGHWATER"), "{metrics}");
+}
+
+/// A counter of `/proc/net/snmp` in `b`, e.g. ("Ip", "InReceives").
+fn snmp_b(pair: &NetPair, proto: &str, field: &str) -> u64 {
+    let snmp = text(&pair.exec_b(&["cat", "/proc/net/snmp"]).stdout);
+    let mut rows = snmp.lines().filter(|l| l.starts_with(&format!("{proto}:")));
+    let (names, values) = (rows.next().unwrap_or(""), rows.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == field)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {proto} {field} in {snmp}"))
+}
+
+#[test]
+fn overflowing_fail_closed_queue_lets_nothing_pass_unevaluated() {
+    let test = "overflowing_fail_closed_queue_lets_nothing_pass_unevaluated";
+    let Some(pair) = NetPair::new(test) else { return };
+    let d = Daemon::start_in(Some(&pair.b), &["--queue-maxlen", "16"]);
+    hook_with_overflow(&pair, &d, 20_000, "drop");
+    let (rx, done) = receiver(&pair);
+    let arrived_before = snmp_b(&pair, "Ip", "InReceives");
+    let tx = pair.udp_sender(0);
+    let sent = flood(&tx, 20_000);
+    let _ = done.send(());
+    let (received, received_d) = rx.join().expect("receiver");
+    let h = settled(&d);
+    let arrived = snmp_b(&pair, "Ip", "InReceives") - arrived_before;
+    let accepted = h["verdicts"]["accept"].as_u64().expect("accept count");
+    let lua_dropped = h["verdicts"]["drop"].as_u64().expect("drop count");
+    let unevaluated = h["unevaluated"].as_u64().unwrap_or_else(|| panic!("not measured: {h}"));
+    let q = &h["queues"][0];
+    let queue_dropped = q["dropped_full"].as_u64().expect("dropped_full")
+        + q["dropped_socket"].as_u64().expect("dropped_socket");
+    eprintln!(
+        "{test}: sent {sent}, arrived at b's IP input {arrived}, received {received} ({received_d} 'd'), \
+         Lua accepted {accepted} dropped {lua_dropped}, unevaluated {unevaluated}, queue dropped {} full + {} socket, \
+         backlog high-water {}, full {} s",
+        q["dropped_full"], q["dropped_socket"], q["backlog_high_water"], q["full_seconds"]
+    );
+    assert_eq!(udp_rcvbuf_errors(&pair), 0, "the receiver itself lost datagrams");
+    assert_eq!(arrived, sent, "the veth lost datagrams before netfilter: the sums below would not hold");
+    assert!(queue_dropped > 1000, "the flood did not overflow the queue: {h}");
+    assert_eq!(unevaluated, 0, "fail-closed lets nothing pass without Lua: {h}");
+    assert_eq!(received_d, 0, "a 'd' arrived: Lua drops those, so it passed unevaluated: {h}");
+    assert_eq!(received, accepted, "the receiver got exactly what Lua accepted: {h}");
+    assert_eq!(
+        queue_dropped,
+        sent - received - lua_dropped,
+        "the queue's drops are the packets that neither arrived nor were dropped by Lua: {h}"
+    );
+    assert_eq!(q["backlog_high_water"], 16, "a flood fills the 16-packet queue: {h}");
+    assert!(q["full_seconds"].as_f64().is_some_and(|s| s > 0.0), "{h}");
 }
 
 #[test]
