@@ -190,6 +190,11 @@ impl Budget {
         }
     }
 
+    /// Whether an entry is running now (for the watchdog's pace).
+    pub(crate) fn is_running(&self) -> bool {
+        !self.running.load(Relaxed).is_null()
+    }
+
     /// For a watchdog thread: if the current entry is past its deadline (or the engine is
     /// halted), makes the thread running it call the count hook at its very next instruction,
     /// which then stops the entry. Without this, one expensive instruction (a concatenation or

@@ -1,10 +1,10 @@
 //! The watchdog: a thread per engine (when entries have a wall-clock limit) that looks at every
-//! state's running entry every [`TICK`] and makes a late one stop at its next VM instruction
-//! (`Budget::poke_if_late`). The count hook looks at the clock only once per thousand
-//! instructions, which one expensive instruction repeated (a 16 MB concatenation or string
-//! comparison) would stretch to seconds; with the watchdog an entry overruns its limit by at most
-//! a tick plus one instruction. [`Engine::halt_scripts`](crate::Engine::halt_scripts) pokes every
-//! running entry at once through the same list.
+//! state's running entry every [`TICK`] (every [`IDLE_TICK`] while none runs) and makes a late one
+//! stop at its next VM instruction (`Budget::poke_if_late`). The count hook looks at the clock only
+//! once per thousand instructions, which one expensive instruction repeated (a 16 MB concatenation
+//! or string comparison) would stretch to seconds; with the watchdog an entry overruns its limit by
+//! at most a tick plus one instruction. [`Engine::halt_scripts`](crate::Engine::halt_scripts) pokes
+//! every running entry at once through the same list.
 //!
 //! The watchdog holds its states' budgets weakly (a destroyed state simply drops out) and the
 //! engine holds the watchdog: the thread ends within a tick of the engine being dropped.
@@ -14,8 +14,14 @@ use std::time::Duration;
 
 use crate::limits::Budget;
 
-/// How often the watchdog looks: the most a late entry overruns beyond one instruction.
+/// How often the watchdog looks while some entry runs: the most a late entry overruns beyond
+/// one instruction.
 const TICK: Duration = Duration::from_millis(5);
+
+/// How often it looks while nothing ran at its last look: a wake-up 20 times a second costs an
+/// idle daemon next to nothing, and an entry that starts meanwhile is seen within this, long
+/// before the shortest default limit (a hook's 100 ms) runs out.
+const IDLE_TICK: Duration = Duration::from_millis(50);
 
 #[derive(Default)]
 pub(crate) struct Watchdog {
@@ -30,16 +36,20 @@ impl Watchdog {
         budgets.push(Arc::downgrade(budget));
     }
 
-    /// Pokes every late (or halted) running entry; forgets destroyed states.
-    pub(crate) fn poke_late(&self) {
+    /// Pokes every late (or halted) running entry; forgets destroyed states. Returns whether
+    /// any entry was running.
+    pub(crate) fn poke_late(&self) -> bool {
         let budgets: Vec<Arc<Budget>> = {
             let mut list = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
             list.retain(|b| b.strong_count() > 0);
             list.iter().filter_map(Weak::upgrade).collect()
         };
+        let mut running = false;
         for budget in budgets {
+            running |= budget.is_running();
             budget.poke_if_late();
         }
+        running
     }
 
     /// Starts the watchdog thread, which ends once `watchdog` is dropped.
@@ -47,9 +57,9 @@ impl Watchdog {
         let weak = Arc::downgrade(watchdog);
         std::thread::Builder::new().name("nflua-watchdog".into()).spawn(move || {
             while let Some(watchdog) = weak.upgrade() {
-                watchdog.poke_late();
+                let running = watchdog.poke_late();
                 drop(watchdog);
-                std::thread::sleep(TICK);
+                std::thread::sleep(if running { TICK } else { IDLE_TICK });
             }
         })?;
         Ok(())

@@ -40,7 +40,7 @@
 //! While nfluad is down the counter keeps counting; when the hook is added again (by hand or
 //! from the journal) the count found is what passed with nobody bound (`unevaluated_while_down`,
 //! part of `unevaluated`). Not covered exactly: after a crash (SIGKILL) or a `hook del`, the
-//! packets the old workers decided after the monitor's last reading (at most one tick, 10 ms
+//! packets the old workers decided after the monitor's last reading (at most one tick, 25 ms
 //! of traffic) and those still queued at the crash (which the kernel then drops) are counted
 //! as passed-while-down; a clean shutdown zeroes the counter after its queues are released, so
 //! it is exact. Without the accounting rule, or on a kernel without nfnetlink_acct, the
@@ -49,7 +49,7 @@
 //!
 //! The monitor also samples each queue's backlog for its high-water mark and an estimate of the
 //! time spent full (ticks where the backlog was at the queue's maximum length). It ticks every
-//! 10 ms while packets flow and once a second when they do not (a worker that receives packets
+//! 25 ms while packets flow and once a second when they do not (a worker that receives packets
 //! wakes it), so an idle daemon costs one wake-up per second.
 
 use std::ops::RangeInclusive;
@@ -64,8 +64,9 @@ use nflua_proto::HookSpec;
 use super::hooks::HookRegistry;
 use super::worker::HookStats;
 
-/// Tick while packets flow: the granularity of the backlog samples.
-const ACTIVE_TICK: Duration = Duration::from_millis(10);
+/// Tick while packets flow: the granularity of the backlog samples (40 reads of the queue table
+/// a second: a few ms of CPU a second at any packet rate).
+const ACTIVE_TICK: Duration = Duration::from_millis(25);
 /// Tick when nothing moved during the last one (workers wake the monitor on traffic).
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
