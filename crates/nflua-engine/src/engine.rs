@@ -112,8 +112,8 @@ impl Slot {
 impl Engine {
     pub fn new(config: EngineConfig, sink: Arc<dyn NetlinkSink>) -> Engine {
         let watchdog = Arc::new(Watchdog::default());
-        if config.max_call.is_some() || config.max_hook_call.is_some() {
-            if let Err(e) = Watchdog::spawn(&watchdog) {
+        if let Some(shortest) = config.max_call.into_iter().chain(config.max_hook_call).min() {
+            if let Err(e) = Watchdog::spawn(&watchdog, crate::watchdog::idle_tick(shortest)) {
                 // The count hook still looks at the clock every thousand instructions.
                 tracing::warn!(error = %e, "could not start the watchdog thread");
             }
