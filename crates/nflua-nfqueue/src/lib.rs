@@ -11,7 +11,7 @@
 //! conntrack attributes only while asked for.
 //!
 //! Never: allocates per packet in steady state (receive slots and the verdict buffer are
-//! allocated once), blocks forever (every wait is a `poll` with a timeout), or leaves a packet
+//! allocated once), blocks forever (every wait has a timeout: `poll`'s, or the socket's `SO_RCVTIMEO`), or leaves a packet
 //! without a verdict on purpose (pending verdicts are flushed on drop, packets it cannot decode
 //! get the fail-open verdict, and packets received but not decided when the queue closes are
 //! accepted if the queue is fail-open, dropped otherwise).
