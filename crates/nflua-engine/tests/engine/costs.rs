@@ -188,6 +188,18 @@ fn errors_read_as_stock_luas() {
         "warn(1)",
         "warn()",
         "local s = ('x'):rep(100) return s:rep(1e17)",
+        // The plain (unprotected) path's edges: anything it does not take goes the checked way.
+        "string.byte('abc', 1.5)",
+        "string.byte('abc', 'x')",
+        "string.sub('abc')",
+        "string.sub('abc', 2, 2.5)",
+        "string.char(256)",
+        "string.char(-1)",
+        "string.char(65.5)",
+        "string.char('x')",
+        "table.insert(setmetatable({}, {__newindex = function() error('ni') end}), 1)",
+        "table.insert(setmetatable({}, {__len = function() return 'x' end}), 1)",
+        "table.insert({}, 1, nil, 2)",
     ];
     let mut differ = Vec::new();
     for snippet in snippets {
