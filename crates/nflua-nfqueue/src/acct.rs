@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::attr::AttrIter;
 use crate::consts::*;
 use crate::msg::{self, MsgIter};
-use crate::sys::{self, Received};
+use crate::sys::{self, Received, RecvSlots};
 use crate::QueueError;
 
 /// How long a request waits for the kernel's answer (it normally comes before `send` returns).
@@ -29,7 +29,7 @@ pub struct Accounting {
     fd: OwnedFd,
     seq: u32,
     tx: Vec<u8>,
-    rx: Vec<u8>,
+    rx: RecvSlots,
 }
 
 /// Why a counter name is refused before anything is sent.
@@ -43,7 +43,7 @@ fn check_name(name: &str) -> Result<(), QueueError> {
 impl Accounting {
     pub fn open() -> Result<Accounting, QueueError> {
         let fd = sys::netfilter_socket().map_err(|e| QueueError::io("create NETLINK_NETFILTER socket", e))?;
-        Ok(Accounting { fd, seq: 0, tx: Vec::with_capacity(64), rx: vec![0; ANSWER_BYTES] })
+        Ok(Accounting { fd, seq: 0, tx: Vec::with_capacity(64), rx: RecvSlots::new(1, ANSWER_BYTES) })
     }
 
     /// Makes the counter `name` unless it exists (then it is left as it is, count included).
@@ -91,12 +91,12 @@ impl Accounting {
                 continue;
             }
             let mut info = [Received::default()];
-            let n = sys::recv_many(self.fd.as_fd(), &mut self.rx, ANSWER_BYTES, &mut info)
-                .map_err(|e| QueueError::io(context, e))?;
+            let n =
+                self.rx.recv(self.fd.as_fd(), &mut info, false).map_err(|e| QueueError::io(context, e))?;
             if n == 0 || !info[0].from_kernel {
                 continue;
             }
-            if let Some(answer) = answer_to(&self.rx[..info[0].len], seq) {
+            if let Some(answer) = answer_to(self.rx.slot(0, info[0].len), seq) {
                 return answer.map_err(|errno| QueueError::io(context, io::Error::from_raw_os_error(errno)));
             }
         }

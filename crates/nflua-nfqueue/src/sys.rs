@@ -1,13 +1,14 @@
 //! Every system call of the crate: a `NETLINK_NETFILTER` socket, its options, `poll`,
-//! `recvmmsg` (also through [`RecvSlots`], set up once) and `sendmsg`. Each function is a thin, typed, safe wrapper.
+//! `recvmmsg` (through [`RecvSlots`], set up once) and `sendmsg`. Each function is a thin,
+//! typed, safe wrapper.
 //!
 //! # Safety
 //!
 //! All `unsafe` of the crate is in this module. Each block passes the C library pointers to
 //! Rust memory that is alive and borrowed for the whole call (`&`/`&mut` slices, locals, or
 //! the heap arrays a [`RecvSlots`] owns and points into), with lengths taken from the same
-//! objects, and the structures handed over (`sockaddr_nl`,
-//! `pollfd`, `iovec`, `msghdr`, `mmsghdr`) are plain C data for which all-zero bytes are a
+//! objects, and the structures handed over (`sockaddr_nl`, `pollfd`, `iovec`, `msghdr`,
+//! `mmsghdr`) are plain C data for which all-zero bytes are a
 //! valid value. The kernel writes only within the lengths given. File descriptors come from an
 //! `OwnedFd` (or a borrow of one) and so are open for the duration of each call; the only raw
 //! descriptor taken over is the one `socket()` just returned.
@@ -162,69 +163,11 @@ pub(crate) struct Received {
     pub from_kernel: bool,
 }
 
-/// `recvmmsg(MSG_DONTWAIT)` into consecutive `slot_size`-byte slots of `buf`, at most
-/// `out.len()` and [`MAX_RECV_SLOTS`] datagrams. Returns how many arrived (0 if none was ready);
-/// `out[..n]` describes them.
-pub(crate) fn recv_many(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    slot_size: usize,
-    out: &mut [Received],
-) -> io::Result<usize> {
-    let slots = out.len().min(MAX_RECV_SLOTS).min(buf.len() / slot_size.max(1));
-    if slots == 0 {
-        return Ok(0);
-    }
-    // SAFETY (all three): arrays of plain C data, valid when zeroed; pointers are set below.
-    let mut addrs: [libc::sockaddr_nl; MAX_RECV_SLOTS] = unsafe { mem::zeroed() };
-    let mut iov: [libc::iovec; MAX_RECV_SLOTS] = unsafe { mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; MAX_RECV_SLOTS] = unsafe { mem::zeroed() };
-    for (i, chunk) in buf.chunks_exact_mut(slot_size).take(slots).enumerate() {
-        iov[i] = libc::iovec { iov_base: chunk.as_mut_ptr().cast(), iov_len: chunk.len() };
-        let hdr = &mut msgs[i].msg_hdr;
-        hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_nl).cast();
-        hdr.msg_namelen = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        hdr.msg_iov = &mut iov[i];
-        hdr.msg_iovlen = 1;
-    }
-    // SAFETY: `msgs[..slots]` point at `addrs`, `iov` and disjoint chunks of `buf`, all alive
-    // and exclusively borrowed for the call; a null timeout means "no timeout" (and with
-    // MSG_DONTWAIT the call never waits anyway).
-    let ret = unsafe {
-        libc::recvmmsg(
-            fd.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            slots as libc::c_uint,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if ret < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(0),
-            _ => Err(e),
-        };
-    }
-    let n = ret as usize;
-    for (info, m) in out.iter_mut().zip(&msgs[..n]) {
-        *info = Received {
-            len: (m.msg_len as usize).min(slot_size),
-            truncated: m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            from_kernel: m.msg_hdr.msg_namelen as usize >= mem::size_of::<libc::sockaddr_nl>(),
-        };
-    }
-    for (info, addr) in out.iter_mut().zip(&addrs[..n]) {
-        info.from_kernel &= addr.nl_pid == 0;
-    }
-    Ok(n)
-}
-
 /// Receive slots set up once for `recvmmsg`: one buffer cut into `slots` slots of `slot_size`
 /// bytes, with the `mmsghdr`/`iovec`/address arrays already pointing at them. A queue reads
 /// several times per packet at low rates (the tries before it waits), and building and
 /// zeroing the 64-entry arrays for every call was a visible share of its CPU there (perf,
-/// 10k packets/s: `memset` and `recv_many` 5 % of the worker thread).
+/// 10k packets/s: `memset` and the per-call set-up 5 % of the worker thread).
 ///
 /// Everything the arrays point at is on the heap and owned by this value, so moving it does
 /// not move what the pointers refer to.
