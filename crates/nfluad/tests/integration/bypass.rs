@@ -35,23 +35,7 @@ fn hook_with_printed_rules(pair: &NetPair, d: &Daemon, spin: u32) -> String {
 fn hook_with_overflow(pair: &NetPair, d: &Daemon, spin: u32, overflow: &str) -> String {
     d.ctl_ok(&["create", "fw", "--instructions", "10000000", "--memory", "1000000"]);
     d.execute("fw", &filter(spin)).expect("load filter");
-    let printed = d.ctl_ok(&[
-        "hook",
-        "add",
-        "--queue",
-        "0",
-        "--state",
-        "fw",
-        "--function",
-        "filter",
-        "--mode",
-        "target",
-        "--rule",
-        "-p udp --dport 9000",
-        "--overflow",
-        overflow,
-    ]);
-    assert!(printed.starts_with(&format!("# overflow: {overflow} (")), "{printed}");
+    let printed = d.add_udp_target_hook(overflow);
     apply_iptables(pair, &printed);
     printed
 }

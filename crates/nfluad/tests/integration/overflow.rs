@@ -69,23 +69,7 @@ fn flood(test: &str, overflow: &str) -> Option<Figures> {
     d.ctl_ok(&["create", "fw", "--instructions", "1000000", "--memory", "262144"]);
     // Slow on purpose: a few hundred microseconds per packet, far slower than the sender.
     d.execute("fw", "function filter(frame, packet) for i = 1, 20000 do end return 'accept' end").unwrap();
-    let rules = d.ctl_ok(&[
-        "hook",
-        "add",
-        "--queue",
-        "0",
-        "--state",
-        "fw",
-        "--function",
-        "filter",
-        "--mode",
-        "target",
-        "--rule",
-        "-p udp --dport 9000",
-        "--overflow",
-        overflow,
-    ]);
-    assert!(rules.starts_with(&format!("# overflow: {overflow} (")), "{rules}");
+    let rules = d.add_udp_target_hook(overflow);
     // The rules exactly as printed (IPv4 ones: the flood is IPv4).
     for line in rules.lines().filter(|l| l.starts_with("iptables ")) {
         pair.iptables(line.trim_start_matches("iptables "));

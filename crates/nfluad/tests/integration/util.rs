@@ -177,6 +177,29 @@ impl Daemon {
     }
 
     /// Runs nfluactl and asserts success; returns stdout.
+    /// `hook add` of a target hook: queue 0, state `fw`, function `filter`, UDP to port 9000,
+    /// with overflow policy `overflow`. Returns the rules it printed, checked to name the policy.
+    pub fn add_udp_target_hook(&self, overflow: &str) -> String {
+        let printed = self.ctl_ok(&[
+            "hook",
+            "add",
+            "--queue",
+            "0",
+            "--state",
+            "fw",
+            "--function",
+            "filter",
+            "--mode",
+            "target",
+            "--rule",
+            "-p udp --dport 9000",
+            "--overflow",
+            overflow,
+        ]);
+        assert!(printed.starts_with(&format!("# overflow: {overflow} (")), "{printed}");
+        printed
+    }
+
     pub fn ctl_ok(&self, args: &[&str]) -> String {
         let out = self.ctl(args);
         assert!(out.status.success(), "nfluactl {args:?} failed: {}", text(&out.stderr));
