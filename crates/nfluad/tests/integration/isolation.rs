@@ -14,6 +14,24 @@ use crate::util::{have_root, Daemon};
 /// What each request must be answered within while another state is busy (the figure).
 const FAST: Duration = Duration::from_millis(50);
 
+/// The answer to the busy call, how long it took and when it came.
+type BusyCall = (Result<(), ClientError>, Duration, Instant);
+
+/// Starts `while true do end` in state "busy" on a thread of its own: its answer, how long it
+/// took and when it came, and a flag set once it came.
+fn spin_in_busy(d: &Daemon) -> (std::thread::JoinHandle<BusyCall>, Arc<AtomicBool>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let mut c = d.control();
+    c.set_timeout(Some(Duration::from_secs(30)));
+    let flag = Arc::clone(&done);
+    let thread = std::thread::spawn(move || {
+        let (result, took) = timed(|| c.execute("busy", b"while true do end", ""));
+        flag.store(true, Ordering::SeqCst);
+        (result, took, Instant::now())
+    });
+    (thread, done)
+}
+
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let start = Instant::now();
     let out = f();
@@ -102,17 +120,7 @@ fn a_busy_state_delays_no_other_state_nor_the_control_plane() {
     .unwrap();
 
     // State "busy" runs the longest call its limits allow: 4e9 instructions, cut at 6 s.
-    let busy_done = Arc::new(AtomicBool::new(false));
-    let busy = {
-        let mut c = d.control();
-        c.set_timeout(Some(Duration::from_secs(30)));
-        let done = Arc::clone(&busy_done);
-        std::thread::spawn(move || {
-            let (result, took) = timed(|| c.execute("busy", b"while true do end", ""));
-            done.store(true, Ordering::SeqCst);
-            (result, took, Instant::now())
-        })
-    };
+    let (busy, busy_done) = spin_in_busy(&d);
     crate::util::wait_for("the busy call to start", Duration::from_secs(5), || {
         state_stat(&stats_json(&mut d.control()), "busy", "calls") == 1
     });
@@ -231,19 +239,9 @@ fn a_busy_state_delays_no_packet_of_another_states_hook() {
     // The worker is bound and the filter answers before anything is measured.
     assert_eq!(crate::netns::udp_exchange(&tx, &rx, &["warm-up"]), vec!["warm-up"]);
 
-    let busy_done = Arc::new(AtomicBool::new(false));
-    let busy = {
-        let mut c = d.control();
-        c.set_timeout(Some(Duration::from_secs(30)));
-        let done = Arc::clone(&busy_done);
-        // Waited for from outside the daemon's namespace, with a socket made inside it: the
-        // client's presence check asks through its socket, so it sees the daemon alive.
-        std::thread::spawn(move || {
-            let result = c.execute("busy", b"while true do end", "");
-            done.store(true, Ordering::SeqCst);
-            result
-        })
-    };
+    // Waited for from outside the daemon's namespace, with a socket made inside it: the
+    // client's presence check asks through its socket, so it sees the daemon alive.
+    let (busy, busy_done) = spin_in_busy(&d);
     crate::util::wait_for("the busy call to start", Duration::from_secs(5), || {
         state_stat(&stats_json(&mut d.control()), "busy", "calls") == 1
     });
@@ -293,7 +291,7 @@ fn a_busy_state_delays_no_packet_of_another_states_hook() {
     assert_eq!(hook["verdicts"]["drop"], PAIRS as u64, "{hook}");
     assert_eq!(hook["verdicts"]["accept"], PAIRS as u64 + 1, "{hook}");
 
-    match busy.join().unwrap() {
+    match busy.join().unwrap().0 {
         Err(ClientError::Daemon { message, .. }) => {
             assert!(message.contains("time limit exceeded (6000 ms)"), "{message}")
         }
