@@ -81,9 +81,6 @@
 //! contract mlua's own callbacks follow when they raise. [`ThreadHead`] is only read through
 //! pointers to live threads, and only after [`install`] verified its layout.
 
-// The cost model's functions arrive in steps; until then some of this is unused.
-#![allow(dead_code)]
-
 use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
