@@ -38,7 +38,6 @@
 
 use std::ops::Range;
 
-use mlua::Value;
 use nflua_data::Data;
 
 use crate::state::State;
@@ -172,33 +171,18 @@ pub(crate) fn call(
     if range.start > range.end || range.end > len {
         return Err(EngineError::InvalidPacket { start: range.start, end: range.end, len });
     }
-    let callable = state.global_function(function)?;
     let frame = state.begin_hook(&[&packet.link_header, packet.ip_packet], packet.mode, packet.conntrack_id);
-    let returned = run(state, callable, &frame, range);
+    // The range was checked, so this cannot fail.
+    let returned = match frame.segment(range.start, Some(range.len())) {
+        Ok(lua_packet) => state.run_hook(function, &frame, &lua_packet, packet.mode),
+        Err(e) => Err(state.fail("hook", e.to_string())),
+    };
     // Whatever happened, nothing of this call may stay reachable: views fail from now on, and
     // `nf`'s packet functions raise again.
     let call = state.end_hook();
-    let value = returned?;
+    let result = returned?;
     let (hotdrop, replacement) = call.map_or((false, None), |call| (call.hotdrop, call.replacement));
-    let result = match packet.mode {
-        HookMode::Match => HookResult::Match(!matches!(value, Value::Nil | Value::Boolean(false))),
-        HookMode::Target => HookResult::Target(match &value {
-            Value::String(s) => Verdict::from_name(&s.as_bytes()),
-            _ => None,
-        }),
-    };
     Ok(HookOutcome { result, hotdrop, replacement })
-}
-
-/// Enters the state with views of the frame and of the packet.
-fn run(state: &mut State, callable: Value, frame: &Data, range: Range<usize>) -> Result<Value, EngineError> {
-    state.count_call();
-    // The range was checked, so this cannot fail; making the views can, only at the memory limit.
-    let packet = match frame.segment(range.start, Some(range.len())) {
-        Ok(packet) => packet,
-        Err(e) => return Err(state.fail("hook", e.to_string())),
-    };
-    state.run_hook(callable, frame, &packet)
 }
 
 #[cfg(test)]

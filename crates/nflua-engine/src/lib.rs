@@ -105,6 +105,7 @@
 
 mod coroutines;
 mod costs;
+mod door;
 mod engine;
 mod error;
 mod hook;

@@ -18,7 +18,6 @@
 //! built-in modules) raise plain strings at the caller's position, as a C library function does,
 //! instead of mlua's error userdata (see `lualib::Lib`).
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use mlua::state::{GcIncParams, GcMode};
@@ -178,7 +177,7 @@ pub(crate) fn build(config: &StateConfig, ctx: &Arc<Context>, budget: &Arc<Budge
 
     let errors = Arc::clone(ctx);
     let on_error = lua.create_function(move |lua, err: Value| {
-        traceback::on_error(lua, err, &errors.error_text, errors.plumbing_frames.load(Relaxed));
+        traceback::on_error(lua, err, &errors.error_text);
         Ok(())
     })?;
     Ok(Sandbox { lua, xpcall, on_error })

@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use mlua::chunk::ChunkMode;
-use mlua::{Function, IntoLua, IntoLuaMulti, Lua, LuaString, RegistryKey, Table, Value};
-use nflua_data::{Data, LentBuffer};
+use mlua::{Function, IntoLua, IntoLuaMulti, Lua, RegistryKey, Value};
+use nflua_data::{Data, LentBuffer, LentViews};
 
-use crate::hook::{HookCall, HookMode};
+use crate::door::{self, Ended};
+use crate::hook::{HookCall, HookMode, HookResult};
 use crate::limits::Budget;
 use crate::memory::{PendingBytes, StateMemory, TIMER_BYTES};
 use crate::timers::TimerQueue;
@@ -27,6 +28,12 @@ use crate::{sandbox, EngineError, NetlinkSink, StateConfig, StateInfo, StateStat
 /// Hook function names whose Lua strings a state keeps (a daemon has a few hooks per state; a
 /// name past this many is simply made again on each call).
 const CACHED_FUNCTION_NAMES: usize = 16;
+
+/// The global a DATA message is delivered to.
+const RECEIVE_CALLBACK: &str = "__receive_callback";
+
+/// The error of an entry in which a library function panicked.
+const PANICKED: &str = "internal error: a library function panicked";
 
 /// What the libraries inside a state need to know about it. Shared (`Arc`) between the [`State`]
 /// and the Rust functions registered in its Lua.
@@ -52,10 +59,6 @@ pub(crate) struct Context {
     /// The packet of the running hook call; `None` outside hooks. Never held while Lua runs or
     /// allocates (an allocation can run a debug state's finalizer, which may call `nf` again).
     pub(crate) hook: Mutex<Option<HookCall>>,
-    /// C frames the running entry has between its `xpcall` and the script's function: 1 while a
-    /// hook or receive callback runs through the view caller, else 0. Tracebacks leave them
-    /// out, so they read as before the view caller existed.
-    pub(crate) plumbing_frames: AtomicUsize,
 }
 
 /// Per-state statistics (atomics because [`Context`] is shared with `Send` closures and other
@@ -99,22 +102,25 @@ pub(crate) struct State {
     config: StateConfig,
     lua: Lua,
     /// The base library's `xpcall` and our message handler: every entry runs as
-    /// `xpcall(f, on_error, ...)`, so errors never unwind into Rust without their traceback.
+    /// `xpcall(f, on_error, ...)` (hooks and receive callbacks as `pcall` with `on_error` as
+    /// message handler, see `door.rs`), so errors never unwind into Rust without their
+    /// traceback.
     xpcall: Function,
     on_error: Function,
-    /// The globals table and the Lua strings of hook function names, kept so a hook call
-    /// neither looks the table up nor interns the name again.
-    globals: Table,
-    function_names: Vec<(Box<str>, LuaString)>,
+    /// `on_error` in the registry, for the fast door.
+    handler: door::Ref,
+    /// The Lua strings of hook function names (and `__receive_callback`) in the registry, so a
+    /// call does not intern the name again.
+    function_names: Vec<(Box<str>, door::Ref)>,
     /// Hook calls so far; the current one's number tells its packet objects from older ones.
     hook_generation: u64,
     /// The reused buffers of hook calls (the frame) and of receive callbacks (the payload),
     /// handed to Lua as borrowed views (see `hook.rs`).
     hook_buffer: LentBuffer,
     receive_buffer: LentBuffer,
-    /// `nflua_data::view_caller`'s function, which calls hooks and the receive callback with
-    /// their views; made on first use (nil until then).
-    view_caller: Value,
+    /// `nflua_data::view_caller`'s function in the registry, which calls hooks and the receive
+    /// callback with their views; made on first use.
+    view_caller: Option<door::Ref>,
     /// The GC pause last set (see `sandbox::gc_pause`).
     gc_pause: Cell<i32>,
     /// Whether the state held more than its limit (lent buffers included) after the last entry.
@@ -139,27 +145,27 @@ impl State {
             error_text: ErrorText::default(),
             warning: Mutex::new(String::new()),
             hook: Mutex::new(None),
-            plumbing_frames: AtomicUsize::new(0),
         });
         let budget = Arc::new(Budget::new(config.max_runs, shared.halt));
         shared.watchdog.watch(&budget);
         let built = sandbox::build(&config, &ctx, &budget)
             .map_err(|e| EngineError::Create(traceback::error_message(&e)))?;
         nflua_data::set_meter(&built.lua, Arc::clone(&ctx.memory) as Arc<dyn nflua_data::Meter>);
-        let globals = built.lua.globals();
+        let handler = door::keep(&built.lua, &built.on_error)
+            .map_err(|e| EngineError::Create(traceback::error_message(&e)))?;
         let hook_buffer = LentBuffer::new(&built.lua);
         let receive_buffer = LentBuffer::new(&built.lua);
         let state = State {
             config,
             lua: built.lua,
             xpcall: built.xpcall,
+            handler,
             on_error: built.on_error,
-            globals,
             function_names: Vec::new(),
             hook_generation: 0,
             hook_buffer,
             receive_buffer,
-            view_caller: Value::Nil,
+            view_caller: None,
             gc_pause: Cell::new(sandbox::GC_PAUSE),
             over_limit: Cell::new(false),
             budget,
@@ -210,52 +216,40 @@ impl State {
     /// the call returns so a script that keeps it cannot read it later. The buffer is a borrowed
     /// view of the state's reused receive buffer, as a hook's (see `hook.rs`).
     pub(crate) fn deliver(&mut self, pid: u32, payload: &[u8]) -> Result<(), EngineError> {
-        let callback = self.cached_global("__receive_callback").unwrap_or(Value::Nil);
-        if callback.is_nil() {
-            self.ctx.count_error();
-            tracing::debug!(state = %self.config.name, "DATA for a state without __receive_callback");
-            return Err(EngineError::NoReceiveCallback(self.config.name.clone()));
-        }
-        self.count_call();
         let data = self.receive_buffer.refill(payload);
         self.count_lent_buffers();
         let views = self.receive_buffer.views(&self.lua, &data, None);
-        let result = match (views, self.ensure_view_caller()) {
-            (Ok(views), Ok(())) => self.run_with_views("receive", (callback, i64::from(pid), views)),
-            (Err(e), _) | (_, Err(e)) => Err(self.fail("receive", traceback::error_message(&e))),
+        let result = match views {
+            Ok(views) => {
+                self.enter_door("receive", RECEIVE_CALLBACK, &[i64::from(pid)], views, HookMode::Match)
+            }
+            Err(e) => Err(self.fail("receive", traceback::error_message(&e))),
         };
         self.receive_buffer.invalidate();
         self.fit_lent_buffers();
-        result.map(drop)
-    }
-
-    /// The global `name` for a hook call: the name's Lua string is made once and kept. A nil
-    /// global is [`EngineError::NoFunction`], counted as an error of the state (as DATA for a
-    /// state without `__receive_callback`); any other value is called and fails in Lua if it
-    /// is not callable.
-    pub(crate) fn global_function(&mut self, name: &str) -> Result<Value, EngineError> {
-        match self.cached_global(name) {
-            Ok(Value::Nil) => {
+        match result {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
                 self.ctx.count_error();
-                Err(EngineError::NoFunction { state: self.config.name.clone(), function: name.to_string() })
+                tracing::debug!(state = %self.config.name, "DATA for a state without __receive_callback");
+                Err(EngineError::NoReceiveCallback(self.config.name.clone()))
             }
-            Ok(value) => Ok(value),
-            Err(e) => Err(self.fail("hook", traceback::error_message(&e))),
+            Err(e) => Err(e),
         }
     }
 
-    /// The global `name`, through a Lua string made once per name: building the key is a
-    /// string hash and intern per call otherwise.
-    fn cached_global(&mut self, name: &str) -> mlua::Result<Value> {
-        if let Some((_, key)) = self.function_names.iter().find(|(n, _)| **n == *name) {
-            return self.globals.raw_get(key);
+    /// The registry reference of the Lua string `name`, and whether it is a temporary one (to
+    /// release after the call): made once per name for the first [`CACHED_FUNCTION_NAMES`].
+    fn function_name(&mut self, name: &str) -> mlua::Result<(door::Ref, bool)> {
+        if let Some((_, reference)) = self.function_names.iter().find(|(n, _)| **n == *name) {
+            return Ok((*reference, false));
         }
-        let key = self.lua.create_string(name)?;
-        let value = self.globals.raw_get(&key);
+        let reference = door::keep(&self.lua, self.lua.create_string(name)?)?;
         if self.function_names.len() < CACHED_FUNCTION_NAMES {
-            self.function_names.push((name.into(), key));
+            self.function_names.push((name.into(), reference));
+            return Ok((reference, false));
         }
-        value
+        Ok((reference, true))
     }
 
     /// Copies the frame (`parts` joined) into the hook buffer and makes it the running hook
@@ -275,36 +269,98 @@ impl State {
         frame
     }
 
-    /// Calls the hook function `callable(frame, packet)` with borrowed views of `frame` and
-    /// `packet` (views of the hook buffer), through the entry door.
+    /// Calls the global `function(frame, packet)` with borrowed views of `frame` and `packet`
+    /// (views of the hook buffer) through the fast door, and reads its answer as `mode` says.
+    /// A nil global is [`EngineError::NoFunction`], counted as an error of the state (as DATA
+    /// for a state without `__receive_callback`); any other value is called and fails in Lua
+    /// if it is not callable.
     pub(crate) fn run_hook(
         &mut self,
-        callable: Value,
+        function: &str,
         frame: &Data,
         packet: &Data,
-    ) -> Result<Value, EngineError> {
-        let views = self.hook_buffer.views(&self.lua, frame, Some(packet));
-        match (views, self.ensure_view_caller()) {
-            (Ok(views), Ok(())) => self.run_with_views("hook", (callable, views)),
-            (Err(e), _) | (_, Err(e)) => Err(self.fail("hook", traceback::error_message(&e))),
+        mode: HookMode,
+    ) -> Result<HookResult, EngineError> {
+        let views = match self.hook_buffer.views(&self.lua, frame, Some(packet)) {
+            Ok(views) => views,
+            Err(e) => return Err(self.fail("hook", traceback::error_message(&e))),
+        };
+        match self.enter_door("hook", function, &[], views, mode)? {
+            Some(result) => Ok(result),
+            None => {
+                self.ctx.count_error();
+                Err(EngineError::NoFunction {
+                    state: self.config.name.clone(),
+                    function: function.to_string(),
+                })
+            }
         }
     }
 
-    /// Runs the view caller with `args` (`f, extra..., views`) through the entry door.
-    fn run_with_views(&self, entry: &'static str, args: impl IntoLuaMulti) -> Result<Value, EngineError> {
-        self.ctx.plumbing_frames.store(1, Relaxed);
-        let result = self.run_value(entry, &self.view_caller, args);
-        self.ctx.plumbing_frames.store(0, Relaxed);
-        result
+    /// The fast door (see `door.rs`): calls the global `function(extra..., views)` through the
+    /// view caller with the same budget, limits and error handling as [`State::run_value`].
+    /// `Ok(None)` when the global is nil (nothing ran, nothing counted).
+    fn enter_door(
+        &mut self,
+        entry: &'static str,
+        function: &str,
+        extra: &[i64],
+        views: LentViews,
+        mode: HookMode,
+    ) -> Result<Option<HookResult>, EngineError> {
+        let prepared = self.view_caller().and_then(|caller| Ok((caller, self.function_name(function)?)));
+        let (caller, (function_name, temporary)) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => return Err(self.fail(entry, traceback::error_message(&e))),
+        };
+        let (n, slot, generation, offset1, len1, offset2, len2) = views;
+        let call = door::Call {
+            handler: self.handler,
+            caller,
+            function_name,
+            extra,
+            views: [n, slot, generation, offset1, len1, offset2, len2],
+        };
+        let time_limit = self.time_limit(entry);
+        self.ctx.error_text.clear();
+        self.ctx.memory.sync(&self.lua);
+        let ended = door::run(
+            &self.lua,
+            &call,
+            mode,
+            || self.ctx.error_text.is_set(),
+            || {
+                self.count_call();
+                self.budget.arm(&self.lua, time_limit);
+            },
+            || self.budget.disarm(),
+        );
+        if temporary {
+            door::release(&self.lua, function_name);
+        }
+        let result = match ended {
+            Ended::NoFunction => return Ok(None),
+            Ended::NoStack => Err("stack overflow".to_string()),
+            Ended::Returned(result) => self.unless_caught(result),
+            Ended::Raised(err) => Err(self
+                .ctx
+                .error_text
+                .take()
+                .unwrap_or_else(|| err.as_ref().map_or_else(|| "nil".to_string(), traceback::describe))),
+            Ended::Panicked => Err(PANICKED.to_string()),
+        };
+        self.finish(entry, result).map(Some)
     }
 
-    /// Makes the function that calls a function with borrowed views (see
-    /// `nflua_data::view_caller`), unless the state has it.
-    fn ensure_view_caller(&mut self) -> mlua::Result<()> {
-        if self.view_caller.is_nil() {
-            self.view_caller = Value::Function(nflua_data::view_caller(&self.lua)?);
+    /// The registry reference of the view caller (see `nflua_data::view_caller`), made on first
+    /// use.
+    fn view_caller(&mut self) -> mlua::Result<door::Ref> {
+        if let Some(caller) = self.view_caller {
+            return Ok(caller);
         }
-        Ok(())
+        let caller = door::keep(&self.lua, nflua_data::view_caller(&self.lua)?)?;
+        self.view_caller = Some(caller);
+        Ok(caller)
     }
 
     /// Ends the running hook call: every view of its buffer fails from now on, and `nf`'s packet
@@ -344,27 +400,46 @@ impl State {
         args: impl IntoLuaMulti,
     ) -> Result<Value, EngineError> {
         self.ctx.error_text.clear();
-        let time_limit = if entry == "hook" { self.max_hook_call } else { self.max_call };
         // Buffers freed by the collector since the last entry give their room back to Lua.
         self.ctx.memory.sync(&self.lua);
-        self.budget.arm(&self.lua, time_limit);
+        self.budget.arm(&self.lua, self.time_limit(entry));
         // A tuple is pushed straight onto the Lua stack: no allocation on the way in or out.
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             self.xpcall.call::<(bool, Value)>((callable, &self.on_error, args))
         }));
         self.budget.disarm();
         let result = match outcome {
-            Ok(Ok((true, _))) if self.budget.spent() => {
-                // The script caught the limit error (pcall, coroutine.resume) and returned.
-                Err(format!("{} (the script caught the error and went on)", self.budget.stop_message()))
-            }
-            Ok(Ok((true, value))) => Ok(value),
+            Ok(Ok((true, value))) => self.unless_caught(value),
             Ok(Ok((false, err))) => {
                 Err(self.ctx.error_text.take().unwrap_or_else(|| traceback::describe(&err)))
             }
             Ok(Err(e)) => Err(traceback::error_message(&e)),
-            Err(_) => Err("internal error: a library function panicked".to_string()),
+            Err(_) => Err(PANICKED.to_string()),
         };
+        self.finish(entry, result)
+    }
+
+    /// The wall-clock limit of an entry.
+    fn time_limit(&self, entry: &'static str) -> Option<Duration> {
+        if entry == "hook" {
+            self.max_hook_call
+        } else {
+            self.max_call
+        }
+    }
+
+    /// What an entry returned, unless the script caught the limit's error (`pcall`,
+    /// `coroutine.resume`) and returned anyway.
+    fn unless_caught<T>(&self, returned: T) -> Result<T, String> {
+        if self.budget.spent() {
+            Err(format!("{} (the script caught the error and went on)", self.budget.stop_message()))
+        } else {
+            Ok(returned)
+        }
+    }
+
+    /// Ends an entry: notes the memory after a success, counts and logs a failure.
+    fn finish<T>(&self, entry: &'static str, result: Result<T, String>) -> Result<T, EngineError> {
         match result {
             Ok(value) => {
                 self.note_memory();

@@ -28,6 +28,10 @@ impl ErrorText {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
     pub(crate) fn take(&self) -> Option<String> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
@@ -40,13 +44,12 @@ impl ErrorText {
 }
 
 /// Body of the message handler: records "message\nstack traceback:..." and returns nothing, so
-/// the handler allocates nothing inside Lua. `plumbing` is how many C frames the entry put
-/// between its `xpcall` and the script (see `Context::plumbing_frames`), left out.
-pub(crate) fn on_error(lua: &Lua, err: Value, sink: &ErrorText, plumbing: usize) {
+/// the handler allocates nothing inside Lua.
+pub(crate) fn on_error(lua: &Lua, err: Value, sink: &ErrorText) {
     let mut text = describe(&err);
     text.push('\n');
     // Level 0 is the handler itself.
-    text.push_str(&traceback(lua, 1, plumbing));
+    text.push_str(&traceback(lua, 1));
     sink.set(text);
 }
 
@@ -75,13 +78,11 @@ pub(crate) fn error_message(err: &Error) -> String {
     }
 }
 
-/// Traceback of the running thread from `level` up, formatted as `luaL_traceback` does, without
-/// the `hidden` C frames just above the bottom one. (The bottom frame is the entry's `xpcall`,
-/// "[C]: in ?"; hidden frames are C functions called from C, which read the same: so the last
-/// hidden frame is shown in its place and the bottom one left out.)
-pub(crate) fn traceback(lua: &Lua, level: usize, hidden: usize) -> String {
+/// Traceback of the running thread from `level` up, formatted as `luaL_traceback` does. (The
+/// bottom frame is the C function the entry called, `xpcall` or the view caller: "[C]: in ?".)
+pub(crate) fn traceback(lua: &Lua, level: usize) -> String {
     let mut out = String::from("stack traceback:");
-    let last = last_level(lua, level).saturating_sub(hidden).max(level);
+    let last = last_level(lua, level);
     let mut skip_from = usize::MAX;
     if last >= level + FIRST_FRAMES + LAST_FRAMES {
         skip_from = level + FIRST_FRAMES;
@@ -206,7 +207,7 @@ mod tests {
     #[test]
     fn traceback_names_frames_and_skips_deep_stacks() {
         let lua = Lua::new();
-        let tb = lua.create_function(|lua, ()| Ok(traceback(lua, 1, 0))).unwrap();
+        let tb = lua.create_function(|lua, ()| Ok(traceback(lua, 1))).unwrap();
         lua.globals().set("tb", tb).unwrap();
         let shallow: String = lua
             .load("local function f() local r = tb() return r end local r = f() return r")
