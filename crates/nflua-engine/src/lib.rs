@@ -90,7 +90,7 @@
 //!   shows their sum plus the reused buffers the state's packets and messages arrive in, which
 //!   the traffic sizes (see `memory.rs`).
 //! - `json.decode` gives `json.null` for `null`; decoders return `nil, message` on bad input.
-//! - A fresh state uses about 20 KiB. The GC pause is 100, as the original, plus up to 20 when
+//! - A fresh state uses about 20 KiB. The GC pause is 100, as the original, plus up to 100 when
 //!   the state has room to spare (`sandbox::gc_pause`): at exactly 100 a small heap is collected
 //!   whole on almost every allocation (5 µs per hook call instead of 0.9), and much more than
 //!   the room allows lets garbage buffers outrun their finalizers and exhaust a small state.
