@@ -88,6 +88,8 @@ use std::time::{Duration, Instant};
 
 use mlua::{ffi, Lua};
 
+use crate::watchdog::Bell;
+
 /// Instructions between two hook calls on one thread while the budget lasts: large enough that
 /// the calls themselves cost well under 1% of the run time, small enough that the clock and the
 /// halt flag are looked at often (a thousand instructions take a few microseconds).
@@ -153,6 +155,8 @@ pub(crate) struct Budget {
     /// Set while the watchdog writes into `running`; whoever replaces `running` waits for it to
     /// clear before the old thread may be freed (see [`Budget::set_running`]).
     poking: AtomicBool,
+    /// Rung at every entry's start, to wake a sleeping watchdog.
+    bell: Arc<Bell>,
 }
 
 /// Nanoseconds since the first call, on the monotonic clock.
@@ -163,7 +167,7 @@ fn clock() -> u64 {
 }
 
 impl Budget {
-    pub(crate) fn new(max_runs: u32, halt: Arc<AtomicBool>) -> Budget {
+    pub(crate) fn new(max_runs: u32, halt: Arc<AtomicBool>, bell: Arc<Bell>) -> Budget {
         Budget {
             max_runs,
             remaining: AtomicU64::new(u64::from(max_runs) + 1),
@@ -175,6 +179,7 @@ impl Budget {
             halt,
             running: AtomicPtr::new(std::ptr::null_mut()),
             poking: AtomicBool::new(false),
+            bell,
         }
     }
 
@@ -318,6 +323,7 @@ impl Budget {
         // `debug.sethook`.
         unsafe { ffi::lua_sethook(main, Some(count_hook), ffi::LUA_MASKCOUNT, window) };
         self.set_running(main);
+        self.bell.ring();
     }
 
     /// [`Budget::arm`] for the `__close` handlers run while the state is closed: the watchdog
@@ -571,7 +577,7 @@ mod tests {
     use super::*;
 
     fn budget(max_runs: u32) -> Budget {
-        Budget::new(max_runs, Arc::default())
+        Budget::new(max_runs, Arc::default(), Arc::default())
     }
 
     #[test]
@@ -597,13 +603,13 @@ mod tests {
     #[test]
     fn halt_and_clock_stop_an_entry() {
         let halt = Arc::new(AtomicBool::new(false));
-        let budget = Budget::new(10, Arc::clone(&halt));
+        let budget = Budget::new(10, Arc::clone(&halt), Arc::default());
         assert!(budget.in_time());
         budget.deadline.store(1, Relaxed);
         budget.time_limit_ms.store(5, Relaxed);
         assert!(!budget.in_time());
         assert_eq!(budget.stop_message(), "time limit exceeded (5 ms)");
-        let budget = Budget::new(10, Arc::clone(&halt));
+        let budget = Budget::new(10, Arc::clone(&halt), Arc::default());
         halt.store(true, Relaxed);
         assert!(!budget.in_time());
         assert_eq!(budget.stop_message(), HALT_MESSAGE);

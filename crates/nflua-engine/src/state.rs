@@ -146,7 +146,7 @@ impl State {
             warning: Mutex::new(String::new()),
             hook: Mutex::new(None),
         });
-        let budget = Arc::new(Budget::new(config.max_runs, shared.halt));
+        let budget = Arc::new(Budget::new(config.max_runs, shared.halt, shared.watchdog.bell()));
         shared.watchdog.watch(&budget);
         let built = sandbox::build(&config, &ctx, &budget)
             .map_err(|e| EngineError::Create(traceback::error_message(&e)))?;

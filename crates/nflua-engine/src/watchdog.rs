@@ -8,9 +8,19 @@
 //! the same list.
 //!
 //! The watchdog holds its states' budgets weakly (a destroyed state simply drops out) and the
-//! engine holds the watchdog: the thread ends within a tick of the engine being dropped.
+//! engine holds the watchdog: dropping it wakes the thread, which then ends.
+//!
+//! An idle daemon should not wake for nothing (a wake-up costs about 50 µs of CPU on a small
+//! virtual machine, so ten a second were a third of an idle daemon's CPU). So the watchdog sleeps
+//! until an entry starts once a whole idle tick went by without one: every entry start marks
+//! activity and, if the watchdog sleeps that long sleep, wakes it ([`Bell::ring`]: one
+//! flag store and one load per entry, a wake-up only for the first entry after a quiet spell).
+//! While entries keep starting it looks every idle tick as before, so a steady trickle of
+//! packets costs no wake-up per packet.
 
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::thread::Thread;
 use std::time::Duration;
 
 use crate::limits::Budget;
@@ -32,6 +42,42 @@ pub(crate) fn idle_tick(shortest_limit: Duration) -> Duration {
 #[derive(Default)]
 pub(crate) struct Watchdog {
     budgets: Mutex<Vec<Weak<Budget>>>,
+    bell: Arc<Bell>,
+}
+
+/// How entries tell the watchdog they start (see the module doc).
+#[derive(Debug, Default)]
+pub(crate) struct Bell {
+    /// An entry started since the watchdog last looked.
+    activity: AtomicBool,
+    /// The watchdog sleeps until an entry starts.
+    asleep: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+impl Bell {
+    /// Called by every entry after it set its running thread.
+    pub(crate) fn ring(&self) {
+        self.activity.store(true, Relaxed);
+        // Sequentially consistent against the watchdog's store of `asleep` and its look at the
+        // running threads: either it sees this entry running, or this sees it asleep.
+        if self.asleep.load(SeqCst) && self.asleep.swap(false, SeqCst) {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // The thread holds only a weak reference: woken, it finds the watchdog gone and ends.
+        self.bell.wake();
+    }
 }
 
 impl Watchdog {
@@ -40,6 +86,11 @@ impl Watchdog {
         let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
         budgets.retain(|b| b.strong_count() > 0);
         budgets.push(Arc::downgrade(budget));
+    }
+
+    /// What entries ring when they start.
+    pub(crate) fn bell(&self) -> Arc<Bell> {
+        Arc::clone(&self.bell)
     }
 
     /// Pokes every late (or halted) running entry; forgets destroyed states. Returns whether
@@ -62,13 +113,30 @@ impl Watchdog {
     /// while no entry runs ([`idle_tick`]).
     pub(crate) fn spawn(watchdog: &Arc<Watchdog>, idle: Duration) -> std::io::Result<()> {
         let weak = Arc::downgrade(watchdog);
-        std::thread::Builder::new().name("nflua-watchdog".into()).spawn(move || {
+        let bell = watchdog.bell();
+        let thread = std::thread::Builder::new().name("nflua-watchdog".into()).spawn(move || {
             while let Some(watchdog) = weak.upgrade() {
                 let running = watchdog.poke_late();
-                drop(watchdog);
-                std::thread::sleep(if running { TICK } else { idle });
+                if running {
+                    drop(watchdog);
+                    std::thread::sleep(TICK);
+                } else if bell.activity.swap(false, Relaxed) {
+                    drop(watchdog);
+                    std::thread::sleep(idle);
+                } else {
+                    // Quiet for a whole idle tick: sleep until an entry starts. An entry that
+                    // started before `asleep` was set is seen running by the second look.
+                    bell.asleep.store(true, SeqCst);
+                    let started = watchdog.poke_late();
+                    drop(watchdog);
+                    if !started {
+                        std::thread::park_timeout(MAX_IDLE_TICK);
+                    }
+                    bell.asleep.store(false, SeqCst);
+                }
             }
         })?;
+        let _ = watchdog.bell.thread.set(thread.thread().clone());
         Ok(())
     }
 }

@@ -30,6 +30,7 @@ pub mod queue;
 pub mod refusals;
 mod restore;
 pub mod server;
+mod signals;
 pub mod sink;
 pub mod stats;
 mod timers;

@@ -61,9 +61,9 @@ const RECV_BUFFER: usize = 2 * PAYLOAD_MAX;
 /// How often pending requests are checked for expiry.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
-/// Longest wait in `recv`: bounds how late a termination signal delivered to another thread
-/// is noticed.
-const RECV_TIMEOUT: Duration = Duration::from_millis(200);
+/// Longest wait in `recv`. Termination signals interrupt it wherever they are delivered
+/// (see `signals.rs`), so this only paces housekeeping.
+const RECV_TIMEOUT: Duration = HOUSEKEEPING;
 
 /// The whole shutdown, from the signal to the process's exit, takes at most this long.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_millis(900);
@@ -137,9 +137,7 @@ impl Server {
             tracing::info!(%bound, "metrics served over HTTP at /metrics");
         }
         let stop = Arc::new(AtomicBool::new(false));
-        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-            signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
-        }
+        crate::signals::install(&stop)?;
         let mut handler = Handler {
             engine,
             hooks,
