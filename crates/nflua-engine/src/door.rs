@@ -15,8 +15,8 @@
 //!
 //! The call is `lua_pcall(view_caller, f, extra..., view numbers)` with the handler as message
 //! handler: the same frames as the mlua door minus the `xpcall` between the handler and the
-//! view caller, so tracebacks need no hidden plumbing frame (`Context::plumbing_frames` stays 0)
-//! and read exactly as through the other door.
+//! view caller, so the view caller is the traceback's bottom frame ("[C]: in ?", where the other
+//! entries show `xpcall`) and tracebacks read exactly as through the other door.
 //!
 //! # Safety
 //!

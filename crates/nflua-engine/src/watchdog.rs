@@ -34,7 +34,8 @@ const MAX_IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// How often the watchdog looks while nothing ran at its last look: the shortest limit (100 ms
 /// with the daemon's defaults). An entry that starts meanwhile is seen before its limit runs out
-/// and from then on watched every [`TICK`]; an idle daemon wakes ten times a second for it.
+/// and from then on watched every [`TICK`]. After a whole idle tick without any entry the
+/// watchdog sleeps until one starts (see the module doc).
 pub(crate) fn idle_tick(shortest_limit: Duration) -> Duration {
     shortest_limit.clamp(TICK, MAX_IDLE_TICK)
 }
