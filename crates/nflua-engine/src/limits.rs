@@ -192,9 +192,11 @@ impl Budget {
         }
     }
 
-    /// Whether an entry is running now (for the watchdog's pace).
+    /// Whether an entry is running now (for the watchdog's pace). Sequentially consistent: the
+    /// watchdog's look after it announced its sleep must see an entry that did not see the
+    /// announcement (see `watchdog::Bell::ring`).
     pub(crate) fn is_running(&self) -> bool {
-        !self.running.load(Relaxed).is_null()
+        !self.running.load(SeqCst).is_null()
     }
 
     /// For a watchdog thread: if the current entry is past its deadline (or the engine is

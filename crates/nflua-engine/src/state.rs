@@ -342,11 +342,7 @@ impl State {
             Ended::NoFunction => return Ok(None),
             Ended::NoStack => Err("stack overflow".to_string()),
             Ended::Returned(result) => self.unless_caught(result),
-            Ended::Raised(err) => Err(self
-                .ctx
-                .error_text
-                .take()
-                .unwrap_or_else(|| err.as_ref().map_or_else(|| "nil".to_string(), traceback::describe))),
+            Ended::Raised(err) => Err(self.raised(err.as_ref())),
             Ended::Panicked => Err(PANICKED.to_string()),
         };
         self.finish(entry, result).map(Some)
@@ -410,9 +406,7 @@ impl State {
         self.budget.disarm();
         let result = match outcome {
             Ok(Ok((true, value))) => self.unless_caught(value),
-            Ok(Ok((false, err))) => {
-                Err(self.ctx.error_text.take().unwrap_or_else(|| traceback::describe(&err)))
-            }
+            Ok(Ok((false, err))) => Err(self.raised(Some(&err))),
             Ok(Err(e)) => Err(traceback::error_message(&e)),
             Err(_) => Err(PANICKED.to_string()),
         };
@@ -426,6 +420,15 @@ impl State {
         } else {
             self.max_call
         }
+    }
+
+    /// The text of an entry's error: what the message handler recorded (message and traceback),
+    /// else the error object's own text (`None`: the door did not read it, the handler had).
+    fn raised(&self, err: Option<&Value>) -> String {
+        self.ctx
+            .error_text
+            .take()
+            .unwrap_or_else(|| err.map_or_else(|| "nil".to_string(), traceback::describe))
     }
 
     /// What an entry returned, unless the script caught the limit's error (`pcall`,

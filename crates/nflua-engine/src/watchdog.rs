@@ -13,8 +13,8 @@
 //! An idle daemon should not wake for nothing (a wake-up costs about 50 µs of CPU on a small
 //! virtual machine, so ten a second were a third of an idle daemon's CPU). So the watchdog sleeps
 //! until an entry starts once a whole idle tick went by without one: every entry start marks
-//! activity and, if the watchdog sleeps that long sleep, wakes it ([`Bell::ring`]: one
-//! flag store and one load per entry, a wake-up only for the first entry after a quiet spell).
+//! activity and, if the watchdog is in that sleep, wakes it ([`Bell::ring`]: one flag store and
+//! one load per entry, a wake-up only for the first entry after a quiet spell).
 //! While entries keep starting it looks every idle tick as before, so a steady trickle of
 //! packets costs no wake-up per packet.
 
