@@ -257,12 +257,18 @@ mod wall_clock {
     /// Runs `setup` (unlimited time) and then `attack` under [`MAX_CALL`] and a large
     /// `maxruns`; returns the error and how long the attack ran.
     fn timed(max_alloc: usize, setup: &str, attack: &str) -> (String, Duration) {
+        timed_after(max_alloc, setup, Duration::ZERO, attack)
+    }
+
+    /// [`timed`], with the engine left without any entry for `quiet` before the attack.
+    fn timed_after(max_alloc: usize, setup: &str, quiet: Duration, attack: &str) -> (String, Duration) {
         let h = Harness::new(EngineConfig { max_call: Some(MAX_CALL), ..EngineConfig::default() });
         h.state("s", max_alloc, 4_000_000_000);
         // In pieces (separated by "\n--\n"), each well within the limit even on a busy machine.
         for piece in setup.split("\n--\n") {
             h.run("s", piece).unwrap();
         }
+        std::thread::sleep(quiet);
         let start = Instant::now();
         let result = h.run("s", attack);
         let took = start.elapsed();
@@ -328,6 +334,24 @@ mod wall_clock {
             TWINS,
             "local a = a:sub(1, 8 << 20) while true do local _ = a .. a end",
         );
+    }
+
+    /// After a quiet spell the watchdog sleeps until an entry starts; the entry's start must
+    /// wake it, or one 16 MB concatenation per instruction runs for seconds.
+    #[test]
+    fn long_concatenation_after_a_quiet_spell_stops_at_max_call() {
+        // The idle tick is the limit: within two of them after the setup the watchdog parks, for
+        // up to a second. A quiet spell of just over a second puts the attack's start after any
+        // wake-up the park's own timeout could give, so only the entry's start can wake it in
+        // time (without it the attack ran about 900 ms).
+        let (error, took) = timed_after(
+            128 << 20,
+            TWINS,
+            Duration::from_millis(1050),
+            "local a = a:sub(1, 8 << 20) while true do local _ = a .. a end",
+        );
+        assert!(error.contains("time limit exceeded"), "{error}");
+        assert!(took < MAX_CALL + Duration::from_millis(100), "ran {took:?} under max_call {MAX_CALL:?}");
     }
 
     #[test]
