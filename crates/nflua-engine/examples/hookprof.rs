@@ -35,6 +35,9 @@ fn main() {
             "=hookprof",
         )
         .expect("execute");
+    if let Ok(chunk) = std::env::var("HOOKPROF_CHUNK") {
+        engine.execute("s", chunk.as_bytes(), "=extra").expect("extra chunk");
+    }
     // Ethernet, then an IPv4 UDP header and payload.
     let mut frame = [0u8; 64];
     frame[12] = 0x08;
@@ -45,6 +48,22 @@ fn main() {
     let packet = PacketContext::from_frame(&frame, mode).expect("frame");
     for _ in 0..calls {
         engine.call_hook("s", &function, &packet).expect("hook");
+    }
+    let evict_mib: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    if evict_mib > 0 {
+        // Each call after a sweep of `evict_mib` MiB: caches as cold as after a sleep.
+        let mut sweep = vec![0u8; evict_mib << 20];
+        let mut spent = Duration::ZERO;
+        for i in 0..calls {
+            for b in sweep.iter_mut().step_by(64) {
+                *b = b.wrapping_add(i as u8);
+            }
+            let started = std::time::Instant::now();
+            engine.call_hook("s", &function, &packet).expect("hook");
+            spent += started.elapsed();
+        }
+        eprintln!("{} ns/call cold", spent.as_nanos() / calls.max(1) as u128);
+        return;
     }
     let started = std::time::Instant::now();
     for _ in 0..calls {

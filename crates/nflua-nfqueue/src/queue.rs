@@ -22,14 +22,48 @@ use crate::{QueueConfig, QueueError, QueueStats, Verdict};
 /// full receive batch of equal verdicts is one message.
 pub const DEFAULT_MAX_BATCH: u32 = 64;
 
-/// Reads tried without waiting, yielding the core between them, before a receive waits in
-/// `poll`. A consumer that waits as soon as the queue is empty sleeps every few packets, and
+/// The most reads tried without waiting, yielding the core between them, before a receive
+/// waits. A consumer that waits as soon as the queue is empty sleeps every few packets, and
 /// each wake-up is an interrupt from the core that queued the packet, which on a VM exits to
 /// the hypervisor; the sender's core (on veth it also runs the receive path up to the queue)
 /// paid for that. Packet bench, 1400-byte payloads, 2-core VM: nfluad slept 18 times per
 /// 1000 packets and delivered 188k packets/s; a raw loop that yields first slept 2 times per
-/// 1000 and delivered 229k. Idle, the tries cost a few microseconds per wait.
+/// 1000 and delivered 229k.
+///
+/// The tries pay only while packets come closer together than the tries last (a few
+/// microseconds); at low rates every one of them fails and the consumer sleeps anyway, so they
+/// are adaptive (see [`Spin`]).
 const YIELDS_BEFORE_WAIT: usize = 10;
+
+/// A wait shorter than this means the next packet came within the time the tries cover, so
+/// trying again would have found it without sleeping.
+const QUICK_WAIT: Duration = Duration::from_micros(30);
+
+/// How many yielding tries the next receive makes before it waits. Tries that fail are CPU
+/// spent for nothing: at 10k packets/s (one packet per 100 us) ten tries cost the packet
+/// bench's consumer about 4 us of system time per packet, a third of its CPU. So every receive
+/// whose tries all failed halves them, down to none; a try that found packets, or a wait that
+/// ended quickly, restores them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Spin(usize);
+
+impl Spin {
+    fn tries(self) -> usize {
+        self.0
+    }
+
+    /// After a receive that found packets on try `index` (0: the first read, before any yield).
+    fn found(&mut self, index: usize) {
+        if index > 0 {
+            self.0 = YIELDS_BEFORE_WAIT;
+        }
+    }
+
+    /// After a receive whose tries all failed and that then waited `waited`.
+    fn waited(&mut self, waited: Duration) {
+        self.0 = if waited < QUICK_WAIT { YIELDS_BEFORE_WAIT } else { self.0 / 2 };
+    }
+}
 
 /// The kernel answers config requests while processing them, so the ACK is normally already
 /// queued when `send` returns; this only bounds the wait if it is not.
@@ -52,6 +86,7 @@ const SHUTDOWN_DRAIN_ROUNDS: usize = 16;
 pub struct Queue {
     link: Link,
     rx: Rx,
+    spin: Spin,
     closed: bool,
 }
 
@@ -81,7 +116,12 @@ impl Queue {
         }
         // Best effort: only shortens error replies (kernels before 4.3 lack it).
         let _ = sys::set_cap_ack(fd.as_fd());
-        let mut queue = Queue { link: Link::new(fd, config), rx: Rx::new(config.copy_range), closed: false };
+        let mut queue = Queue {
+            link: Link::new(fd, config),
+            rx: Rx::new(config.copy_range),
+            spin: Spin(YIELDS_BEFORE_WAIT),
+            closed: false,
+        };
         let flag = |on: bool, bit: u32| if on { bit } else { 0 };
         let request = ConfigRequest {
             command: Some(NFQNL_CFG_CMD_BIND),
@@ -328,19 +368,27 @@ impl Queue {
             let info = |len| Received { len, truncated: false, from_kernel: true };
             return Ok(stash.iter().map(|d| self.link.deliver(d, info(d.len()), f)).sum());
         }
-        let mut n = 0;
-        for _ in 0..YIELDS_BEFORE_WAIT {
-            n = self.rx.read(self.link.fd.as_fd(), &mut self.link.stats)?;
-            if n > 0 {
-                break;
-            }
+        // Without tries to make, a waiting read is the only read: it returns at once when
+        // datagrams are ready, so a non-blocking read first would be one system call more per
+        // wake-up.
+        let waits_at_once = self.spin.tries() == 0 && !timeout.is_zero();
+        let mut n =
+            if waits_at_once { 0 } else { self.rx.read(self.link.fd.as_fd(), &mut self.link.stats)? };
+        let mut tries = 0;
+        while n == 0 && tries < self.spin.tries() {
             std::thread::yield_now();
+            tries += 1;
+            n = self.rx.read(self.link.fd.as_fd(), &mut self.link.stats)?;
         }
-        if n == 0 {
+        if n > 0 {
+            self.spin.found(tries);
+        } else {
             if timeout.is_zero() {
                 return Ok(0);
             }
+            let started = Instant::now();
             n = self.rx.wait(self.link.fd.as_fd(), &mut self.link.stats, timeout)?;
+            self.spin.waited(started.elapsed());
         }
         let mut packets = 0;
         for i in 0..n {
@@ -425,6 +473,26 @@ impl Verdicts<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tries_halve_while_they_fail_and_come_back_when_they_pay() {
+        let mut spin = Spin(YIELDS_BEFORE_WAIT);
+        let slow = QUICK_WAIT * 4;
+        let after: Vec<usize> = (0..5)
+            .map(|_| {
+                spin.waited(slow);
+                spin.tries()
+            })
+            .collect();
+        assert_eq!(after, [5, 2, 1, 0, 0]);
+        spin.found(0);
+        assert_eq!(spin.tries(), 0, "packets ready at the first read say nothing about the tries");
+        spin.waited(QUICK_WAIT / 2);
+        assert_eq!(spin.tries(), YIELDS_BEFORE_WAIT, "a short wait: a few tries would have found it");
+        spin.waited(slow);
+        spin.found(3);
+        assert_eq!(spin.tries(), YIELDS_BEFORE_WAIT, "a try found packets");
+    }
 
     #[test]
     fn queue_is_send() {
