@@ -9,7 +9,8 @@
 //! - `print` writes to the daemon log (`tracing`, target `nflua::lua`, field `state`).
 //! - `setmetatable` refuses a metatable with a `__gc` field: Lua 5.4 runs finalizers with hooks
 //!   disabled, so a looping finalizer could never be stopped.
-//! - `require(name)` knows only `nf`, `timer`, `data`, `json`, `base64`, each built on first use.
+//! - `require(name)` knows only `nf`, `timer`, `data`, `json`, `base64`, `dissect`, each built on
+//!   first use.
 //! - Warnings (`warn`, and errors raised in `__gc` of debug states) go to the log; an error
 //!   warning counts as an error of the state.
 //!
@@ -115,7 +116,7 @@ end
 
 -- The original loaded its libraries as globals: `nf.netlink(...)` works without
 -- `require`. Keep that, still loading each module only on first use.
-local builtin = { nf = true, timer = true, data = true, json = true, base64 = true }
+local builtin = { nf = true, timer = true, data = true, json = true, base64 = true, dissect = true }
 setmetatable(_G, { __index = function(globals, name)
   if builtin[name] then
     local module = require(name)

@@ -566,7 +566,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn shared() -> Shared {
+    pub(crate) fn shared() -> Shared {
         Shared {
             id: 1,
             sink: Arc::new(NullSink),

@@ -75,21 +75,91 @@ pub struct Summary {
 /// Reads the IP and L4 headers of `ip_packet`. Fragments are summarized
 /// too: a first fragment with its ports, a later one without.
 pub fn summarize(ip_packet: &[u8]) -> Result<Summary, PacketError> {
+    headers(ip_packet).map(|h| h.summary)
+}
+
+/// The header fields of an IP packet and its TCP or UDP header, for filters (`dissect.ip`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Headers {
+    pub summary: Summary,
+    /// Bytes of the IP headers, IPv4 options and IPv6 extension headers included.
+    pub ip_header_len: usize,
+    /// The packet's length by its IP header (link-layer padding excluded).
+    pub ip_len: usize,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// IPv4 type of service or IPv6 traffic class.
+    pub tos: u8,
+    /// IPv4 identification (`None` for IPv6).
+    pub id: Option<u16>,
+    /// `Some("first")` or `Some("later")` for a fragment.
+    pub fragment: Option<&'static str>,
+    pub tcp: Option<TcpFields>,
+    pub udp: Option<UdpFields>,
+}
+
+/// A TCP header's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpFields {
+    pub seq: u32,
+    pub ack: u32,
+    /// FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, URG 0x20, ECE 0x40, CWR 0x80.
+    pub flags: u8,
+    pub window: u16,
+    pub header_len: usize,
+}
+
+/// A UDP header's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpFields {
+    /// The length field (header and payload).
+    pub len: u16,
+    pub checksum: u16,
+}
+
+/// Reads every header field of `ip_packet` a filter may want.
+pub fn headers(ip_packet: &[u8]) -> Result<Headers, PacketError> {
     let ip = ip::parse(ip_packet)?;
-    let mut summary = Summary {
-        version: ip.addrs.version(),
-        protocol: ip.protocol,
-        src: ip.addrs.src(),
-        dst: ip.addrs.dst(),
-        src_port: None,
-        dst_port: None,
-        l4_payload: ip.l4.clone(),
+    let version = ip.addrs.version();
+    let (ttl, tos, id) = match version {
+        4 => (
+            ip_packet.get(8).copied().unwrap_or_default(),
+            ip_packet.get(1).copied().unwrap_or_default(),
+            crate::bytes::get_u16(ip_packet, 4),
+        ),
+        _ => {
+            let class = crate::bytes::get_u16(ip_packet, 0).map_or(0, |w| ((w >> 4) & 0xff) as u8);
+            (ip_packet.get(7).copied().unwrap_or_default(), class, None)
+        }
+    };
+    let mut headers = Headers {
+        summary: Summary {
+            version,
+            protocol: ip.protocol,
+            src: ip.addrs.src(),
+            dst: ip.addrs.dst(),
+            src_port: None,
+            dst_port: None,
+            l4_payload: ip.l4.clone(),
+        },
+        ip_header_len: ip.l4.start,
+        ip_len: ip.l4.end,
+        ttl,
+        tos,
+        id,
+        fragment: match ip.fragment {
+            Fragment::Whole => None,
+            Fragment::First => Some("first"),
+            Fragment::Later => Some("later"),
+        },
+        tcp: None,
+        udp: None,
     };
     let Some(kind) = L4::from_protocol(ip.protocol) else {
-        return Ok(summary);
+        return Ok(headers);
     };
     let (header, l4_payload) = match ip.fragment {
-        Fragment::Later => return Ok(summary),
+        Fragment::Later => return Ok(headers),
         Fragment::Whole => {
             let segment = l4::segment(ip_packet, &[kind], "TCP or UDP")?;
             (segment.header, segment.payload_range())
@@ -104,13 +174,25 @@ pub fn summarize(ip_packet: &[u8]) -> Result<Summary, PacketError> {
         }
     };
     let (src_port, dst_port) = match header {
-        L4Header::Tcp(tcp) => (tcp.src_port, tcp.dst_port),
-        L4Header::Udp(udp) => (udp.src_port, udp.dst_port),
+        L4Header::Tcp(t) => {
+            headers.tcp = Some(TcpFields {
+                seq: t.seq,
+                ack: t.ack,
+                flags: t.flags,
+                window: t.window,
+                header_len: t.header_len,
+            });
+            (t.src_port, t.dst_port)
+        }
+        L4Header::Udp(u) => {
+            headers.udp = Some(UdpFields { len: u.len, checksum: u.checksum });
+            (u.src_port, u.dst_port)
+        }
     };
-    summary.src_port = Some(src_port);
-    summary.dst_port = Some(dst_port);
-    summary.l4_payload = l4_payload;
-    Ok(summary)
+    headers.summary.src_port = Some(src_port);
+    headers.summary.dst_port = Some(dst_port);
+    headers.summary.l4_payload = l4_payload;
+    Ok(headers)
 }
 
 #[cfg(test)]
@@ -213,6 +295,20 @@ mod tests {
         assert_eq!(summarize(&V4_TCP_DATA[..30]), Err(PacketError::Truncated));
         assert_eq!(summarize(&[0x45]), Err(PacketError::Truncated));
         assert_eq!(summarize(&[0x70; 40]), Err(PacketError::NotIp));
+    }
+
+    #[test]
+    fn header_fields() {
+        let h = headers(&V4_TCP_DATA).unwrap();
+        assert_eq!((h.ip_header_len, h.ip_len, h.id.is_some(), h.fragment), (20, 47, true, None));
+        assert_eq!(h.ttl, V4_TCP_DATA[8]);
+        let tcp = h.tcp.unwrap();
+        assert_eq!((tcp.header_len, tcp.flags & 0x10 != 0), (20, true));
+        assert_eq!(h.udp, None);
+        let v6 = headers(&V6_UDP).unwrap();
+        assert_eq!((v6.summary.version, v6.id, v6.ttl), (6, None, V6_UDP[7]));
+        assert!(v6.udp.is_some());
+        assert_eq!(headers(&V6_LATER_FRAGMENT).unwrap().fragment, Some("later"));
     }
 
     #[test]

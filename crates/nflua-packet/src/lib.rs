@@ -36,7 +36,10 @@ mod udp;
 
 pub use craft::{replace_payload, tcp_reply, udp_reply, MAX_PACKET_LEN};
 pub use error::PacketError;
-pub use inspect::{checksum_ok, ethertype, summarize, tcp_payload, Summary, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+pub use inspect::{
+    checksum_ok, ethertype, headers, summarize, tcp_payload, Headers, Summary, TcpFields, UdpFields,
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6,
+};
 pub use l4::{IPPROTO_TCP, IPPROTO_UDP};
 
 #[cfg(test)]

@@ -9,13 +9,15 @@ use crate::state::Context;
 use crate::traceback;
 
 mod base64;
+mod dissect;
 mod json;
 mod nf;
 mod packet;
 mod timer;
 
-/// Names `require` resolves, in the order the SPEC lists them.
-pub const MODULES: [&str; 5] = ["nf", "timer", "data", "json", "base64"];
+/// Names `require` resolves, in the order the SPEC lists them, then `dissect` (protocol
+/// dissectors, added for stream filters).
+pub const MODULES: [&str; 6] = ["nf", "timer", "data", "json", "base64", "dissect"];
 
 /// What a module needs to build its functions: the Lua, the sandbox's `wrap`, and the state.
 pub(crate) struct Lib<'a> {
@@ -64,6 +66,7 @@ pub(crate) fn open(lib: &Lib, name: &str) -> mlua::Result<Option<Table>> {
         "data" => nflua_data::open(lib.lua)?,
         "json" => json::open(lib)?,
         "base64" => base64::open(lib)?,
+        "dissect" => dissect::open(lib)?,
         _ => return Ok(None),
     };
     Ok(Some(module))
