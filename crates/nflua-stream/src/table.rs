@@ -1,0 +1,328 @@
+//! The connections: found by their addresses and ports in either direction, with their two
+//! halves and the caller's own value.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::half::{Half, Room};
+use crate::{Limits, StreamError};
+
+/// A connection's number in its table, never reused.
+pub type FlowId = u64;
+
+/// An address and port.
+pub type Endpoint = (IpAddr, u16);
+
+/// Which way a packet went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the side that sent the connection's first packet seen (the client, normally).
+    Original,
+    /// Back to it.
+    Reply,
+}
+
+impl Direction {
+    /// `"original"` or `"reply"`, as conntrack names them.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Original => "original",
+            Direction::Reply => "reply",
+        }
+    }
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Flow<T> {
+    pub id: FlowId,
+    /// Source and destination of the original direction.
+    pub client: Endpoint,
+    pub server: Endpoint,
+    original: Half,
+    reply: Half,
+    reset: bool,
+    last_ns: u64,
+    /// The caller's own facts about the connection.
+    pub user: T,
+}
+
+impl<T> Flow<T> {
+    /// The bytes of one direction so far, in order, up to the depth.
+    pub fn stream(&self, direction: Direction) -> &[u8] {
+        self.half(direction).stream()
+    }
+
+    pub fn half(&self, direction: Direction) -> &Half {
+        match direction {
+            Direction::Original => &self.original,
+            Direction::Reply => &self.reply,
+        }
+    }
+
+    fn half_mut(&mut self, direction: Direction) -> &mut Half {
+        match direction {
+            Direction::Original => &mut self.original,
+            Direction::Reply => &mut self.reply,
+        }
+    }
+
+    /// A RST was seen, or both directions finished.
+    pub fn closed(&self) -> bool {
+        self.reset || (self.original.finished() && self.reply.finished())
+    }
+
+    fn stored(&self) -> usize {
+        self.original.stored() + self.reply.stored()
+    }
+}
+
+/// What one packet did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub flow: FlowId,
+    pub direction: Direction,
+    /// The connection was new with this packet.
+    pub new_flow: bool,
+    /// Bytes added to the direction's stream in order (0: a retransmission, a bare ACK, or a
+    /// segment held beyond a hole).
+    pub grew: u64,
+    /// Its direction has a gap (out-of-order bytes passed their bound) or lost bytes to the
+    /// memory bound: its stream can no longer be read whole.
+    pub broken: bool,
+    /// The connection ended (RST, or both directions finished).
+    pub closed: bool,
+}
+
+/// The connections of one hook.
+#[derive(Debug)]
+pub struct Table<T> {
+    limits: Limits,
+    /// By (lower endpoint, higher endpoint): the same key in both directions.
+    flows: HashMap<(Endpoint, Endpoint), Flow<T>>,
+    ids: HashMap<FlowId, (Endpoint, Endpoint)>,
+    next_id: FlowId,
+    stored: usize,
+}
+
+impl<T: Default> Table<T> {
+    pub fn new(limits: Limits) -> Table<T> {
+        Table { limits, flows: HashMap::new(), ids: HashMap::new(), next_id: 1, stored: 0 }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Connections tracked.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Bytes kept and held over all connections.
+    pub fn stored(&self) -> usize {
+        self.stored
+    }
+
+    /// Places the TCP segment `ip_packet` (an IP packet as NFQUEUE delivers it) seen at `now_ns`.
+    pub fn segment(&mut self, now_ns: u64, ip_packet: &[u8]) -> Result<Seen, StreamError> {
+        let headers = nflua_packet::headers(ip_packet).map_err(StreamError::NotTcp)?;
+        let (Some(tcp), Some(src_port), Some(dst_port)) =
+            (headers.tcp, headers.summary.src_port, headers.summary.dst_port)
+        else {
+            return Err(StreamError::NoSegment);
+        };
+        if headers.fragment.is_some() {
+            return Err(StreamError::NoSegment);
+        }
+        let src = (headers.summary.src, src_port);
+        let dst = (headers.summary.dst, dst_port);
+        let key = if src <= dst { (src, dst) } else { (dst, src) };
+        let new_flow = !self.flows.contains_key(&key);
+        if new_flow {
+            if self.flows.len() >= self.limits.max_flows {
+                return Err(StreamError::Flows(self.limits.max_flows));
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let flow = Flow {
+                id,
+                client: src,
+                server: dst,
+                original: Half::default(),
+                reply: Half::default(),
+                reset: false,
+                last_ns: now_ns,
+                user: T::default(),
+            };
+            self.flows.insert(key, flow);
+            self.ids.insert(id, key);
+        }
+        let limits = self.limits;
+        let free = limits.max_bytes.saturating_sub(self.stored);
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return Err(StreamError::NoSegment);
+        };
+        flow.last_ns = now_ns;
+        let direction = if src == flow.client { Direction::Original } else { Direction::Reply };
+        const FIN: u8 = 0x01;
+        const SYN: u8 = 0x02;
+        const RST: u8 = 0x04;
+        if tcp.flags & RST != 0 {
+            flow.reset = true;
+        }
+        let payload = ip_packet.get(headers.summary.l4_payload.clone()).unwrap_or_default();
+        let mut room = Room { depth: limits.depth, max_ahead: limits.max_ahead, free };
+        let half = flow.half_mut(direction);
+        let placed = half.place(tcp.seq, tcp.flags & SYN != 0, tcp.flags & FIN != 0, payload, &mut room);
+        let broken = half.gap || half.over_memory;
+        self.stored = self.stored.saturating_add_signed(placed.stored);
+        Ok(Seen { flow: flow.id, direction, new_flow, grew: placed.grew, broken, closed: flow.closed() })
+    }
+
+    pub fn flow(&self, id: FlowId) -> Option<&Flow<T>> {
+        self.flows.get(self.ids.get(&id)?)
+    }
+
+    pub fn flow_mut(&mut self, id: FlowId) -> Option<&mut Flow<T>> {
+        let key = self.ids.get(&id)?;
+        self.flows.get_mut(key)
+    }
+
+    /// Forgets a connection, giving back its bytes.
+    pub fn remove(&mut self, id: FlowId) -> Option<Flow<T>> {
+        let key = self.ids.remove(&id)?;
+        let flow = self.flows.remove(&key)?;
+        self.stored = self.stored.saturating_sub(flow.stored());
+        Some(flow)
+    }
+
+    /// Forgets the connections without a packet for the idle time before `now_ns`.
+    pub fn expire(&mut self, now_ns: u64) -> Vec<Flow<T>> {
+        let idle = self.limits.idle_ns;
+        let stale: Vec<FlowId> =
+            self.flows.values().filter(|f| now_ns.saturating_sub(f.last_ns) >= idle).map(|f| f.id).collect();
+        stale.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// Frees a connection's kept bytes once nobody needs them (its verdict is decided) but keeps
+    /// tracking it, so that its later packets are still found.
+    pub fn release_bytes(&mut self, id: FlowId) {
+        if let Some(flow) = self.flow_mut(id) {
+            let freed = flow.stored();
+            flow.original.release();
+            flow.reply.release();
+            self.stored = self.stored.saturating_sub(freed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const FIN: u8 = 0x01;
+    const RST: u8 = 0x04;
+
+    /// IPv4 TCP from 10.0.0.`a`:`sport` to 10.0.0.`b`:`dport` (checksums left zero).
+    fn tcp(a: u8, sport: u16, b: u8, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let total = (40 + payload.len()) as u16;
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, a, 10, 0, 0, b]);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn limits() -> Limits {
+        Limits { depth: 64, max_ahead: 64, max_flows: 2, max_bytes: 1000, idle_ns: 1_000 }
+    }
+
+    #[test]
+    fn both_directions_of_a_connection() {
+        let mut t: Table<u32> = Table::new(limits());
+        let syn = t.segment(0, &tcp(1, 40000, 2, 80, 100, SYN, b"")).unwrap();
+        assert!(syn.new_flow);
+        assert_eq!(syn.direction, Direction::Original);
+        let synack = t.segment(1, &tcp(2, 80, 1, 40000, 500, SYN | ACK, b"")).unwrap();
+        assert_eq!((synack.flow, synack.direction, synack.new_flow), (syn.flow, Direction::Reply, false));
+        let req = t.segment(2, &tcp(1, 40000, 2, 80, 101, ACK, b"GET /")).unwrap();
+        assert_eq!(req.grew, 5);
+        let resp = t.segment(3, &tcp(2, 80, 1, 40000, 501, ACK, b"HTTP/1.1 200")).unwrap();
+        assert_eq!(resp.grew, 12);
+        let flow = t.flow(syn.flow).unwrap();
+        assert_eq!(
+            (flow.stream(Direction::Original), flow.stream(Direction::Reply)),
+            (&b"GET /"[..], &b"HTTP/1.1 200"[..])
+        );
+        assert_eq!(flow.client, ("10.0.0.1".parse().unwrap(), 40000));
+        assert_eq!(t.stored(), 17);
+        t.flow_mut(syn.flow).unwrap().user = 7;
+        assert!(!t.segment(4, &tcp(1, 40000, 2, 80, 106, FIN | ACK, b"")).unwrap().closed);
+        assert!(t.segment(5, &tcp(2, 80, 1, 40000, 513, FIN | ACK, b"")).unwrap().closed);
+        let gone = t.remove(syn.flow).unwrap();
+        assert_eq!((gone.user, t.stored(), t.len()), (7, 0, 0));
+    }
+
+    #[test]
+    fn rst_closes_and_limits_hold() {
+        let mut t: Table<()> = Table::new(limits());
+        let a = t.segment(0, &tcp(1, 1, 2, 2, 0, SYN, b"")).unwrap();
+        t.segment(0, &tcp(1, 3, 2, 2, 0, SYN, b"")).unwrap();
+        assert_eq!(t.segment(0, &tcp(1, 4, 2, 2, 0, SYN, b"")), Err(StreamError::Flows(2)));
+        assert!(t.segment(1, &tcp(2, 2, 1, 1, 0, RST, b"")).unwrap().closed);
+        assert_eq!(t.remove(a.flow).map(|f| f.id), Some(a.flow));
+        assert!(t.segment(2, &tcp(1, 4, 2, 2, 0, SYN, b"")).is_ok(), "room again");
+        assert_eq!(t.segment(0, b"\x45"), Err(StreamError::NotTcp(nflua_packet::PacketError::Truncated)));
+    }
+
+    #[test]
+    fn idle_connections_expire_and_memory_is_bounded() {
+        let mut t: Table<()> = Table::new(Limits { max_bytes: 10, ..limits() });
+        let a = t.segment(0, &tcp(1, 1, 2, 2, 0, SYN, b"")).unwrap();
+        let big = t.segment(10, &tcp(1, 1, 2, 2, 1, ACK, &[1; 20])).unwrap();
+        assert!(big.broken, "the memory bound cut the stream");
+        assert_eq!((t.stored(), t.flow(a.flow).unwrap().stream(Direction::Original).len()), (10, 10));
+        let b = t.segment(600, &tcp(1, 3, 2, 2, 0, SYN, b"")).unwrap();
+        let expired: Vec<FlowId> = t.expire(1_010).into_iter().map(|f| f.id).collect();
+        assert_eq!(expired, [a.flow]);
+        assert_eq!((t.stored(), t.len(), t.flow(b.flow).is_some()), (0, 1, true));
+    }
+
+    #[test]
+    fn released_flows_keep_being_found_but_keep_no_bytes() {
+        let mut t: Table<()> = Table::new(limits());
+        let a = t.segment(0, &tcp(1, 1, 2, 2, 0, SYN, b"")).unwrap();
+        t.segment(1, &tcp(1, 1, 2, 2, 1, ACK, b"abc")).unwrap();
+        t.release_bytes(a.flow);
+        assert_eq!(t.stored(), 0);
+        let later = t.segment(2, &tcp(1, 1, 2, 2, 4, ACK, b"def")).unwrap();
+        assert_eq!((later.flow, later.new_flow, t.stored()), (a.flow, false, 0));
+        assert_eq!(t.flow(a.flow).unwrap().stream(Direction::Original), b"");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn stored_bytes_are_counted_exactly(ops in proptest::collection::vec((0u8..3, 0u32..200, 0usize..40, proptest::num::u8::ANY), 0..80)) {
+            let mut t: Table<()> = Table::new(Limits { max_bytes: 150, ..limits() });
+            for (port, seq, n, flags) in ops {
+                if let Ok(seen) = t.segment(0, &tcp(1, u16::from(port), 2, 9, seq, flags, &vec![1; n])) {
+                    if seen.closed { t.remove(seen.flow); }
+                }
+                let sum: usize = t.flows.values().map(|f| f.stored()).sum();
+                proptest::prop_assert_eq!(t.stored(), sum);
+                proptest::prop_assert!(t.stored() <= 150);
+            }
+        }
+    }
+}
