@@ -1,8 +1,11 @@
 -- HTTP host blocklist: requests for a blocked host get a block page (sent
 -- with nf.reply) and are dropped; everything else continues.
 --
--- Hook it in target mode on the TCP payload:
+-- Per packet, on the TCP payload:
 --   nfluactl hook add --queue 0 --state blocklist --function filter --mode target --tcp-payload
+-- Or on the reassembled connection, so a Host header split across segments
+-- is still read (the request's packets wait until the head is complete):
+--   nfluactl hook add --queue 0 --state blocklist --function filter --mode target --stream
 -- Manage the list over the data channel:
 --   nfluactl send blocklist "add example.com"   (answers with the whole list)
 --   nfluactl send blocklist "del example.com"
@@ -11,18 +14,23 @@ local blocked = {}
 local page = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n" ..
              "Content-Length: %d\r\nConnection: close\r\n\r\n%s"
 
-local function host_of(request)
-  local host = request:match("\r\n[Hh][Oo][Ss][Tt]:[ \t]*([^\r\n:]+)")
-  return host and host:lower()
-end
-
 function filter(frame, payload)
-  local host = host_of(tostring(payload))
+  local request, why = dissect.http(payload)
+  -- A stream hook's connection (nf.flow() is nil in a packet hook) must be
+  -- decided, or its packets wait: "accept" once the request head is read or
+  -- the bytes are not HTTP; nothing while it needs more.
+  local stream = nf.flow() ~= nil
+  if not request then
+    if stream and why ~= "need more" then return "accept" end
+    return
+  end
+  local host = request.host and request.host:lower():gsub(":%d+$", "")
   if host and blocked[host] then
     local body = "blocked by nflua: " .. host .. "\n"
     nf.reply("tcp", page:format(#body, body))
     return "drop"
   end
+  if stream then return "accept" end
   -- any other answer: continue with the next rule
 end
 

@@ -41,7 +41,7 @@ use std::sync::{
 };
 use std::time::Instant;
 
-use crate::hook::{self, HookOutcome, PacketContext};
+use crate::hook::{self, HookOutcome, PacketContext, StreamContext};
 use crate::state::{Figures, Shared, State};
 use crate::timers::{Pending, TimerQueue};
 use crate::watchdog::Watchdog;
@@ -391,6 +391,18 @@ impl Engine {
         packet: &PacketContext<'_>,
     ) -> Result<HookOutcome, EngineError> {
         enter(&state.slot, &state.name, |_, s| hook::call(s, function, packet))
+    }
+
+    /// [`Engine::call_hook_ref`] for a stream hook: `function(frame, stream)` with the current
+    /// packet and the direction's reassembled bytes (see [`StreamContext`]).
+    pub fn call_stream_ref(
+        &self,
+        state: &StateRef,
+        function: &str,
+        packet: &PacketContext<'_>,
+        stream: &StreamContext<'_>,
+    ) -> Result<HookOutcome, EngineError> {
+        enter(&state.slot, &state.name, |_, s| hook::call_stream(s, function, packet, stream))
     }
 
     fn slot(&self, name: &str) -> Result<Arc<Slot>, EngineError> {

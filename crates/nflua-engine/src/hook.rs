@@ -38,6 +38,7 @@
 //! two bytes is 6,900 instructions (9,200 through mlua), a third of them the views' allocation
 //! and the collection it drives.
 
+use std::net::IpAddr;
 use std::ops::Range;
 
 use nflua_data::Data;
@@ -145,6 +146,25 @@ pub struct HookOutcome {
     pub replacement: Option<Vec<u8>>,
 }
 
+/// The connection a stream hook's call is about, for `nf.flow()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// The connection's number in its hook's table (never reused while the daemon runs).
+    pub id: u64,
+    /// `"original"` (from the client: the side that sent the first packet seen) or `"reply"`.
+    pub direction: &'static str,
+    pub client: (IpAddr, u16),
+    pub server: (IpAddr, u16),
+}
+
+/// What a stream hook's call sees besides the current packet: the direction's reassembled bytes
+/// so far (given to Lua as `packet`) and the connection.
+#[derive(Debug, Clone)]
+pub struct StreamContext<'a> {
+    pub bytes: &'a [u8],
+    pub flow: FlowInfo,
+}
+
 /// The packet of the running hook call, where `nf`'s packet functions find it.
 #[derive(Debug)]
 pub(crate) struct HookCall {
@@ -157,6 +177,8 @@ pub(crate) struct HookCall {
     pub(crate) generation: u64,
     pub(crate) hotdrop: bool,
     pub(crate) replacement: Option<Vec<u8>>,
+    /// The connection of a stream hook's call.
+    pub(crate) flow: Option<FlowInfo>,
 }
 
 /// Offset of the IP packet in a frame.
@@ -173,12 +195,40 @@ pub(crate) fn call(
     if range.start > range.end || range.end > len {
         return Err(EngineError::InvalidPacket { start: range.start, end: range.end, len });
     }
-    let frame = state.begin_hook(&[&packet.link_header, packet.ip_packet], packet.mode, packet.conntrack_id);
+    let parts = [&packet.link_header[..], packet.ip_packet];
+    let frame = state.begin_hook(&parts, len, packet.mode, packet.conntrack_id, None);
     // The range was checked, so this cannot fail.
     let returned = match frame.segment(range.start, Some(range.len())) {
         Ok(lua_packet) => state.run_hook(function, &frame, &lua_packet, packet.mode),
         Err(e) => Err(state.fail("hook", e.to_string())),
     };
+    finish(state, returned)
+}
+
+/// Calls a stream hook's `function(frame, stream)`: `frame` is the current packet's, `stream`
+/// the direction's bytes so far; `nf.flow()` tells the connection. `nf.reply` and
+/// `packet:send` work on the current packet as in any hook.
+pub(crate) fn call_stream(
+    state: &mut State,
+    function: &str,
+    packet: &PacketContext<'_>,
+    stream: &StreamContext<'_>,
+) -> Result<HookOutcome, EngineError> {
+    let len = packet.frame_len();
+    // One copy into the hook buffer: the frame, then the stream bytes after it.
+    let parts = [&packet.link_header[..], packet.ip_packet, stream.bytes];
+    let whole = state.begin_hook(&parts, len, packet.mode, packet.conntrack_id, Some(stream.flow.clone()));
+    let views = whole
+        .segment(0, Some(len))
+        .and_then(|frame| Ok((frame, whole.segment(len, Some(stream.bytes.len()))?)));
+    let returned = match views {
+        Ok((frame, lua_stream)) => state.run_hook(function, &frame, &lua_stream, packet.mode),
+        Err(e) => Err(state.fail("hook", e.to_string())),
+    };
+    finish(state, returned)
+}
+
+fn finish(state: &mut State, returned: Result<HookResult, EngineError>) -> Result<HookOutcome, EngineError> {
     // Whatever happened, nothing of this call may stay reachable: views fail from now on, and
     // `nf`'s packet functions raise again.
     let call = state.end_hook();

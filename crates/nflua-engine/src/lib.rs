@@ -122,7 +122,9 @@ mod watchdog;
 
 pub use engine::{DueTimer, Engine, StateRef, STATE_NAME_MAX_BYTES};
 pub use error::EngineError;
-pub use hook::{HookMode, HookOutcome, HookResult, PacketContext, Verdict, ETHERNET_HEADER_LEN};
+pub use hook::{
+    FlowInfo, HookMode, HookOutcome, HookResult, PacketContext, StreamContext, Verdict, ETHERNET_HEADER_LEN,
+};
 pub use limits::{HALT_MESSAGE, LIMIT_MESSAGE, TIME_LIMIT_MESSAGE};
 pub use lualib::MODULES;
 pub use memory::{PendingBytes, TIMER_BYTES};

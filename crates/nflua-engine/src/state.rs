@@ -17,7 +17,7 @@ use mlua::{Function, IntoLua, IntoLuaMulti, Lua, RegistryKey, Value};
 use nflua_data::{Data, LentBuffer, LentViews};
 
 use crate::door::{self, Ended};
-use crate::hook::{HookCall, HookMode, HookResult};
+use crate::hook::{FlowInfo, HookCall, HookMode, HookResult};
 use crate::limits::Budget;
 use crate::memory::{PendingBytes, StateMemory, TIMER_BYTES};
 use crate::timers::TimerQueue;
@@ -252,21 +252,35 @@ impl State {
         Ok((reference, true))
     }
 
-    /// Copies the frame (`parts` joined) into the hook buffer and makes it the running hook
-    /// call's packet, where `nf` finds it. Returns the buffer's view of the whole frame.
-    pub(crate) fn begin_hook(&mut self, parts: &[&[u8]], mode: HookMode, conntrack_id: Option<u32>) -> Data {
+    /// Copies `parts` joined into the hook buffer and makes its first `frame_len` bytes the
+    /// running hook call's packet, where `nf` finds it. Returns the buffer's view of all of it.
+    pub(crate) fn begin_hook(
+        &mut self,
+        parts: &[&[u8]],
+        frame_len: usize,
+        mode: HookMode,
+        conntrack_id: Option<u32>,
+        flow: Option<FlowInfo>,
+    ) -> Data {
         self.hook_generation += 1;
-        let frame = self.hook_buffer.refill_parts(parts);
+        let whole = self.hook_buffer.refill_parts(parts);
         self.count_lent_buffers();
+        // The frame alone for `nf.reply` and `packet:send` (a stream call's bytes follow it).
+        let frame = if flow.is_some() {
+            whole.segment(0, Some(frame_len)).unwrap_or_else(|_| whole.clone())
+        } else {
+            whole.clone()
+        };
         *self.ctx.hook() = Some(HookCall {
-            frame: frame.clone(),
+            frame,
             mode,
             conntrack_id,
             generation: self.hook_generation,
             hotdrop: false,
             replacement: None,
+            flow,
         });
-        frame
+        whole
     }
 
     /// Calls the global `function(frame, packet)` with borrowed views of `frame` and `packet`

@@ -151,6 +151,20 @@ impl Link {
         Ok(())
     }
 
+    /// Queues a verdict for `id` alone (`NFQNL_MSG_VERDICT`): unlike a batch it decides no
+    /// other packet, so packets before it may still wait. Sent with the next flush.
+    pub fn one(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
+        if let Some(m) = self.batch.close() {
+            self.encode(m);
+        }
+        self.batch.note_single(id);
+        self.encode(VerdictMsg { scope: VerdictScope::One, id, verdict, mark });
+        if self.tx.len() >= TX_SEND_AT {
+            self.send_tx()?;
+        }
+        Ok(())
+    }
+
     pub fn flush(&mut self) -> Result<(), QueueError> {
         if let Some(m) = self.batch.close() {
             self.encode(m);

@@ -230,6 +230,13 @@ impl Queue {
         self.link.verdict(id, verdict, mark)
     }
 
+    /// Queues a verdict deciding `id` alone (`NFQNL_MSG_VERDICT`), sent with the next flush or
+    /// batch: for a consumer that holds some packets undecided (a batch verdict would decide
+    /// every waiting packet up to its id) and decides later ones meanwhile.
+    pub fn verdict_one(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
+        self.link.one(id, verdict, mark)
+    }
+
     /// Sends pending verdicts and then a single `NFQNL_MSG_VERDICT` for `id`, in one datagram.
     /// The unbatched path; the benchmarks use it as the "one message per packet" baseline.
     pub fn verdict_single(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {

@@ -4,7 +4,8 @@
 //! ```text
 //!  hook record (156 bytes)
 //!   0 queue_first u32 | 4 queue_last u32 | 8 mode u32 (0 match, 1 target)
-//!  12 flags u32 (bit 0: tcp-payload, bit 1: overflow drop)
+//!  12 flags u32 (bit 0: tcp-payload, bit 1: overflow drop, bit 2: stream,
+//!                bits 8-31: stream depth in bytes, 0 = the default)
 //!  16 on_error u32 (verdict, or 0xFFFFFFFF = continue)
 //!  20 eval_mark u32 | 24 match_mark u32 | 28 state[64] | 92 function[64]
 //!
@@ -17,6 +18,9 @@
 //! client that predates it leaves the bit clear and gets fail-open, today's
 //! behaviour, and a journal written before it replays the same way. A daemon
 //! that predates it refuses the bit (`flags`), rather than silently failing open.
+//! Stream hooks came the same way (bit 2, their depth in the flags' top 24
+//! bits): an older daemon refuses them instead of calling the function per
+//! packet.
 
 use crate::consts::STATE_NAME_MAX;
 use crate::error::DecodeError;
@@ -78,7 +82,15 @@ impl Overflow {
 
 const FLAG_TCP_PAYLOAD: u32 = 1 << 0;
 const FLAG_OVERFLOW_DROP: u32 = 1 << 1;
-const KNOWN_FLAGS: u32 = FLAG_TCP_PAYLOAD | FLAG_OVERFLOW_DROP;
+const FLAG_STREAM: u32 = 1 << 2;
+const DEPTH_SHIFT: u32 = 8;
+const KNOWN_FLAGS: u32 = FLAG_TCP_PAYLOAD | FLAG_OVERFLOW_DROP | FLAG_STREAM;
+
+/// Bytes of each direction a stream hook passes to its function when no depth is given.
+pub const DEFAULT_STREAM_DEPTH: u32 = 16384;
+/// The largest stream depth (the flags field has 24 bits for it; a megabyte per direction is
+/// already more than any handshake or request head).
+pub const MAX_STREAM_DEPTH: u32 = 1 << 20;
 
 const CONTINUE_CODE: u32 = u32::MAX;
 /// Highest netfilter verdict number (`NF_STOP`).
@@ -95,6 +107,9 @@ pub struct HookSpec {
     pub on_error: OnError,
     /// What the kernel does with packets that do not fit in the queue.
     pub overflow: Overflow,
+    /// A stream hook: the function sees each TCP connection's reassembled payload, per
+    /// direction, up to this many bytes, and its answer decides the whole connection.
+    pub stream_depth: Option<u32>,
     pub eval_mark: u32,
     pub match_mark: u32,
     pub state: String,
@@ -112,6 +127,14 @@ impl HookSpec {
         }
         if self.eval_mark == 0 || self.match_mark == 0 || self.eval_mark & self.match_mark != 0 {
             return Err("eval and match marks must be non-zero and disjoint".into());
+        }
+        if let Some(depth) = self.stream_depth {
+            if self.mode != HookMode::Target {
+                return Err("a stream hook decides connections: it needs --mode target".into());
+            }
+            if !(1..=MAX_STREAM_DEPTH).contains(&depth) {
+                return Err(format!("stream depth must be 1 to {MAX_STREAM_DEPTH} bytes, got {depth}"));
+            }
         }
         Ok(())
     }
@@ -142,9 +165,13 @@ impl HookSpec {
             other => return Err(DecodeError::BadField { field: "mode", value: other }),
         };
         let flags = get_u32(p, 12);
-        if flags & !KNOWN_FLAGS != 0 {
+        let depth = flags >> DEPTH_SHIFT;
+        let low = flags & ((1 << DEPTH_SHIFT) - 1);
+        if low & !KNOWN_FLAGS != 0 || (depth != 0 && low & FLAG_STREAM == 0) {
             return Err(DecodeError::BadField { field: "flags", value: flags });
         }
+        let stream_depth =
+            (low & FLAG_STREAM != 0).then_some(if depth == 0 { DEFAULT_STREAM_DEPTH } else { depth });
         let on_error = match get_u32(p, 16) {
             CONTINUE_CODE => OnError::Continue,
             v if v <= MAX_VERDICT => OnError::Verdict(v),
@@ -159,6 +186,7 @@ impl HookSpec {
             tcp_payload: flags & FLAG_TCP_PAYLOAD != 0,
             on_error,
             overflow: if flags & FLAG_OVERFLOW_DROP != 0 { Overflow::Drop } else { Overflow::Accept },
+            stream_depth,
             eval_mark: get_u32(p, 20),
             match_mark: get_u32(p, 24),
             state,
@@ -172,7 +200,9 @@ impl HookSpec {
         put_u32(out, u32::from(self.queue_last));
         put_u32(out, if self.mode == HookMode::Match { 0 } else { 1 });
         let overflow = if self.overflow == Overflow::Drop { FLAG_OVERFLOW_DROP } else { 0 };
-        put_u32(out, if self.tcp_payload { FLAG_TCP_PAYLOAD } else { 0 } | overflow);
+        // A depth past the 24 bits is refused by `validate`; here it is only kept in range.
+        let stream = self.stream_depth.map_or(0, |depth| FLAG_STREAM | (depth.min(0xFF_FFFF) << DEPTH_SHIFT));
+        put_u32(out, if self.tcp_payload { FLAG_TCP_PAYLOAD } else { 0 } | overflow | stream);
         put_u32(
             out,
             match self.on_error {
@@ -260,6 +290,7 @@ mod tests {
             tcp_payload: true,
             on_error: OnError::Verdict(0),
             overflow: Overflow::Accept,
+            stream_depth: None,
             eval_mark: DEFAULT_EVAL_MARK,
             match_mark: DEFAULT_MATCH_MARK,
             state: "fw".into(),
@@ -290,8 +321,28 @@ mod tests {
         // A record from a client that predates the policy: bit 1 clear.
         b[12..16].copy_from_slice(&1u32.to_ne_bytes());
         assert_eq!(HookSpec::parse(&b).map(|s| s.overflow), Ok(Overflow::Accept));
+        b[12..16].copy_from_slice(&8u32.to_ne_bytes());
+        assert_eq!(HookSpec::parse(&b), Err(DecodeError::BadField { field: "flags", value: 8 }));
+    }
+
+    #[test]
+    fn stream_is_flag_bit_2_with_the_depth_above_bit_8() {
+        let mut b = Vec::new();
+        HookSpec { stream_depth: Some(4096), tcp_payload: false, ..spec() }.emit(&mut b);
+        assert_eq!(&b[12..16], &(4u32 | 4096 << 8).to_ne_bytes());
+        assert_eq!(HookSpec::parse(&b).map(|s| s.stream_depth), Ok(Some(4096)));
         b[12..16].copy_from_slice(&4u32.to_ne_bytes());
-        assert_eq!(HookSpec::parse(&b), Err(DecodeError::BadField { field: "flags", value: 4 }));
+        assert_eq!(HookSpec::parse(&b).map(|s| s.stream_depth), Ok(Some(DEFAULT_STREAM_DEPTH)));
+        // A depth without the stream bit is not a record this daemon wrote.
+        b[12..16].copy_from_slice(&(1u32 << 8).to_ne_bytes());
+        assert!(matches!(HookSpec::parse(&b), Err(DecodeError::BadField { field: "flags", .. })));
+        let matching = HookSpec { stream_depth: Some(10), mode: HookMode::Match, ..spec() };
+        assert_eq!(
+            matching.validate(),
+            Err("a stream hook decides connections: it needs --mode target".into())
+        );
+        let deep = HookSpec { stream_depth: Some(MAX_STREAM_DEPTH + 1), ..spec() };
+        assert!(deep.validate().unwrap_err().starts_with("stream depth must be 1 to 1048576 bytes"));
     }
 
     #[test]

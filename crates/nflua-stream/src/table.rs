@@ -184,6 +184,11 @@ impl<T: Default> Table<T> {
         Ok(Seen { flow: flow.id, direction, new_flow, grew: placed.grew, broken, closed: flow.closed() })
     }
 
+    /// The connections' ids, in no particular order.
+    pub fn flow_ids(&self) -> impl Iterator<Item = FlowId> + '_ {
+        self.ids.keys().copied()
+    }
+
     pub fn flow(&self, id: FlowId) -> Option<&Flow<T>> {
         self.flows.get(self.ids.get(&id)?)
     }

@@ -97,6 +97,8 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
 }
 
+// Parsed once per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum HookCommand {
     /// Bind a queue (or a balanced range) to `FUNCTION` of `STATE`, and print
@@ -116,6 +118,15 @@ pub enum HookCommand {
         /// Give Lua only the TCP payload (packets without one do not match).
         #[arg(long)]
         tcp_payload: bool,
+        /// Stream hook (with --mode target): the function sees each TCP
+        /// connection's payload reassembled in order, per direction, and its
+        /// "accept" or "drop" decides the whole connection; while it answers
+        /// nothing the connection's data packets are held.
+        #[arg(long)]
+        stream: bool,
+        /// Bytes per direction a stream hook's function sees (default 16384).
+        #[arg(long, value_name = "BYTES", requires = "stream")]
+        stream_depth: Option<u32>,
         /// Verdict when Lua fails: continue (fail-open), accept, drop.
         #[arg(long, value_enum, default_value_t = OnErrorArg::Continue)]
         on_error: OnErrorArg,

@@ -246,6 +246,8 @@ struct HookJson<'a> {
     mode: &'static str,
     tcp_payload: bool,
     on_error: &'static str,
+    /// A stream hook's depth in bytes; null for a packet hook.
+    stream_depth: Option<u32>,
     /// "accept" (fail-open) or "drop" (fail-closed).
     overflow: &'static str,
     eval_mark: u32,
@@ -272,6 +274,7 @@ pub fn hooks(out: &mut impl Write, hooks: &[HookSpec], json: bool) -> std::io::R
                 mode: if h.mode == HookMode::Match { "match" } else { "target" },
                 tcp_payload: h.tcp_payload,
                 on_error: on_error_name(h.on_error),
+                stream_depth: h.stream_depth,
                 overflow: h.overflow.name(),
                 eval_mark: h.eval_mark,
                 match_mark: h.match_mark,
@@ -280,7 +283,10 @@ pub fn hooks(out: &mut impl Write, hooks: &[HookSpec], json: bool) -> std::io::R
         serde_json::to_writer_pretty(&mut *out, &list)?;
         return writeln!(out);
     }
-    writeln!(out, "QUEUES     STATE            FUNCTION         MODE    TCP-PAYLOAD  ON-ERROR  OVERFLOW")?;
+    writeln!(
+        out,
+        "QUEUES     STATE            FUNCTION         MODE    TCP-PAYLOAD  ON-ERROR  STREAM   OVERFLOW"
+    )?;
     for h in hooks {
         let queues = if h.queue_first == h.queue_last {
             h.queue_first.to_string()
@@ -289,13 +295,14 @@ pub fn hooks(out: &mut impl Write, hooks: &[HookSpec], json: bool) -> std::io::R
         };
         writeln!(
             out,
-            "{:<10} {:<16} {:<16} {:<7} {:<12} {:<9} {}",
+            "{:<10} {:<16} {:<16} {:<7} {:<12} {:<9} {:<8} {}",
             queues,
             h.state,
             h.function,
             if h.mode == HookMode::Match { "match" } else { "target" },
             if h.tcp_payload { "yes" } else { "no" },
             on_error_name(h.on_error),
+            h.stream_depth.map_or_else(|| "no".to_owned(), |d| d.to_string()),
             h.overflow.name()
         )?;
     }
@@ -406,6 +413,43 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
             )?;
         }
     }
+    let streams: Vec<_> = hooks.iter().filter(|h| h["stream"].is_object()).collect();
+    if !streams.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<8} {:<16} {:>7} {:>7} {:>9} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8}",
+            "QUEUES",
+            "STATE",
+            "DEPTH",
+            "FLOWS",
+            "BYTES",
+            "HELD",
+            "DECIDED",
+            "TIMEDOUT",
+            "BROKEN",
+            "HELDOVER",
+            "REFUSED"
+        )?;
+        for h in streams {
+            let f = &h["stream"];
+            writeln!(
+                out,
+                "{:<8} {:<16} {:>7} {:>7} {:>9} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8}",
+                format!("{}:{}", h["queue_first"], h["queue_last"]),
+                h["state"].as_str().unwrap_or("?"),
+                f["depth"],
+                f["flows"],
+                f["bytes"],
+                f["held"],
+                f["decided"],
+                f["timed_out"],
+                f["broken"],
+                f["held_over"],
+                f["refused"]
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -422,6 +466,7 @@ mod tests {
             tcp_payload: false,
             on_error: OnError::Continue,
             overflow,
+            stream_depth: None,
             eval_mark: 0x1000_0000,
             match_mark: 0x2000_0000,
             state: "fw".into(),

@@ -59,6 +59,11 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub max_hook_ms: u64,
 
+    /// How long a stream hook may hold a connection's packets while its function has not
+    /// decided, in milliseconds; past it the connection gets the hook's on-error verdict.
+    #[arg(long, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stream_timeout_ms: u64,
+
     /// Log filter (tracing's env-filter syntax), e.g. "info" or "nflua=debug".
     #[arg(long, env = "NFLUA_LOG", default_value = "info")]
     pub log: String,
@@ -84,6 +89,8 @@ pub struct Config {
     /// `--max-call-ms` and `--max-hook-ms`; `None`: no limit.
     pub max_call: Option<std::time::Duration>,
     pub max_hook_call: Option<std::time::Duration>,
+    /// `--stream-timeout-ms`.
+    pub stream_timeout: std::time::Duration,
 }
 
 impl Args {
@@ -111,6 +118,7 @@ impl Args {
             state_dir: self.state_dir,
             max_call: millis(self.max_call_ms),
             max_hook_call: millis(self.max_hook_ms),
+            stream_timeout: std::time::Duration::from_millis(self.stream_timeout_ms),
         })
     }
 }

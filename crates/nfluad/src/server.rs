@@ -120,6 +120,7 @@ impl Server {
             QueueDefaults {
                 max_len: config.queue_maxlen,
                 recv_buffer: config.queue_recv_buffer,
+                stream_timeout: config.stream_timeout,
                 enabled: true,
             },
         );

@@ -88,6 +88,26 @@ pub struct HookSnapshot {
     pub unevaluated_while_down: Option<u64>,
     /// The kernel's figures of each queue of the hook, sampled.
     pub queues: Vec<QueueSnapshot>,
+    /// A stream hook's connections and held packets (`None` for a packet hook).
+    pub stream: Option<StreamSnapshot>,
+}
+
+/// A stream hook's figures, summed over its queues (see `queue::stream`).
+#[derive(Debug, Serialize)]
+pub struct StreamSnapshot {
+    /// Bytes of each direction the function sees.
+    pub depth: u32,
+    /// Connections tracked, bytes of their streams kept, packets held: now.
+    pub flows: u64,
+    pub bytes: u64,
+    pub held: u64,
+    /// Connections decided; of them, those ended by the hold timeout, by a gap or the memory
+    /// bound, and by too many packets held; packets refused by the connection bound.
+    pub decided: u64,
+    pub timed_out: u64,
+    pub broken: u64,
+    pub held_over: u64,
+    pub refused: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,6 +196,21 @@ impl Snapshot {
                             }
                         })
                         .collect(),
+                    stream: spec.stream_depth.map(|depth| {
+                        let f = &st.stream;
+                        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                        StreamSnapshot {
+                            depth,
+                            flows: n(&f.flows),
+                            bytes: n(&f.bytes),
+                            held: n(&f.held),
+                            decided: n(&f.decided),
+                            timed_out: n(&f.timed_out),
+                            broken: n(&f.broken),
+                            held_over: n(&f.held_over),
+                            refused: n(&f.refused),
+                        }
+                    }),
                 }
             })
             .collect();
@@ -253,6 +288,46 @@ impl Snapshot {
             for h in &self.hooks {
                 if let Some(n) = get(h) {
                     let _ = writeln!(out, "{name}{{{}}} {n}", hook_labels(h));
+                }
+            }
+        }
+        let stream_metrics: [Metric<StreamSnapshot>; 8] = [
+            ("nflua_stream_flows", "gauge", "Connections a stream hook tracks.", |f| f.flows as f64),
+            ("nflua_stream_bytes", "gauge", "Bytes of streams a stream hook keeps.", |f| f.bytes as f64),
+            ("nflua_stream_held", "gauge", "Packets held waiting for their connection's decision.", |f| {
+                f.held as f64
+            }),
+            ("nflua_stream_decided_total", "counter", "Connections decided.", |f| f.decided as f64),
+            (
+                "nflua_stream_timed_out_total",
+                "counter",
+                "Connections whose held packets waited too long.",
+                |f| f.timed_out as f64,
+            ),
+            (
+                "nflua_stream_broken_total",
+                "counter",
+                "Connections with a gap or cut by the memory bound.",
+                |f| f.broken as f64,
+            ),
+            (
+                "nflua_stream_held_over_total",
+                "counter",
+                "Connections that would have held too many packets.",
+                |f| f.held_over as f64,
+            ),
+            (
+                "nflua_stream_refused_total",
+                "counter",
+                "Packets of connections past the connection bound.",
+                |f| f.refused as f64,
+            ),
+        ];
+        for (name, kind, help, get) in stream_metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for h in &self.hooks {
+                if let Some(f) = &h.stream {
+                    let _ = writeln!(out, "{name}{{{}}} {}", hook_labels(h), get(f));
                 }
             }
         }
@@ -406,6 +481,7 @@ mod tests {
                 lua_seconds_p99: None,
                 unevaluated: Some(42),
                 unevaluated_while_down: Some(2),
+                stream: None,
                 queues: vec![QueueSnapshot {
                     queue: 1,
                     backlog: 3,

@@ -38,6 +38,8 @@ pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
     let ctx = Arc::clone(lib.ctx);
     nf.raw_set("connid", lib.function(move |_, ()| connid(&ctx))?)?;
     let ctx = Arc::clone(lib.ctx);
+    nf.raw_set("flow", lib.function(move |lua, ()| flow(lua, &ctx))?)?;
+    let ctx = Arc::clone(lib.ctx);
     nf.raw_set("hotdrop", lib.function(move |_, drop: Value| hotdrop(&ctx, &drop))?)?;
     Ok(nf)
 }
@@ -96,6 +98,22 @@ fn getpacket(lua: &Lua, ctx: &Context) -> mlua::Result<AnyUserData> {
 /// `nf.connid()`: the conntrack id, or nil for an untracked packet.
 fn connid(ctx: &Context) -> mlua::Result<Option<Integer>> {
     with_hook(ctx, "connid", |call| Ok(call.conntrack_id.map(Integer::from)))
+}
+
+/// `nf.flow()` in a stream hook: the connection (`id`, `direction` "original" or "reply",
+/// `client`, `client_port`, `server`, `server_port`); nil in a packet hook.
+fn flow(lua: &Lua, ctx: &Context) -> mlua::Result<Option<mlua::Table>> {
+    let Some(info) = with_hook(ctx, "flow", |call| Ok(call.flow.clone()))? else {
+        return Ok(None);
+    };
+    let t = lua.create_table_with_capacity(0, 6)?;
+    t.raw_set("id", info.id)?;
+    t.raw_set("direction", info.direction)?;
+    t.raw_set("client", info.client.0.to_string())?;
+    t.raw_set("client_port", info.client.1)?;
+    t.raw_set("server", info.server.0.to_string())?;
+    t.raw_set("server_port", info.server.1)?;
+    Ok(Some(t))
 }
 
 /// `nf.hotdrop(drop)`: whether to drop the packet whatever the match result (match mode only).

@@ -734,3 +734,45 @@ fn a_packet_flood_does_not_exhaust_a_small_state() {
     }
     assert_eq!(engine.stats("s").unwrap().errors, 0);
 }
+
+/// A stream hook's call: `packet` is the stream (after the frame in the buffer, but not part of
+/// what `nf.reply` and `packet:send` read), `nf.flow()` tells the connection, and packet hooks
+/// get nil from it.
+#[test]
+fn stream_calls_see_the_stream_and_the_flow() {
+    use nflua_engine::{FlowInfo, StreamContext};
+    let (engine, sink) = with_state();
+    run(
+        &engine,
+        "s",
+        "function f(frame, stream) \
+           local flow = nf.flow() \
+           nf.netlink(1, 0, table.concat({#frame, tostring(stream), flow.id, flow.direction, \
+             flow.client, flow.client_port, flow.server, flow.server_port}, ' ')) \
+           local p = nf.getpacket() p:send() \
+           return 'stolen' \
+         end \
+         function g() nf.netlink(1, 0, tostring(nf.flow())) return 'accept' end",
+    )
+    .unwrap();
+    let frame = tcp_frame(b"Host: blo");
+    let stream = StreamContext {
+        bytes: b"GET / HTTP/1.1\r\nHost: blo",
+        flow: FlowInfo {
+            id: 7,
+            direction: "original",
+            client: ("10.0.0.1".parse().unwrap(), 40000),
+            server: ("10.0.0.2".parse().unwrap(), 80),
+        },
+    };
+    let state = engine.state_ref("s").unwrap();
+    let outcome = engine.call_stream_ref(&state, "f", &packet(&frame, HookMode::Target), &stream).unwrap();
+    assert_eq!(outcome.result, HookResult::Target(Some(Verdict::Stolen)));
+    assert_eq!(outcome.replacement.as_deref(), Some(&frame[14..]), "the packet, without the stream after it");
+    assert_eq!(
+        String::from_utf8(sink.sent()[0].payload.clone()).unwrap(),
+        format!("{} GET / HTTP/1.1\r\nHost: blo 7 original 10.0.0.1 40000 10.0.0.2 80", frame.len())
+    );
+    assert_eq!(verdict(&engine, "g", &frame), Some(Verdict::Accept));
+    assert_eq!(sink.sent()[1].payload, b"nil");
+}

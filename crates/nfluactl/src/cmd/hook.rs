@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use nflua_client::{parse_port, ControlSocket, HookMode, HookSpec, OnError, Overflow};
+use nflua_client::{parse_port, ControlSocket, HookMode, HookSpec, OnError, Overflow, DEFAULT_STREAM_DEPTH};
 
 use crate::cli::{HookCommand, ModeArg, OnErrorArg, OverflowArg};
 use crate::output;
@@ -16,6 +16,8 @@ pub fn run(mut control: ControlSocket, cmd: HookCommand, out: &mut impl Write) -
             function,
             mode,
             tcp_payload,
+            stream,
+            stream_depth,
             on_error,
             overflow,
             eval_mark,
@@ -42,6 +44,7 @@ pub fn run(mut control: ControlSocket, cmd: HookCommand, out: &mut impl Write) -
                     OverflowArg::Accept => Overflow::Accept,
                     OverflowArg::Drop => Overflow::Drop,
                 },
+                stream_depth: stream.then(|| stream_depth.unwrap_or(DEFAULT_STREAM_DEPTH)),
                 eval_mark: parse_mark(&eval_mark).context("--eval-mark")?,
                 match_mark: parse_mark(&match_mark).context("--match-mark")?,
                 state,

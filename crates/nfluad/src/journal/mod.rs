@@ -403,6 +403,7 @@ mod tests {
             tcp_payload: true,
             on_error: OnError::Verdict(0),
             overflow: Overflow::Drop,
+            stream_depth: Some(4096),
             eval_mark: 1,
             match_mark: 2,
             state: "a".into(),
@@ -473,7 +474,10 @@ mod tests {
         j.commit(next).unwrap();
         drop(j);
         let (_, restored) = open(&dir);
-        assert_eq!(restored.hooks, vec![HookSpec { overflow: Overflow::Accept, ..spec(3) }]);
+        assert_eq!(
+            restored.hooks,
+            vec![HookSpec { overflow: Overflow::Accept, stream_depth: None, ..spec(3) }]
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

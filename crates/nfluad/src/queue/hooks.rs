@@ -19,6 +19,7 @@ use nflua_proto::hook::MAX_HOOKS;
 use nflua_proto::{HookSpec, Overflow};
 
 use super::bypass::{self, Monitor};
+use super::stream::Streams;
 use super::worker::{HookStats, Worker};
 
 /// Why a hook could not be added or removed.
@@ -65,6 +66,8 @@ impl HookError {
 pub struct QueueDefaults {
     pub max_len: u32,
     pub recv_buffer: usize,
+    /// How long a stream hook holds packets of an undecided connection.
+    pub stream_timeout: std::time::Duration,
     /// When false, HOOK_ADD is refused (EOPNOTSUPP) and no queue is ever
     /// bound: for the request-handling fuzzer, which must not touch the
     /// machine's packet path.
@@ -185,6 +188,7 @@ impl Hooks {
         let (engine, spec_c, stats_c, stop_c) =
             (Arc::clone(&self.engine), spec.clone(), Arc::clone(stats), Arc::clone(&stop));
         let wake = self.monitor.as_ref().map(Monitor::wake);
+        let stream_timeout = self.defaults.stream_timeout;
         let thread = std::thread::Builder::new()
             .name(format!("nfq-{queue}"))
             .spawn(move || {
@@ -207,7 +211,9 @@ impl Hooks {
                         return;
                     }
                 };
-                Worker { queue, spec: spec_c, engine, state, stop: stop_c, stats: stats_c, wake }.run();
+                let streams = spec_c.stream_depth.map(|depth| Streams::new(depth, stream_timeout));
+                Worker { queue, spec: spec_c, engine, state, stop: stop_c, stats: stats_c, wake, streams }
+                    .run();
             })
             .map_err(HookError::Spawn)?;
         match ready_rx.recv() {

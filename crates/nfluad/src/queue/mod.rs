@@ -3,5 +3,6 @@
 
 pub mod bypass;
 pub mod hooks;
+pub mod stream;
 pub mod verdict;
 pub mod worker;

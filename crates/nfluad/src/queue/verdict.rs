@@ -87,6 +87,7 @@ mod tests {
             tcp_payload: false,
             on_error,
             overflow: nflua_proto::Overflow::Accept,
+            stream_depth: None,
             eval_mark: EVAL,
             match_mark: MATCH,
             state: "s".into(),

@@ -15,6 +15,7 @@ use nflua_nfqueue::{Packet, Queue, Verdict};
 use nflua_proto::{HookMode, HookSpec};
 
 use super::bypass::{BypassFigures, Wake};
+use super::stream::Streams;
 use super::verdict::{decide, with_replacement, Decision, Evaluation};
 
 /// How long a worker waits for packets before it looks at its stop flag.
@@ -32,6 +33,27 @@ pub struct HookStats {
     pub lua_ns: [AtomicU64; LATENCY_BUCKETS],
     /// What passed the hook without Lua, and its queues' backlog (kept by the monitor).
     pub bypass: BypassFigures,
+    /// Stream hooks: connections, held packets, decisions.
+    pub stream: StreamFigures,
+}
+
+/// A stream hook's figures (zero for packet hooks).
+#[derive(Debug, Default)]
+pub struct StreamFigures {
+    /// Connections tracked now, bytes of their streams kept, packets held now.
+    pub flows: AtomicU64,
+    pub bytes: AtomicU64,
+    pub held: AtomicU64,
+    /// Connections decided (by the function, a failure or a bound).
+    pub decided: AtomicU64,
+    /// Connections whose held packets waited past the hold timeout.
+    pub timed_out: AtomicU64,
+    /// Connections whose stream had a gap or was cut by the memory bound.
+    pub broken: AtomicU64,
+    /// Connections that would have held more packets than allowed.
+    pub held_over: AtomicU64,
+    /// Packets of new connections refused by the connection bound.
+    pub refused: AtomicU64,
 }
 
 /// Buckets of the Lua time histogram (the last one holds everything from about 2 s up).
@@ -42,7 +64,7 @@ impl HookStats {
         HookStats { bypass: BypassFigures::new(queues), ..HookStats::default() }
     }
 
-    fn record_lua(&self, ns: u64) {
+    pub(super) fn record_lua(&self, ns: u64) {
         let bucket = (63 - ns.max(1).leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
         self.lua_ns[bucket].fetch_add(1, Ordering::Relaxed);
     }
@@ -77,14 +99,18 @@ pub struct Worker {
     pub stats: Arc<HookStats>,
     /// Told when packets arrive, so the bypass monitor samples while they flow.
     pub wake: Option<Arc<Wake>>,
+    /// A stream hook's connections (`None` for a packet hook).
+    pub streams: Option<Streams>,
 }
 
 /// A verdict decided but not yet sent (sending needs the queue, which is
 /// borrowed while the batch is read).
-struct Pending {
-    id: u32,
-    decision: Decision,
-    replacement: Option<Vec<u8>>,
+pub(super) struct Pending {
+    pub(super) id: u32,
+    pub(super) decision: Decision,
+    pub(super) replacement: Option<Vec<u8>>,
+    /// Sent on its own (`NFQNL_MSG_VERDICT`) rather than batched: packets before it are held.
+    pub(super) single: bool,
 }
 
 impl Worker {
@@ -100,9 +126,14 @@ impl Worker {
             }
             let hook =
                 Hook { engine: &self.engine, state: &self.state, spec: &self.spec, stats: &self.stats };
-            let received = self.queue.recv_batch(POLL, |packet| {
-                pending.push(evaluate(&hook, packet, connids));
+            let streams = &mut self.streams;
+            let received = self.queue.recv_batch(POLL, |packet| match streams {
+                Some(streams) => streams.packet(&hook, packet, &mut pending),
+                None => pending.push(evaluate(&hook, packet, connids)),
             });
+            if let Some(streams) = &mut self.streams {
+                streams.expire(&hook, &mut pending);
+            }
             match received {
                 Ok(n) => {
                     handled += n as u64;
@@ -118,6 +149,7 @@ impl Worker {
                     Some(bytes) => {
                         self.queue.verdict_with_payload(p.id, p.decision.verdict, p.decision.mark, bytes)
                     }
+                    None if p.single => self.queue.verdict_one(p.id, p.decision.verdict, p.decision.mark),
                     None => self.queue.verdict(p.id, p.decision.verdict, p.decision.mark),
                 };
                 if let Err(e) = sent {
@@ -183,11 +215,11 @@ fn flow_id(ip_packet: &[u8]) -> Option<u32> {
 }
 
 /// What `evaluate` needs of the worker, borrowed while the queue reads a batch.
-struct Hook<'a> {
-    engine: &'a Engine,
-    state: &'a StateRef,
-    spec: &'a HookSpec,
-    stats: &'a HookStats,
+pub(super) struct Hook<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) state: &'a StateRef,
+    pub(super) spec: &'a HookSpec,
+    pub(super) stats: &'a HookStats,
 }
 
 fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds) -> Pending {
@@ -247,14 +279,14 @@ fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds) -> Pending {
     if replacement.is_some() {
         decision = with_replacement(decision);
     }
-    Pending { id: packet.id, decision, replacement }
+    Pending { id: packet.id, decision, replacement, single: false }
 }
 
 /// The Ethernet header Lua sees before the IP packet: destination zeros, source from the
 /// queue's hardware address when known, ethertype of the L3 protocol. The engine copies it and
 /// the packet (still in the queue's receive buffer) into the state's buffer, so the packet is
 /// copied once.
-fn link_header(packet: &Packet<'_>) -> [u8; ETHERNET_HEADER_LEN] {
+pub(super) fn link_header(packet: &Packet<'_>) -> [u8; ETHERNET_HEADER_LEN] {
     let mut header = [0u8; ETHERNET_HEADER_LEN];
     if let Some(mac) = packet.hw_addr.and_then(|mac| mac.get(..6)) {
         header[6..12].copy_from_slice(mac);
@@ -264,7 +296,7 @@ fn link_header(packet: &Packet<'_>) -> [u8; ETHERNET_HEADER_LEN] {
     header
 }
 
-fn to_nf_verdict(v: EngineVerdict) -> Verdict {
+pub(super) fn to_nf_verdict(v: EngineVerdict) -> Verdict {
     match v {
         EngineVerdict::Drop => Verdict::Drop,
         EngineVerdict::Accept => Verdict::Accept,

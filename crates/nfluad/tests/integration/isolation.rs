@@ -82,6 +82,7 @@ fn hook_spec(queue: u16, state: &str) -> HookSpec {
         tcp_payload: false,
         on_error: OnError::Continue,
         overflow: nflua_proto::Overflow::Accept,
+        stream_depth: None,
         eval_mark: nflua_proto::hook::DEFAULT_EVAL_MARK,
         match_mark: nflua_proto::hook::DEFAULT_MATCH_MARK,
         state: state.into(),

@@ -20,3 +20,4 @@ mod packets;
 mod printed_rules;
 mod soak;
 mod stats;
+mod streams;

@@ -1,0 +1,261 @@
+//! Stream hooks: a queue worker's connections, reassembled (`nflua-stream`), and the packets it
+//! holds while the function has not decided.
+//!
+//! For each TCP packet the worker places the segment in its connection's stream. A connection
+//! already decided gets its decision at once, without Lua. Otherwise, when the packet's
+//! direction grew, the function is called with the current packet and that direction's bytes so
+//! far (`f(frame, stream)`, `nf.flow()` for the connection). `"accept"`, `"drop"` (or any
+//! verdict) decides the connection: the held packets and this one get it, in the order they
+//! came, and so does every later packet. No answer leaves it undecided: a packet that carries
+//! payload is then held in the queue without a verdict (a retransmission or an out-of-order
+//! segment too, so a sender cannot slip the bytes past while the first copy waits), and one
+//! without payload (handshake, bare ACK) goes on with "continue".
+//!
+//! Bounds, each ending in the hook's on-error verdict for the connection (held packets
+//! included): a gap (out-of-order bytes past their bound) or a stream cut by the memory bound,
+//! more than [`MAX_HELD_PER_FLOW`] packets held for one connection or [`MAX_HELD`] for the
+//! worker, a held packet older than the hold timeout, a Lua failure, a connection refused by
+//! the table's connection bound. A connection whose stream reaches the depth undecided, or that
+//! ends (FIN both ways, RST) undecided, gets "continue". Connections are forgotten when they
+//! end and after the table's idle time.
+//!
+//! Verdicts while packets are held go out one by one (`NFQNL_MSG_VERDICT`): a batch verdict
+//! would decide every waiting packet up to its id, held ones included.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nflua_engine::{FlowInfo, HookResult, PacketContext, StreamContext, ETHERNET_HEADER_LEN};
+use nflua_nfqueue::Packet;
+use nflua_stream::{Direction, Flow, FlowId, Limits, StreamError, Table};
+
+use super::verdict::{decide, with_replacement, Decision, Evaluation};
+use super::worker::{link_header, Hook, Pending};
+
+/// Packets held for one connection at most.
+pub const MAX_HELD_PER_FLOW: usize = 64;
+/// Packets one worker holds at most (well below any queue length a hook uses).
+pub const MAX_HELD: usize = 512;
+
+/// A packet waiting for its connection's decision.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    id: u32,
+    mark: u32,
+}
+
+/// What the worker knows of a connection besides its bytes.
+#[derive(Debug, Default)]
+pub struct FlowState {
+    decided: Option<Evaluation>,
+    held: Vec<Held>,
+    /// When the oldest held packet came.
+    held_since: Option<Instant>,
+}
+
+/// A worker's connections and held packets.
+pub struct Streams {
+    table: Table<FlowState>,
+    held: usize,
+    hold_timeout: Duration,
+    started: Instant,
+}
+
+impl Streams {
+    pub fn new(depth: u32, hold_timeout: Duration) -> Streams {
+        let limits = Limits { depth: depth as usize, ..Limits::default() };
+        Streams { table: Table::new(limits), held: 0, hold_timeout, started: Instant::now() }
+    }
+
+    /// Packets held now.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Connections tracked and bytes kept, for the statistics.
+    pub fn figures(&self) -> (usize, usize) {
+        (self.table.len(), self.table.stored())
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// One packet of a stream hook; pushes the verdicts it settles (its own, unless held, and
+    /// those of the held packets it releases).
+    pub(super) fn packet(&mut self, hook: &Hook<'_>, packet: &Packet<'_>, pending: &mut Vec<Pending>) {
+        hook.stats.packets.fetch_add(1, Ordering::Relaxed);
+        let seen = match self.table.segment(self.now_ns(), packet.payload) {
+            Ok(seen) => seen,
+            Err(StreamError::Flows(_)) => {
+                hook.stats.stream.refused.fetch_add(1, Ordering::Relaxed);
+                self.push(hook, pending, packet.id, packet.mark, &Evaluation::Failed);
+                return;
+            }
+            Err(_) => {
+                // Not a TCP segment: nothing to reassemble.
+                hook.stats.not_given.fetch_add(1, Ordering::Relaxed);
+                self.push(hook, pending, packet.id, packet.mark, &Evaluation::NotGiven);
+                return;
+            }
+        };
+        let carries_payload = nflua_packet::tcp_payload(packet.payload).is_some_and(|r| !r.is_empty());
+        let decided = self.table.flow(seen.flow).and_then(|f| f.user.decided.clone());
+        let evaluation = match decided {
+            Some(evaluation) => Some(evaluation),
+            None if seen.broken => {
+                hook.stats.stream.broken.fetch_add(1, Ordering::Relaxed);
+                Some(Evaluation::Failed)
+            }
+            None if seen.grew > 0 => self.ask(hook, packet, seen.flow, seen.direction, pending),
+            None => None,
+        };
+        match evaluation {
+            Some(evaluation) => {
+                self.settle(hook, seen.flow, &evaluation, pending);
+                self.push(hook, pending, packet.id, packet.mark, &evaluation);
+            }
+            None if carries_payload => self.hold(hook, seen.flow, packet, pending),
+            None => self.push(hook, pending, packet.id, packet.mark, &Evaluation::Target(None)),
+        }
+        if seen.closed {
+            // Ended undecided: the held packets go on; the connection is forgotten.
+            self.settle(hook, seen.flow, &Evaluation::Target(None), pending);
+            self.table.remove(seen.flow);
+        }
+    }
+
+    /// Calls the function on the direction's stream; `Some` when that decides the connection.
+    /// A replacement packet (`packet:send`) is this packet's alone and is pushed here.
+    fn ask(
+        &mut self,
+        hook: &Hook<'_>,
+        packet: &Packet<'_>,
+        id: FlowId,
+        direction: Direction,
+        pending: &mut Vec<Pending>,
+    ) -> Option<Evaluation> {
+        let flow = self.table.flow(id)?;
+        let stream = StreamContext { bytes: flow.stream(direction), flow: flow_info(flow, direction) };
+        let ctx = PacketContext {
+            link_header: link_header(packet),
+            ip_packet: packet.payload,
+            lua_packet: ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + packet.payload.len(),
+            mode: nflua_engine::HookMode::Target,
+            conntrack_id: None,
+        };
+        let full = flow.half(direction).past_depth() > 0
+            || flow.stream(direction).len() >= self.table.limits().depth;
+        let started = Instant::now();
+        let result = hook.engine.call_stream_ref(hook.state, &hook.spec.function, &ctx, &stream);
+        hook.stats.record_lua(started.elapsed().as_nanos() as u64);
+        match result {
+            Ok(outcome) => {
+                if let Some(bytes) = outcome.replacement {
+                    // The rewritten packet goes out now; the connection's fate is the verdict.
+                    let verdict = match outcome.result {
+                        HookResult::Target(v) => Evaluation::Target(v.map(super::worker::to_nf_verdict)),
+                        HookResult::Match(_) => Evaluation::Target(None),
+                    };
+                    let decision = with_replacement(decide(hook.spec, packet.mark, &verdict));
+                    pending.push(Pending { id: packet.id, decision, replacement: Some(bytes), single: true });
+                    return None;
+                }
+                match outcome.result {
+                    HookResult::Target(Some(v)) => {
+                        Some(Evaluation::Target(Some(super::worker::to_nf_verdict(v))))
+                    }
+                    // Undecided with every byte it may see: the connection goes on unfiltered.
+                    _ if full => Some(Evaluation::Target(None)),
+                    _ => None,
+                }
+            }
+            Err(e) => {
+                hook.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(state = %hook.spec.state, error = %e, "stream hook failed; on-error verdict");
+                Some(Evaluation::Failed)
+            }
+        }
+    }
+
+    /// Holds a packet for its connection's decision, unless a bound says otherwise.
+    fn hold(&mut self, hook: &Hook<'_>, id: FlowId, packet: &Packet<'_>, pending: &mut Vec<Pending>) {
+        let room = self.held < MAX_HELD;
+        let Some(flow) = self.table.flow_mut(id) else {
+            // Not reachable (the packet was just placed in it), but a packet never goes without.
+            self.push(hook, pending, packet.id, packet.mark, &Evaluation::Target(None));
+            return;
+        };
+        if !room || flow.user.held.len() >= MAX_HELD_PER_FLOW {
+            hook.stats.stream.held_over.fetch_add(1, Ordering::Relaxed);
+            self.settle(hook, id, &Evaluation::Failed, pending);
+            self.push(hook, pending, packet.id, packet.mark, &Evaluation::Failed);
+            return;
+        }
+        flow.user.held.push(Held { id: packet.id, mark: packet.mark });
+        flow.user.held_since.get_or_insert_with(Instant::now);
+        self.held += 1;
+    }
+
+    /// Decides connection `id` (if it is not already) and releases its held packets with it.
+    fn settle(&mut self, hook: &Hook<'_>, id: FlowId, evaluation: &Evaluation, pending: &mut Vec<Pending>) {
+        let Some(flow) = self.table.flow_mut(id) else { return };
+        let first = flow.user.decided.is_none();
+        let evaluation = flow.user.decided.get_or_insert_with(|| evaluation.clone()).clone();
+        let held = std::mem::take(&mut flow.user.held);
+        flow.user.held_since = None;
+        if first {
+            hook.stats.stream.decided.fetch_add(1, Ordering::Relaxed);
+            // Nothing reads its bytes any more.
+            self.table.release_bytes(id);
+        }
+        self.held -= held.len();
+        for h in held {
+            let decision = decide(hook.spec, h.mark, &evaluation);
+            pending.push(Pending { id: h.id, decision, replacement: None, single: true });
+        }
+    }
+
+    /// This packet's verdict: one by one while anything is held.
+    fn push(&self, hook: &Hook<'_>, pending: &mut Vec<Pending>, id: u32, mark: u32, evaluation: &Evaluation) {
+        let decision: Decision = decide(hook.spec, mark, evaluation);
+        pending.push(Pending { id, decision, replacement: None, single: self.held > 0 });
+    }
+
+    /// Gives held packets past the hold timeout, and connections idle past the table's limit,
+    /// the on-error verdict; call between batches.
+    pub(super) fn expire(&mut self, hook: &Hook<'_>, pending: &mut Vec<Pending>) {
+        if self.held > 0 {
+            let now = Instant::now();
+            let late: Vec<FlowId> = self
+                .table
+                .flow_ids()
+                .filter(|id| {
+                    self.table
+                        .flow(*id)
+                        .and_then(|f| f.user.held_since)
+                        .is_some_and(|since| now.duration_since(since) >= self.hold_timeout)
+                })
+                .collect();
+            for id in late {
+                hook.stats.stream.timed_out.fetch_add(1, Ordering::Relaxed);
+                self.settle(hook, id, &Evaluation::Failed, pending);
+            }
+        }
+        for flow in self.table.expire(self.now_ns()) {
+            self.held -= flow.user.held.len();
+            for h in flow.user.held {
+                let decision = decide(hook.spec, h.mark, &Evaluation::Failed);
+                pending.push(Pending { id: h.id, decision, replacement: None, single: true });
+            }
+        }
+        let (flows, bytes) = self.figures();
+        hook.stats.stream.flows.store(flows as u64, Ordering::Relaxed);
+        hook.stats.stream.bytes.store(bytes as u64, Ordering::Relaxed);
+        hook.stats.stream.held.store(self.held as u64, Ordering::Relaxed);
+    }
+}
+
+fn flow_info(flow: &Flow<FlowState>, direction: Direction) -> FlowInfo {
+    FlowInfo { id: flow.id, direction: direction.name(), client: flow.client, server: flow.server }
+}
