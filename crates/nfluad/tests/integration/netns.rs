@@ -29,6 +29,8 @@ pub struct NetPair {
     pub b: String,
     /// The veth end in `a`.
     dev_a: String,
+    /// The veth end in `b`.
+    pub dev_b: String,
 }
 
 fn run(cmd: &[&str]) -> Output {
@@ -46,7 +48,12 @@ impl NetPair {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{}", std::process::id() % 100_000, n);
         let (va, vb) = (format!("va{tag}"), format!("vb{tag}"));
-        let pair = NetPair { a: format!("nflua-{tag}-a"), b: format!("nflua-{tag}-b"), dev_a: va.clone() };
+        let pair = NetPair {
+            a: format!("nflua-{tag}-a"),
+            b: format!("nflua-{tag}-b"),
+            dev_a: va.clone(),
+            dev_b: vb.clone(),
+        };
         run(&["ip", "netns", "add", &pair.a]);
         run(&["ip", "netns", "add", &pair.b]);
         run(&[
@@ -72,6 +79,19 @@ impl NetPair {
         let mut cmd = vec!["ip", "netns", "exec", &self.b, "ip6tables"];
         cmd.extend(rule.split_whitespace());
         run(&cmd);
+    }
+
+    /// Makes `a` send every TCP segment as its own packet (no GSO super-packets, which NFQUEUE
+    /// would deliver whole): what a sender on a path without offloads puts on the wire.
+    pub fn segment_in_a(&self) {
+        run(&["ip", "-n", &self.a, "link", "set", &self.dev_a, "gso_max_segs", "1"]);
+    }
+
+    /// A command run in namespace `b` (which must succeed).
+    pub fn run_b(&self, cmd: &[&str]) -> Output {
+        let mut all = vec!["ip", "netns", "exec", &self.b];
+        all.extend_from_slice(cmd);
+        run(&all)
     }
 
     /// A command run in namespace `a`.

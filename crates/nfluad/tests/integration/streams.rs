@@ -19,12 +19,24 @@ fn example(path: &str) -> String {
 /// nfluad in `b` with `args`, state `web` running `code`, a stream hook on queue 0 for TCP
 /// port 8080 with `extra` hook arguments, and the printed iptables rules added.
 fn setup(test: &str, args: &[&str], code: &str, extra: &[&str]) -> Option<(NetPair, Daemon, String)> {
+    setup_on(test, PORT, args, code, extra)
+}
+
+/// [`setup`] for TCP port `port`.
+fn setup_on(
+    test: &str,
+    port: u16,
+    args: &[&str],
+    code: &str,
+    extra: &[&str],
+) -> Option<(NetPair, Daemon, String)> {
     let pair = NetPair::new(test)?;
     let d = Daemon::start_in(Some(&pair.b), args);
     d.ctl_ok(&["create", "web", "--instructions", "1000000", "--memory", "1048576"]);
     d.execute("web", code).expect("load filter");
+    let rule = format!("-p tcp --dport {port}");
     let mut hook = vec!["hook", "add", "--queue", "0", "--state", "web", "--function", "filter"];
-    hook.extend_from_slice(&["--mode", "target", "--stream", "--rule", "-p tcp --dport 8080"]);
+    hook.extend_from_slice(&["--mode", "target", "--stream", "--rule", &rule]);
     hook.extend_from_slice(extra);
     let rules = d.ctl_ok(&hook);
     for rule in rules.lines().filter_map(|l| l.strip_prefix("iptables ")) {
@@ -33,29 +45,29 @@ fn setup(test: &str, args: &[&str], code: &str, extra: &[&str]) -> Option<(NetPa
     Some((pair, d, rules))
 }
 
-/// A server in `b` answering each request (read until the blank line) with `hello`.
+/// A server in `b` accepting `connections` connections, each on its own thread, answering each
+/// request (read until the blank line) with `hello`; returns how many it answered.
 fn serve(pair: &NetPair, connections: usize) -> std::thread::JoinHandle<usize> {
     let listener = pair.tcp_listener(PORT);
     std::thread::spawn(move || {
-        let mut served = 0;
+        let mut handlers = Vec::new();
         for _ in 0..connections {
             let Ok((mut conn, _)) = listener.accept() else { break };
-            conn.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 2048];
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+            handlers.push(std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 2048];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
                 }
-            }
-            if seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                served += 1;
-                let _ = conn
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello\n");
-            }
+                conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello\n")
+                    .is_ok()
+            }));
         }
-        served
+        handlers.into_iter().filter_map(|h| h.join().ok()).filter(|served| *served).count()
     })
 }
 
@@ -137,4 +149,231 @@ fn an_unfinished_request_times_out_with_the_error_verdict() {
     assert_eq!(h["stream"]["timed_out"], 1, "{h}");
     assert_eq!(h["stream"]["held"], 0, "{h}");
     assert_eq!(server.join().expect("server"), 0);
+}
+
+/// Kills and reaps a child process when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The shipped SNI blocklist against a real TLS client and server, the server advertising an MSS
+/// of 88 bytes so that curl's ClientHello (about 500 bytes) spans several segments: the blocked
+/// name's connection is dropped before the server answers, the allowed one completes, and the
+/// function was called once per segment until the hello was whole.
+#[test]
+fn sni_blocklist_reads_a_hello_split_by_a_tiny_mss() {
+    const TLS_PORT: u16 = 8443;
+    // Counts the calls, around the example's own functions.
+    let counting = "local inner, recv = filter, __receive_callback calls = 0 \
+                    function filter(frame, stream) calls = calls + 1 return inner(frame, stream) end \
+                    function __receive_callback(pid, b) \
+                      if tostring(b) == 'calls' then nf.netlink(pid, 0, tostring(calls)) else recv(pid, b) end \
+                    end";
+    let code = format!("{}\n{counting}", example("sni-blocklist/filter.lua"));
+    let Some((pair, d, _)) =
+        setup_on("sni_blocklist_reads_a_hello_split_by_a_tiny_mss", TLS_PORT, &[], &code, &[])
+    else {
+        return;
+    };
+    assert_eq!(d.ctl_ok(&["send", "web", "add blocked.example"]), "web: blocked.example\n");
+    // The server's SYN-ACK tells the client to send at most 88 bytes per segment.
+    let route = format!("{}/32", crate::netns::ADDR_A);
+    pair.run_b(&["ip", "route", "add", &route, "dev", &pair.dev_b, "advmss", "88"]);
+    pair.segment_in_a();
+    let dir = std::env::temp_dir().join(format!("nflua-sni-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-subj", "/CN=test", "-days", "1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl req");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pair.b,
+            "openssl",
+            "s_server",
+            "-accept",
+            &TLS_PORT.to_string(),
+            "-www",
+            "-quiet",
+        ])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let _server = Child(server);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&pair.run_b(&["ss", "-ltn"]).stdout).contains(&format!(":{TLS_PORT}")) {
+        assert!(Instant::now() < deadline, "s_server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let curl = |name: &str| {
+        let resolve = format!("{name}:{TLS_PORT}:{ADDR_B}");
+        let url = format!("https://{name}:{TLS_PORT}/");
+        pair.exec_a(&["curl", "-sk", "-m", "3", "--resolve", &resolve, &url])
+    };
+    let allowed = curl("fine.example");
+    assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
+    assert!(String::from_utf8_lossy(&allowed.stdout).contains("Ciphers"), "the s_server -www page");
+    let calls_allowed: u64 =
+        d.ctl_ok(&["send", "web", "calls"]).trim().trim_start_matches("web: ").parse().unwrap();
+    assert!(calls_allowed >= 4, "the hello spanned several segments, one call each: {calls_allowed}");
+    let blocked = curl("blocked.example");
+    assert!(!blocked.status.success(), "the blocked name's connection must fail");
+    assert!(blocked.stdout.is_empty());
+    let h = stream_stats(&d);
+    assert_eq!((h["stream"]["decided"].as_u64(), h["errors"].as_u64()), (Some(2), Some(0)), "{h}");
+    assert!(h["verdicts"]["drop"].as_u64() >= Some(3), "the held segments of the blocked hello: {h}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TCP segment from 192.0.2.1:`sport` to 192.0.2.2:8080 (header and payload; the kernel adds
+/// the IP header), checksum right.
+fn segment(sport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&sport.to_be_bytes());
+    tcp.extend_from_slice(&PORT.to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&0u32.to_be_bytes());
+    tcp.extend_from_slice(&[5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    tcp.extend_from_slice(payload);
+    let mut pseudo = vec![192, 0, 2, 1, 192, 0, 2, 2, 0, 6];
+    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&tcp);
+    let mut sum: u32 =
+        pseudo.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    tcp[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    tcp
+}
+
+/// Sends `segments` from `a` through a raw TCP socket, 20 ms apart.
+fn send_raw(pair: &NetPair, segments: Vec<Vec<u8>>) {
+    in_netns(&pair.a, move || {
+        // SAFETY: plain socket calls on a descriptor this closure owns and closes.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let mut to: libc::sockaddr_in = std::mem::zeroed();
+            to.sin_family = libc::AF_INET as libc::sa_family_t;
+            to.sin_addr.s_addr = u32::from_ne_bytes([192, 0, 2, 2]);
+            for s in segments {
+                let sent = libc::sendto(
+                    fd,
+                    s.as_ptr().cast(),
+                    s.len(),
+                    0,
+                    (&to as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                );
+                assert_eq!(sent, s.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            libc::close(fd);
+        }
+    });
+}
+
+/// What the function saw, asked over the data channel: "calls|last stream".
+const RECORDING: &str = "calls, last = 0, '' \
+    function filter(frame, stream) \
+      calls = calls + 1 last = tostring(stream) \
+      if last:find('\\r\\n\\r\\n', 1, true) then return 'drop' end \
+    end \
+    function __receive_callback(pid) nf.netlink(pid, 0, calls .. '|' .. last) end";
+
+/// Crafted segments: one beyond a hole first, then the hole, then a retransmission of the hole
+/// with other bytes, then the rest. The function sees the bytes in order with the first copy
+/// kept, is called only when the stream grew, and its drop reaches every held packet.
+#[test]
+fn out_of_order_and_retransmitted_segments_reassemble_first_copy_first() {
+    let Some((pair, d, _)) =
+        setup("out_of_order_and_retransmitted_segments_reassemble_first_copy_first", &[], RECORDING, &[])
+    else {
+        return;
+    };
+    const ISN: u32 = 0xffff_ff00; // the sequence space wraps inside the request
+    let at = |offset: u32| ISN.wrapping_add(1).wrapping_add(offset);
+    const ACK: u8 = 0x10;
+    send_raw(
+        &pair,
+        vec![
+            segment(40001, ISN, 0x02, b""),
+            segment(40001, at(8), ACK, b"TP/1.1\r\nHost: bl"),
+            segment(40001, at(0), ACK, b"GET / HT"),
+            segment(40001, at(0), ACK, b"XXXXXXXX"),
+            segment(40001, at(24), ACK, b"ocked.example\r\n\r\n"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(d.ctl_ok(&["send", "web", "?"]), "web: 2|GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n\n");
+    let h = stream_stats(&d);
+    assert_eq!(h["verdicts"]["drop"], 4, "the three held segments and the last one: {h}");
+    assert_eq!((h["stream"]["decided"].as_u64(), h["stream"]["held"].as_u64()), (Some(1), Some(0)), "{h}");
+}
+
+/// Many connections at once, each sending its request in two parts: every one is decided, what
+/// the table keeps stays within its bound, and none is left holding packets.
+#[test]
+fn many_concurrent_connections_are_each_decided() {
+    let Some((pair, d, _)) = setup(
+        "many_concurrent_connections_are_each_decided",
+        &[],
+        &example("http-blocklist/filter.lua"),
+        &[],
+    ) else {
+        return;
+    };
+    d.ctl_ok(&["send", "web", "add blocked.example"]);
+    const CLIENTS: usize = 40;
+    let server = serve(&pair, CLIENTS);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let parts: &'static [&'static [u8]] = if i % 2 == 0 { SPLIT_ALLOWED } else { SPLIT_BLOCKED };
+            let pair_a = pair.a.clone();
+            std::thread::spawn(move || {
+                let addr = format!("{ADDR_B}:{PORT}").parse().expect("addr");
+                in_netns(&pair_a, move || {
+                    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).expect("connect");
+                    s.set_nodelay(true).expect("nodelay");
+                    s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+                    for part in parts {
+                        s.write_all(part).expect("write");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    let mut answer = Vec::new();
+                    let _ = s.read_to_end(&mut answer);
+                    String::from_utf8_lossy(&answer).into_owned()
+                })
+            })
+        })
+        .collect();
+    let answers: Vec<String> = clients.into_iter().map(|c| c.join().expect("client")).collect();
+    for (i, answer) in answers.iter().enumerate() {
+        let wanted = if i % 2 == 0 { "hello\n" } else { "blocked by nflua: blocked.example\n" };
+        assert!(answer.ends_with(wanted), "client {i}: {answer:?}");
+    }
+    assert_eq!(server.join().expect("server"), CLIENTS / 2);
+    let h = stream_stats(&d);
+    assert_eq!(h["stream"]["decided"], CLIENTS as u64, "{h}");
+    assert_eq!((h["stream"]["held"].as_u64(), h["stream"]["held_over"].as_u64()), (Some(0), Some(0)), "{h}");
+    assert_eq!(h["errors"], 0, "{h}");
 }
