@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use nflua_stream::{Direction, Limits, Table};
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits { depth: 256, max_ahead: 128, max_flows: 8, max_bytes: 1024, idle_ns: 50 };
+    let limits = Limits { depth: 256, max_ahead: 128, max_flows: 8, max_settled: 8, max_bytes: 1024, idle_ns: 50 };
     let mut table: Table<()> = Table::new(limits);
     let mut now = 0;
     for packet in data.split(|&b| b == 0xFF) {
@@ -21,7 +21,8 @@ fuzz_target!(|data: &[u8]| {
                 table.remove(seen.flow);
             }
         }
-        assert!(table.stored() <= limits.max_bytes && table.len() <= limits.max_flows);
+        assert!(table.stored() <= limits.max_bytes && table.active() <= limits.max_flows);
+        assert!(table.len() <= limits.max_flows + limits.max_settled + 1);
         table.expire(now);
     }
 });

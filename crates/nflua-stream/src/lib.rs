@@ -26,7 +26,9 @@
 //!   ([`Half::past_depth`]).
 //! - **Memory.** All bytes kept or held by the table are counted; a segment that would take the
 //!   total past `max_bytes` is not stored and the direction reports `over_memory`. At most
-//!   `max_flows` connections are tracked; a new one beyond that is refused.
+//!   `max_flows` connections are being read; a new one beyond that is refused. Connections
+//!   released ([`Table::release_bytes`], once decided) keep no bytes and are remembered apart,
+//!   up to `max_settled`, the least recently seen forgotten first.
 //! - **End.** A direction ends when the bytes up to its FIN are in; a connection ends when both
 //!   did or on a RST. Connections without packets for `idle` are taken out by [`Table::expire`].
 
@@ -46,8 +48,11 @@ pub struct Limits {
     pub depth: usize,
     /// Out-of-order bytes held per direction.
     pub max_ahead: usize,
-    /// Connections tracked at once.
+    /// Connections being read (not yet released) at once.
     pub max_flows: usize,
+    /// Released connections (decided: no bytes kept) remembered besides, so that their later
+    /// packets are still known; past this the least recently seen is forgotten.
+    pub max_settled: usize,
     /// Bytes kept and held over all connections.
     pub max_bytes: usize,
     /// Nanoseconds without a packet after which a connection is forgotten.
@@ -60,6 +65,7 @@ impl Default for Limits {
             depth: 16384,
             max_ahead: 65536,
             max_flows: 4096,
+            max_settled: 65536,
             max_bytes: 32 << 20,
             idle_ns: 120_000_000_000,
         }

@@ -42,6 +42,8 @@ pub struct Flow<T> {
     original: Half,
     reply: Half,
     reset: bool,
+    /// Its bytes were released: it counts as settled, not as being read.
+    released: bool,
     last_ns: u64,
     /// The caller's own facts about the connection.
     pub user: T,
@@ -103,11 +105,13 @@ pub struct Table<T> {
     ids: HashMap<FlowId, (Endpoint, Endpoint)>,
     next_id: FlowId,
     stored: usize,
+    /// Connections not released.
+    active: usize,
 }
 
 impl<T: Default> Table<T> {
     pub fn new(limits: Limits) -> Table<T> {
-        Table { limits, flows: HashMap::new(), ids: HashMap::new(), next_id: 1, stored: 0 }
+        Table { limits, flows: HashMap::new(), ids: HashMap::new(), next_id: 1, stored: 0, active: 0 }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -144,9 +148,13 @@ impl<T: Default> Table<T> {
         let key = if src <= dst { (src, dst) } else { (dst, src) };
         let new_flow = !self.flows.contains_key(&key);
         if new_flow {
-            if self.flows.len() >= self.limits.max_flows {
+            if self.active >= self.limits.max_flows {
                 return Err(StreamError::Flows(self.limits.max_flows));
             }
+            if self.flows.len() - self.active >= self.limits.max_settled {
+                self.forget_oldest_settled();
+            }
+            self.active += 1;
             let id = self.next_id;
             self.next_id += 1;
             let flow = Flow {
@@ -156,6 +164,7 @@ impl<T: Default> Table<T> {
                 original: Half::default(),
                 reply: Half::default(),
                 reset: false,
+                released: false,
                 last_ns: now_ns,
                 user: T::default(),
             };
@@ -203,7 +212,24 @@ impl<T: Default> Table<T> {
         let key = self.ids.remove(&id)?;
         let flow = self.flows.remove(&key)?;
         self.stored = self.stored.saturating_sub(flow.stored());
+        if !flow.released {
+            self.active -= 1;
+        }
         Some(flow)
+    }
+
+    /// Connections being read (not released).
+    pub fn active(&self) -> usize {
+        self.active
+    }
+
+    /// Forgets the released connection seen least recently (a scan: only when the settled ones
+    /// fill their bound).
+    fn forget_oldest_settled(&mut self) {
+        let oldest = self.flows.values().filter(|f| f.released).min_by_key(|f| f.last_ns).map(|f| f.id);
+        if let Some(id) = oldest {
+            self.remove(id);
+        }
     }
 
     /// Forgets the connections without a packet for the idle time before `now_ns`.
@@ -219,9 +245,14 @@ impl<T: Default> Table<T> {
     pub fn release_bytes(&mut self, id: FlowId) {
         if let Some(flow) = self.flow_mut(id) {
             let freed = flow.stored();
+            let was_active = !flow.released;
             flow.original.release();
             flow.reply.release();
+            flow.released = true;
             self.stored = self.stored.saturating_sub(freed);
+            if was_active {
+                self.active -= 1;
+            }
         }
     }
 }
@@ -250,7 +281,7 @@ mod tests {
     }
 
     fn limits() -> Limits {
-        Limits { depth: 64, max_ahead: 64, max_flows: 2, max_bytes: 1000, idle_ns: 1_000 }
+        Limits { depth: 64, max_ahead: 64, max_flows: 2, max_settled: 2, max_bytes: 1000, idle_ns: 1_000 }
     }
 
     #[test]
@@ -302,6 +333,25 @@ mod tests {
         let expired: Vec<FlowId> = t.expire(1_010).into_iter().map(|f| f.id).collect();
         assert_eq!(expired, [a.flow]);
         assert_eq!((t.stored(), t.len(), t.flow(b.flow).is_some()), (0, 1, true));
+    }
+
+    #[test]
+    fn released_flows_make_room_and_the_oldest_settled_goes_first() {
+        let mut t: Table<()> = Table::new(limits());
+        let a = t.segment(0, &tcp(1, 1, 2, 2, 0, SYN, b"")).unwrap();
+        let b = t.segment(1, &tcp(1, 3, 2, 2, 0, SYN, b"")).unwrap();
+        t.release_bytes(a.flow);
+        t.release_bytes(b.flow);
+        assert_eq!((t.active(), t.len()), (0, 2));
+        let c = t.segment(2, &tcp(1, 5, 2, 2, 0, SYN, b"")).unwrap();
+        let d = t.segment(3, &tcp(1, 7, 2, 2, 0, SYN, b"")).unwrap();
+        assert_eq!(t.segment(4, &tcp(1, 9, 2, 2, 0, SYN, b"")), Err(StreamError::Flows(2)), "two being read");
+        t.release_bytes(c.flow);
+        // A third settled one: the least recently seen settled (a) is forgotten.
+        t.segment(5, &tcp(1, 3, 2, 2, 1, ACK, b"")).unwrap();
+        let e = t.segment(6, &tcp(1, 9, 2, 2, 0, SYN, b"")).unwrap();
+        assert!(t.flow(a.flow).is_none() && t.flow(b.flow).is_some() && t.flow(e.flow).is_some());
+        assert_eq!((t.active(), t.flow(d.flow).is_some()), (2, true));
     }
 
     #[test]

@@ -175,6 +175,24 @@ pub fn hook_rules(
     let (eval, matched) = (spec.eval_mark, spec.match_mark);
     let nft_chain = chain.to_lowercase();
     writeln!(out, "{}", overflow_line(spec))?;
+    let decided = eval | matched;
+    if spec.stream_depth.is_some() {
+        writeln!(
+            out,
+            "# Stream hook: a connection nflua accepted keeps the decision in its conntrack mark, so its later packets skip the queue:"
+        )?;
+        for cmd in commands {
+            writeln!(
+                out,
+                "{cmd} -A {chain} {rule_words}-m mark --mark {decided:#x}/{decided:#x} -j CONNMARK --save-mark --mask {decided:#x}"
+            )?;
+            writeln!(
+                out,
+                "{cmd} -A {chain} {rule_words}-m connmark --mark {decided:#x}/{decided:#x} -j CONNMARK --restore-mark --mask {decided:#x}"
+            )?;
+            writeln!(out, "{cmd} -A {chain} {rule_words}-m mark --mark {decided:#x}/{decided:#x} -j ACCEPT")?;
+        }
+    }
     writeln!(
         out,
         "# Count what reaches the queue rule, so nfluad can count what passes it unevaluated (queue full, nfluad down):"
@@ -222,6 +240,18 @@ pub fn hook_rules(
     };
     // Quoted for the shell: the match may hold `"eth*"`, `{ ... }` and `!=`.
     writeln!(out, "# nft equivalent (where nft's queue statement is available):")?;
+    if spec.stream_depth.is_some() {
+        writeln!(out, "# (nft copies whole marks here: the rest of the conntrack mark is overwritten)")?;
+        writeln!(
+            out,
+            "nft add rule inet filter {nft_chain} '{nft_match}meta mark and {decided:#x} == {decided:#x} ct mark set meta mark'"
+        )?;
+        writeln!(
+            out,
+            "nft add rule inet filter {nft_chain} '{nft_match}ct mark and {decided:#x} == {decided:#x} meta mark set ct mark'"
+        )?;
+        writeln!(out, "nft add rule inet filter {nft_chain} '{nft_match}meta mark and {decided:#x} == {decided:#x} accept'")?;
+    }
     writeln!(
         out,
         "nft add rule inet filter {nft_chain} '{nft_match}meta mark and {eval:#x} != {eval:#x} {}'",

@@ -49,9 +49,10 @@
 //!
 //! The monitor also samples each queue's backlog for its high-water mark and an estimate of the
 //! time spent full (ticks where the backlog was at the queue's maximum length). It ticks every
-//! 25 ms while a queue holds a sixteenth of its length or more, every 200 ms while packets flow
-//! and the queues keep up, and once a second when nothing moves (a worker that receives packets
-//! wakes it). A tick costs about 110 us of CPU on our 2-core VM, nearly all of it the wake-up,
+//! 25 ms while a queue holds a sixteenth of its length or more and for the first second after
+//! traffic starts or a queue filled (a flood may be over in a tenth of a second), every 200 ms
+//! while packets go on flowing and the queues keep up, and once a second when nothing moves (a
+//! worker that receives packets wakes it). A tick costs about 110 us of CPU on our 2-core VM, nearly all of it the wake-up,
 //! so 25 ms ticks at any rate were 0.45 % of a core, as much as a tenth of the whole daemon's
 //! CPU at 10k packets/s; fast ticks are kept for when the backlog (and so the time full) is
 //! worth sampling finely.
@@ -74,6 +75,9 @@ const PRESSED_TICK: Duration = Duration::from_millis(25);
 const FLOWING_TICK: Duration = Duration::from_millis(200);
 /// A queue holding at least `1 / PRESSED_SHARE` of its length makes the ticks fast.
 const PRESSED_SHARE: u64 = 16;
+/// Fast ticks with packets flowing and the queues keeping up before the ticks slow down (a
+/// second's worth).
+const CALM_TICKS_BEFORE_SLOWING: u32 = 40;
 /// Tick when nothing moved during the last one (workers wake the monitor on traffic).
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
@@ -239,6 +243,7 @@ impl Drop for Monitor {
 fn run(registry: &HookRegistry, stop: &AtomicBool, wake: &Wake, max_len: u64) {
     let mut accounting: Option<Accounting> = None;
     let mut last = Instant::now();
+    let mut calm = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let hooks: Vec<(String, Arc<HookStats>)> = registry
             .read()
@@ -251,9 +256,12 @@ fn run(registry: &HookRegistry, stop: &AtomicBool, wake: &Wake, max_len: u64) {
         last = now;
         let activity =
             if hooks.is_empty() { Activity::Idle } else { tick(&mut accounting, &hooks, elapsed, max_len) };
+        // Fast ticks go on for a second of calm after traffic starts or a queue filled: a flood
+        // can be over in a tenth of a second, and its backlog must be seen.
+        calm = if activity == Activity::Flowing { calm.saturating_add(1) } else { 0 };
         match activity {
-            Activity::Pressed => std::thread::park_timeout(PRESSED_TICK),
-            Activity::Flowing => std::thread::park_timeout(FLOWING_TICK),
+            Activity::Flowing if calm > CALM_TICKS_BEFORE_SLOWING => std::thread::park_timeout(FLOWING_TICK),
+            Activity::Pressed | Activity::Flowing => std::thread::park_timeout(PRESSED_TICK),
             Activity::Idle => {
                 wake.idle.store(true, Ordering::Relaxed);
                 std::thread::park_timeout(IDLE_TICK);

@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nflua_engine::{FlowInfo, HookResult, PacketContext, StreamContext, ETHERNET_HEADER_LEN};
-use nflua_nfqueue::Packet;
+use nflua_nfqueue::{Packet, Verdict};
 use nflua_stream::{Direction, Flow, FlowId, Limits, StreamError, Table};
 
 use super::verdict::{decide, with_replacement, Decision, Evaluation};
@@ -211,14 +211,14 @@ impl Streams {
         }
         self.held -= held.len();
         for h in held {
-            let decision = decide(hook.spec, h.mark, &evaluation);
+            let decision = flow_decision(hook, h.mark, &evaluation);
             pending.push(Pending { id: h.id, decision, replacement: None, single: true });
         }
     }
 
     /// This packet's verdict: one by one while anything is held.
     fn push(&self, hook: &Hook<'_>, pending: &mut Vec<Pending>, id: u32, mark: u32, evaluation: &Evaluation) {
-        let decision: Decision = decide(hook.spec, mark, evaluation);
+        let decision = flow_decision(hook, mark, evaluation);
         pending.push(Pending { id, decision, replacement: None, single: self.held > 0 });
     }
 
@@ -253,6 +253,23 @@ impl Streams {
         hook.stats.stream.flows.store(flows as u64, Ordering::Relaxed);
         hook.stats.stream.bytes.store(bytes as u64, Ordering::Relaxed);
         hook.stats.stream.held.store(self.held as u64, Ordering::Relaxed);
+    }
+}
+
+/// The verdict for a packet of a connection: as any hook's, except that "accept" goes back
+/// through the rule set marked EVAL|MATCH, where the rules `hook add` prints save that in the
+/// connection's conntrack mark and accept it, and accept its later packets before they reach
+/// the queue. Without those rules the mark only ends the hook (the guard skips the queue) and the
+/// packet continues with the next rule. Drops stay drops: they are final at once, and a dropped
+/// connection's few later packets (retransmissions) are dropped here without Lua.
+fn flow_decision(hook: &Hook<'_>, mark: u32, evaluation: &Evaluation) -> Decision {
+    let spec = hook.spec;
+    match evaluation {
+        Evaluation::Target(Some(Verdict::Accept)) => Decision {
+            verdict: Verdict::Repeat,
+            mark: Some((mark & !(spec.eval_mark | spec.match_mark)) | spec.eval_mark | spec.match_mark),
+        },
+        other => decide(spec, mark, other),
     }
 }
 

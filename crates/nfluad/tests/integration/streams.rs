@@ -377,3 +377,56 @@ fn many_concurrent_connections_are_each_decided() {
     assert_eq!((h["stream"]["held"].as_u64(), h["stream"]["held_over"].as_u64()), (Some(0), Some(0)), "{h}");
     assert_eq!(h["errors"], 0, "{h}");
 }
+
+/// An accepted connection is offloaded: with the rules `hook add` printed, its decision is kept
+/// in the conntrack mark and the rest of its packets never reach the queue — a 1 MiB upload
+/// after the request head passes with a handful of packets seen by the hook.
+#[test]
+fn an_accepted_connection_no_longer_enters_userspace() {
+    let Some((pair, d, rules)) = setup(
+        "an_accepted_connection_no_longer_enters_userspace",
+        &[],
+        &example("http-blocklist/filter.lua"),
+        &[],
+    ) else {
+        return;
+    };
+    assert!(rules.contains("-j CONNMARK --save-mark --mask 0x30000000"), "{rules}");
+    pair.segment_in_a();
+    const BODY: usize = 1 << 20;
+    let listener = pair.tcp_listener(PORT);
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while got.len() < BODY + 64 {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+            if head_end.is_some_and(|end| got.len() - end >= BODY) {
+                break;
+            }
+        }
+        let body = got.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |p| got.len() - p - 4);
+        let _ = conn.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n{body}").as_bytes());
+        body
+    });
+    let addr = format!("{ADDR_B}:{PORT}").parse().expect("addr");
+    in_netns(&pair.a, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).expect("connect");
+        let head = format!("POST /upload HTTP/1.1\r\nHost: fine.example\r\nContent-Length: {BODY}\r\n\r\n");
+        s.write_all(head.as_bytes()).expect("head");
+        s.write_all(&vec![b'x'; BODY]).expect("body");
+        let mut answer = [0u8; 128];
+        let _ = s.read(&mut answer);
+    });
+    assert_eq!(server.join().expect("server"), BODY, "the whole body arrived");
+    let h = stream_stats(&d);
+    let packets = h["packets"].as_u64().unwrap_or(u64::MAX);
+    eprintln!("offload: the hook saw {packets} packets");
+    assert!(packets < 60, "about 730 segments of 1448 bytes, but the hook saw {packets}: {h}");
+    assert_eq!((h["stream"]["decided"].as_u64(), h["errors"].as_u64()), (Some(1), Some(0)), "{h}");
+}
