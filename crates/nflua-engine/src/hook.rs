@@ -196,7 +196,7 @@ pub(crate) fn call(
         return Err(EngineError::InvalidPacket { start: range.start, end: range.end, len });
     }
     let parts = [&packet.link_header[..], packet.ip_packet];
-    let frame = state.begin_hook(&parts, len, packet.mode, packet.conntrack_id, None);
+    let frame = state.begin_hook(&parts, len, packet, None);
     // The range was checked, so this cannot fail.
     let returned = match frame.segment(range.start, Some(range.len())) {
         Ok(lua_packet) => state.run_hook(function, &frame, &lua_packet, packet.mode),
@@ -217,7 +217,7 @@ pub(crate) fn call_stream(
     let len = packet.frame_len();
     // One copy into the hook buffer: the frame, then the stream bytes after it.
     let parts = [&packet.link_header[..], packet.ip_packet, stream.bytes];
-    let whole = state.begin_hook(&parts, len, packet.mode, packet.conntrack_id, Some(stream.flow.clone()));
+    let whole = state.begin_hook(&parts, len, packet, Some(stream.flow.clone()));
     let views = whole
         .segment(0, Some(len))
         .and_then(|frame| Ok((frame, whole.segment(len, Some(stream.bytes.len()))?)));

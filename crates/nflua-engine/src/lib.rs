@@ -167,6 +167,35 @@ pub trait NetlinkSink: Send + Sync {
     fn stats(&self) -> SinkStats {
         SinkStats::default()
     }
+
+    /// The conntrack entry of the connection `ip_packet` belongs to (`nf.conntrack`, and
+    /// `nf.connid` when the queue gives no id); `Ok(None)` when untracked. `Err` says why it
+    /// cannot be asked (no ctnetlink). The default cannot, for sinks without a kernel.
+    fn conntrack_lookup(&self, ip_packet: &[u8]) -> Result<Option<ConntrackInfo>, String> {
+        let _ = ip_packet;
+        Err("conntrack is not available here".into())
+    }
+
+    /// Deletes that entry (`nf.conntrack_delete`); false when there was none.
+    fn conntrack_delete(&self, ip_packet: &[u8]) -> Result<bool, String> {
+        let _ = ip_packet;
+        Err("conntrack is not available here".into())
+    }
+}
+
+/// A conntrack entry as `nf.conntrack()` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConntrackInfo {
+    pub id: u32,
+    pub status: u32,
+    pub mark: u32,
+    /// Seconds before it expires.
+    pub timeout: u32,
+    /// TCP state number (conntrack's: 1 SYN_SENT ... 3 ESTABLISHED ... 8 CLOSE); `None` for UDP.
+    pub tcp_state: Option<u8>,
+    /// Packets and bytes each way, when the kernel counts them (`nf_conntrack_acct`).
+    pub original: Option<(u64, u64)>,
+    pub reply: Option<(u64, u64)>,
 }
 
 /// Counters of a [`NetlinkSink`]: messages a full receiver refused, and the notices that told

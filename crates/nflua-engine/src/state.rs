@@ -17,7 +17,7 @@ use mlua::{Function, IntoLua, IntoLuaMulti, Lua, RegistryKey, Value};
 use nflua_data::{Data, LentBuffer, LentViews};
 
 use crate::door::{self, Ended};
-use crate::hook::{FlowInfo, HookCall, HookMode, HookResult};
+use crate::hook::{FlowInfo, HookCall, HookMode, HookResult, PacketContext};
 use crate::limits::Budget;
 use crate::memory::{PendingBytes, StateMemory, TIMER_BYTES};
 use crate::timers::TimerQueue;
@@ -258,8 +258,7 @@ impl State {
         &mut self,
         parts: &[&[u8]],
         frame_len: usize,
-        mode: HookMode,
-        conntrack_id: Option<u32>,
+        packet: &PacketContext<'_>,
         flow: Option<FlowInfo>,
     ) -> Data {
         self.hook_generation += 1;
@@ -273,8 +272,8 @@ impl State {
         };
         *self.ctx.hook() = Some(HookCall {
             frame,
-            mode,
-            conntrack_id,
+            mode: packet.mode,
+            conntrack_id: packet.conntrack_id,
             generation: self.hook_generation,
             hotdrop: false,
             replacement: None,

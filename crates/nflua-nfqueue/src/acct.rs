@@ -9,18 +9,14 @@
 //! down; reads take and zero the count in one atomic exchange, so nothing is counted twice or
 //! lost between reads.
 
-use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant};
 
 use crate::attr::AttrIter;
 use crate::consts::*;
+use crate::exchange;
 use crate::msg::{self, MsgIter};
-use crate::sys::{self, Received, RecvSlots};
+use crate::sys::{self, RecvSlots};
 use crate::QueueError;
-
-/// How long a request waits for the kernel's answer (it normally comes before `send` returns).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Receive buffer for one answer: a counter's message is under 100 bytes.
 const ANSWER_BYTES: usize = 8192;
@@ -77,29 +73,9 @@ impl Accounting {
         let seq = self.seq;
         self.tx.clear();
         msg::encode_acct(&mut self.tx, kind, flags, seq, name);
-        sys::send_to_kernel(self.fd.as_fd(), &[&self.tx]).map_err(|e| QueueError::io(context, e))?;
-        let deadline = Instant::now() + ANSWER_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(QueueError::io(
-                    context,
-                    io::Error::new(io::ErrorKind::TimedOut, "no answer from the kernel"),
-                ));
-            }
-            if !sys::poll_readable(self.fd.as_fd(), left).map_err(|e| QueueError::io(context, e))? {
-                continue;
-            }
-            let mut info = [Received::default()];
-            let n =
-                self.rx.recv(self.fd.as_fd(), &mut info, false).map_err(|e| QueueError::io(context, e))?;
-            if n == 0 || !info[0].from_kernel {
-                continue;
-            }
-            if let Some(answer) = answer_to(self.rx.slot(0, info[0].len), seq) {
-                return answer.map_err(|errno| QueueError::io(context, io::Error::from_raw_os_error(errno)));
-            }
-        }
+        exchange::request(self.fd.as_fd(), &mut self.rx, &self.tx, context, |datagram| {
+            answer_to(datagram, seq)
+        })
     }
 }
 

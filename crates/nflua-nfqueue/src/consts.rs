@@ -74,3 +74,29 @@ pub(crate) const NFACCT_PKTS: u16 = 2;
 /// Longest counter name, with its terminating NUL.
 pub const NFACCT_NAME_MAX: usize = 32;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
+
+// ctnetlink (include/uapi/linux/netfilter/nfnetlink_conntrack.h).
+pub(crate) const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+pub(crate) const IPCTNL_MSG_CT_NEW: u16 = NFNL_SUBSYS_CTNETLINK << 8; // op 0
+pub(crate) const IPCTNL_MSG_CT_GET: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | 1;
+pub(crate) const IPCTNL_MSG_CT_DELETE: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | 2;
+pub(crate) const CTA_TUPLE_ORIG: u16 = 1;
+pub(crate) const CTA_STATUS: u16 = 3;
+pub(crate) const CTA_PROTOINFO: u16 = 4;
+pub(crate) const CTA_TIMEOUT: u16 = 7;
+pub(crate) const CTA_MARK: u16 = 8;
+pub(crate) const CTA_COUNTERS_ORIG: u16 = 9;
+pub(crate) const CTA_COUNTERS_REPLY: u16 = 10;
+pub(crate) const CTA_TUPLE_IP: u16 = 1;
+pub(crate) const CTA_TUPLE_PROTO: u16 = 2;
+pub(crate) const CTA_IP_V4_SRC: u16 = 1;
+pub(crate) const CTA_IP_V4_DST: u16 = 2;
+pub(crate) const CTA_IP_V6_SRC: u16 = 3;
+pub(crate) const CTA_IP_V6_DST: u16 = 4;
+pub(crate) const CTA_PROTO_NUM: u16 = 1;
+pub(crate) const CTA_PROTO_SRC_PORT: u16 = 2;
+pub(crate) const CTA_PROTO_DST_PORT: u16 = 3;
+pub(crate) const CTA_PROTOINFO_TCP: u16 = 1;
+pub(crate) const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+pub(crate) const CTA_COUNTERS_PACKETS: u16 = 1;
+pub(crate) const CTA_COUNTERS_BYTES: u16 = 2;

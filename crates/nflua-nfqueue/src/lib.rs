@@ -31,8 +31,10 @@
 mod acct;
 mod attr;
 mod batch;
+mod conntrack;
 mod consts;
 mod error;
+mod exchange;
 mod link;
 mod msg;
 mod packet;
@@ -43,6 +45,7 @@ mod stats;
 mod sys;
 
 pub use acct::Accounting;
+pub use conntrack::{Conntrack, ConntrackEntry, Tuple as ConntrackTuple};
 pub use consts::NFACCT_NAME_MAX;
 pub use error::QueueError;
 pub use packet::Packet;

@@ -120,21 +120,33 @@ pub(crate) fn split_nfgenmsg(payload: &[u8]) -> Option<(u16, &[u8])> {
 
 /// Starts a message: nlmsghdr with the length left at 0, then the nfgenmsg. Returns where the
 /// message starts, for [`finish`].
-fn begin(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, queue: u16) -> usize {
+pub(crate) fn begin(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, queue: u16) -> usize {
+    begin_family(buf, kind, flags, seq, AF_UNSPEC, queue)
+}
+
+/// [`begin`] with the nfgenmsg's address family (ctnetlink reads tuples by it).
+pub(crate) fn begin_family(
+    buf: &mut Vec<u8>,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    res_id: u16,
+) -> usize {
     let start = buf.len();
     buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched by finish
     buf.extend_from_slice(&kind.to_ne_bytes());
     buf.extend_from_slice(&flags.to_ne_bytes());
     buf.extend_from_slice(&seq.to_ne_bytes());
     buf.extend_from_slice(&0u32.to_ne_bytes()); // port 0: the kernel fills in ours
-    buf.extend_from_slice(&[AF_UNSPEC, NFNETLINK_V0]);
-    buf.extend_from_slice(&queue.to_be_bytes());
+    buf.extend_from_slice(&[family, NFNETLINK_V0]);
+    buf.extend_from_slice(&res_id.to_be_bytes());
     start
 }
 
 /// Writes the message length: what `buf` holds from `start`, plus `extra` bytes the caller
 /// sends from elsewhere (a verdict's replacement payload).
-fn finish(buf: &mut [u8], start: usize, extra: usize) {
+pub(crate) fn finish(buf: &mut [u8], start: usize, extra: usize) {
     let len = (buf.len() - start + extra) as u32;
     buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }

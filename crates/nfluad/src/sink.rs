@@ -35,6 +35,7 @@ pub struct SocketSink {
     pub sock: Arc<NetlinkSocket>,
     pub injector: Injector,
     losses: Losses,
+    conntrack: ConntrackLink,
 }
 
 /// Messages lost per receiver, waiting to be reported to it.
@@ -67,7 +68,7 @@ impl Losses {
 
 impl SocketSink {
     pub fn new(sock: Arc<NetlinkSocket>, injector: Injector) -> SocketSink {
-        SocketSink { sock, injector, losses: Losses::default() }
+        SocketSink { sock, injector, losses: Losses::default(), conntrack: ConntrackLink::default() }
     }
 
     /// True while some receiver has losses it was not told about yet; the
@@ -208,11 +209,70 @@ impl NetlinkSink for SocketSink {
     fn send_packet(&self, ip_packet: &[u8]) -> io::Result<()> {
         self.injector.send(ip_packet)
     }
+
+    fn conntrack_lookup(&self, ip_packet: &[u8]) -> Result<Option<nflua_engine::ConntrackInfo>, String> {
+        let tuple = conntrack_tuple(ip_packet)?;
+        let entry = self.conntrack.with(|ct| ct.lookup(&tuple))?;
+        Ok(entry.map(|e| nflua_engine::ConntrackInfo {
+            id: e.id,
+            status: e.status,
+            mark: e.mark,
+            timeout: e.timeout,
+            tcp_state: e.tcp_state,
+            original: e.original,
+            reply: e.reply,
+        }))
+    }
+
+    fn conntrack_delete(&self, ip_packet: &[u8]) -> Result<bool, String> {
+        let tuple = conntrack_tuple(ip_packet)?;
+        self.conntrack.with(|ct| ct.delete(&tuple))
+    }
     fn stats(&self) -> SinkStats {
         SinkStats {
             dropped: self.losses.dropped.load(Ordering::Relaxed),
             loss_notices: self.losses.notices.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The ctnetlink socket, opened when a script first asks (`nf.conntrack`, `nf.connid` without
+/// kernel ids), shared by the queue workers.
+#[derive(Default)]
+pub struct ConntrackLink(std::sync::Mutex<Option<nflua_nfqueue::Conntrack>>);
+
+impl ConntrackLink {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut nflua_nfqueue::Conntrack) -> Result<T, nflua_nfqueue::QueueError>,
+    ) -> Result<T, String> {
+        let mut link = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if link.is_none() {
+            let opened =
+                nflua_nfqueue::Conntrack::open().map_err(|e| format!("ctnetlink is not available: {e}"))?;
+            *link = Some(opened);
+        }
+        match link.as_mut() {
+            Some(ct) => f(ct).map_err(|e| e.to_string()),
+            None => Err("ctnetlink is not available".into()),
+        }
+    }
+}
+
+/// The conntrack tuple of an IP packet (TCP or UDP).
+fn conntrack_tuple(ip_packet: &[u8]) -> Result<nflua_nfqueue::ConntrackTuple, String> {
+    let s = nflua_packet::summarize(ip_packet).map_err(|e| e.to_string())?;
+    match (s.src_port, s.dst_port) {
+        (Some(src_port), Some(dst_port)) if matches!(s.protocol, 6 | 17) => {
+            Ok(nflua_nfqueue::ConntrackTuple {
+                src: s.src,
+                dst: s.dst,
+                protocol: s.protocol,
+                src_port,
+                dst_port,
+            })
+        }
+        _ => Err("only TCP and UDP packets have conntrack entries looked up".into()),
     }
 }
 

@@ -38,6 +38,10 @@ pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
     let ctx = Arc::clone(lib.ctx);
     nf.raw_set("connid", lib.function(move |_, ()| connid(&ctx))?)?;
     let ctx = Arc::clone(lib.ctx);
+    nf.raw_set("conntrack", lib.function(move |lua, ()| conntrack(lua, &ctx))?)?;
+    let ctx = Arc::clone(lib.ctx);
+    nf.raw_set("conntrack_delete", lib.function(move |_, ()| conntrack_delete(&ctx))?)?;
+    let ctx = Arc::clone(lib.ctx);
     nf.raw_set("flow", lib.function(move |lua, ()| flow(lua, &ctx))?)?;
     let ctx = Arc::clone(lib.ctx);
     nf.raw_set("hotdrop", lib.function(move |_, drop: Value| hotdrop(&ctx, &drop))?)?;
@@ -95,9 +99,68 @@ fn getpacket(lua: &Lua, ctx: &Context) -> mlua::Result<AnyUserData> {
     packet::new(lua, generation)
 }
 
-/// `nf.connid()`: the conntrack id, or nil for an untracked packet.
+/// `nf.connid()`: the conntrack id, or nil for an untracked packet. Where the queue gives no
+/// conntrack ids the daemon derives one from the connection's addresses and ports, the same
+/// both ways and for every packet; the kernel's id (`nf.conntrack().id`) is not used for it,
+/// because a connection's first packet has no entry ctnetlink can find while it is queued
+/// (it is confirmed when the packet leaves the hook), and one connection must not get two ids.
 fn connid(ctx: &Context) -> mlua::Result<Option<Integer>> {
     with_hook(ctx, "connid", |call| Ok(call.conntrack_id.map(Integer::from)))
+}
+
+/// The IP packet of the running hook call, copied out (the sink's call must not run under the
+/// buffer's lock: Lua is not touched, but the sink may block on the kernel).
+fn hook_ip_packet(ctx: &Context, function: &str) -> mlua::Result<Vec<u8>> {
+    let frame = with_hook(ctx, function, |call| Ok(call.frame.clone()))?;
+    frame
+        .with_bytes(|f| f.get(ETHERNET_HEADER_LEN..).unwrap_or_default().to_vec())
+        .map_err(|e| error(format!("nf.{function}: {e}")))
+}
+
+/// TCP state names by conntrack's number.
+const TCP_STATES: [&str; 10] = [
+    "NONE",
+    "SYN_SENT",
+    "SYN_RECV",
+    "ESTABLISHED",
+    "FIN_WAIT",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "TIME_WAIT",
+    "CLOSE",
+    "SYN_SENT2",
+];
+
+/// `nf.conntrack()`: the packet's conntrack entry read over ctnetlink (`id`, `status`, `mark`,
+/// `timeout`, `state` for TCP, `packets`/`bytes` each way when counted), or nil when untracked.
+fn conntrack(lua: &Lua, ctx: &Context) -> mlua::Result<Option<mlua::Table>> {
+    let packet = hook_ip_packet(ctx, "conntrack")?;
+    let Some(e) = ctx.sink.conntrack_lookup(&packet).map_err(|e| error(format!("nf.conntrack: {e}")))? else {
+        return Ok(None);
+    };
+    let t = lua.create_table_with_capacity(0, 9)?;
+    t.raw_set("id", e.id)?;
+    t.raw_set("status", e.status)?;
+    t.raw_set("mark", e.mark)?;
+    t.raw_set("timeout", e.timeout)?;
+    if let Some(state) = e.tcp_state {
+        t.raw_set("state", TCP_STATES.get(usize::from(state)).copied().unwrap_or("UNKNOWN"))?;
+    }
+    if let Some((packets, bytes)) = e.original {
+        t.raw_set("packets_original", packets)?;
+        t.raw_set("bytes_original", bytes)?;
+    }
+    if let Some((packets, bytes)) = e.reply {
+        t.raw_set("packets_reply", packets)?;
+        t.raw_set("bytes_reply", bytes)?;
+    }
+    Ok(Some(t))
+}
+
+/// `nf.conntrack_delete()`: deletes the packet's conntrack entry; false when there was none.
+fn conntrack_delete(ctx: &Context) -> mlua::Result<bool> {
+    let packet = hook_ip_packet(ctx, "conntrack_delete")?;
+    ctx.sink.conntrack_delete(&packet).map_err(|e| error(format!("nf.conntrack_delete: {e}")))
 }
 
 /// `nf.flow()` in a stream hook: the connection (`id`, `direction` "original" or "reply",

@@ -776,3 +776,25 @@ fn stream_calls_see_the_stream_and_the_flow() {
     assert_eq!(verdict(&engine, "g", &frame), Some(Verdict::Accept));
     assert_eq!(sink.sent()[1].payload, b"nil");
 }
+
+/// Without a kernel to ask (a sink that has no ctnetlink), `nf.conntrack` says so; `nf.connid`
+/// is the id the daemon gave.
+#[test]
+fn conntrack_without_ctnetlink_is_a_clear_error() {
+    let (engine, sink) = with_state();
+    run(
+        &engine,
+        "s",
+        "function f() \
+           local ok, err = pcall(nf.conntrack) \
+           nf.netlink(1, 0, tostring(ok) .. ' ' .. err .. ' ' .. tostring(nf.connid())) \
+           return 'accept' \
+         end",
+    )
+    .unwrap();
+    let frame = tcp_frame(b"x");
+    let mut ctx = packet(&frame, HookMode::Target);
+    ctx.conntrack_id = Some(77);
+    engine.call_hook("s", "f", &ctx).unwrap();
+    assert_eq!(sink.sent()[0].payload, b"false nf.conntrack: conntrack is not available here 77");
+}

@@ -142,7 +142,8 @@ impl Streams {
             ip_packet: packet.payload,
             lua_packet: ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + packet.payload.len(),
             mode: nflua_engine::HookMode::Target,
-            conntrack_id: None,
+            // The queue is not asked for conntrack ids here: nf.connid derives one.
+            conntrack_id: super::worker::flow_id(packet.payload),
         };
         let full = flow.half(direction).past_depth() > 0
             || flow.stream(direction).len() >= self.table.limits().depth;

@@ -202,7 +202,7 @@ impl Worker {
 }
 
 /// A connection identity from the 5-tuple, equal for both directions.
-fn flow_id(ip_packet: &[u8]) -> Option<u32> {
+pub(super) fn flow_id(ip_packet: &[u8]) -> Option<u32> {
     use std::hash::{Hash, Hasher};
     let s = nflua_packet::summarize(ip_packet).ok()?;
     let a = (s.src, s.src_port);

@@ -430,3 +430,62 @@ fn an_accepted_connection_no_longer_enters_userspace() {
     assert!(packets < 60, "about 730 segments of 1448 bytes, but the hook saw {packets}: {h}");
     assert_eq!((h["stream"]["decided"].as_u64(), h["errors"].as_u64()), (Some(1), Some(0)), "{h}");
 }
+
+/// `nf.conntrack()` reads the packet's entry over ctnetlink (the queue gives no conntrack ids on
+/// this kernel) and `nf.conntrack_delete()` removes it; `nf.connid()` stays the derived id, one
+/// per connection (not the entry's).
+#[test]
+fn conntrack_entries_from_scripts() {
+    let Some(pair) = NetPair::new("conntrack_entries_from_scripts") else { return };
+    let d = Daemon::start_in(Some(&pair.b), &[]);
+    d.ctl_ok(&["create", "ct", "--instructions", "100000", "--memory", "262144"]);
+    let code = "seen = {} \
+        function filter(frame, payload) \
+          local ct = nf.conntrack() \
+          if ct then \
+            seen[#seen + 1] = table.concat({tostring(payload), ct.state, tostring(ct.id > 0 and nf.connid() ~= nil), \
+              tostring(ct.timeout > 0), ct.mark}, ',') \
+            if tostring(payload) == 'delete me' then seen[#seen + 1] = tostring(nf.conntrack_delete()) end \
+          end \
+        end \
+        function __receive_callback(pid) nf.netlink(pid, 0, table.concat(seen, ';')) end";
+    d.execute("ct", code).expect("load");
+    // A conntrack match in the rules makes the namespace track connections.
+    let rules = d.ctl_ok(&[
+        "hook",
+        "add",
+        "--queue",
+        "0",
+        "--state",
+        "ct",
+        "--function",
+        "filter",
+        "--mode",
+        "target",
+        "--tcp-payload",
+        "--rule",
+        "-p tcp --dport 8080 -m conntrack --ctstate NEW,ESTABLISHED",
+    ]);
+    for rule in rules.lines().filter_map(|l| l.strip_prefix("iptables ")) {
+        pair.iptables(rule);
+    }
+    let listener = pair.tcp_listener(PORT);
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while got < "hellodelete me".len() {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    });
+    send_in_parts(&pair, &[b"hello", b"delete me"]);
+    let _ = server.join();
+    assert_eq!(
+        d.ctl_ok(&["send", "ct", "?"]),
+        "ct: hello,ESTABLISHED,true,true,0;delete me,ESTABLISHED,true,true,0;true\n"
+    );
+}
