@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let config =
         EngineConfig { max_states: 8, max_runs_cap: 20_000, max_alloc_cap: 1 << 20, ..EngineConfig::default() };
     let engine = Arc::new(Engine::new(config, Arc::new(NullSink)));
-    let hooks = Hooks::new(Arc::clone(&engine), QueueDefaults { max_len: 16, recv_buffer: 0, stream_timeout: std::time::Duration::from_secs(1), enabled: false });
+    let hooks = Hooks::new(Arc::clone(&engine), QueueDefaults { max_len: 16, recv_buffer: 0, stream_timeout: std::time::Duration::from_secs(1), stream_memory: 1 << 20, enabled: false });
     let mut handler = Handler {
         engine,
         hooks,

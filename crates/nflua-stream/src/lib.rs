@@ -25,7 +25,8 @@
 //! - **Depth.** At most `depth` bytes per direction are kept; later bytes are counted, not kept
 //!   ([`Half::past_depth`]).
 //! - **Memory.** All bytes kept or held by the table are counted; a segment that would take the
-//!   total past `max_bytes` is not stored and the direction reports `over_memory`. At most
+//!   total past `max_bytes` (or past a [`SharedBudget`] several tables draw on) is not stored
+//!   and the direction reports `over_memory`. At most
 //!   `max_flows` connections are being read; a new one beyond that is refused. Connections
 //!   released ([`Table::release_bytes`], once decided) keep no bytes and are remembered apart,
 //!   up to `max_settled`, the least recently seen forgotten first.
@@ -39,7 +40,7 @@ mod half;
 mod table;
 
 pub use half::Half;
-pub use table::{Direction, Endpoint, Flow, FlowId, Seen, Table};
+pub use table::{Direction, Endpoint, Flow, FlowId, Seen, SharedBudget, Table};
 
 /// The bounds of a [`Table`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::half::{Half, Room};
 use crate::{Limits, StreamError};
@@ -79,6 +81,14 @@ impl<T> Flow<T> {
     }
 }
 
+impl<T> Drop for Table<T> {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.change(-(self.stored as isize));
+        }
+    }
+}
+
 /// What one packet did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
@@ -96,6 +106,36 @@ pub struct Seen {
     pub closed: bool,
 }
 
+/// Bytes several tables (a daemon's stream hooks) may keep together. Each table checks it before
+/// storing and updates it after, so tables placing segments at the same moment may pass it by
+/// at most one segment each.
+#[derive(Debug)]
+pub struct SharedBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl SharedBudget {
+    pub fn new(limit: usize) -> Arc<SharedBudget> {
+        Arc::new(SharedBudget { limit, used: AtomicUsize::new(0) })
+    }
+
+    /// Bytes the tables keep now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn free(&self) -> usize {
+        self.limit.saturating_sub(self.used())
+    }
+
+    fn change(&self, delta: isize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| Some(u.saturating_add_signed(delta)));
+    }
+}
+
 /// The connections of one hook.
 #[derive(Debug)]
 pub struct Table<T> {
@@ -107,11 +147,35 @@ pub struct Table<T> {
     stored: usize,
     /// Connections not released.
     active: usize,
+    shared: Option<Arc<SharedBudget>>,
 }
 
 impl<T: Default> Table<T> {
     pub fn new(limits: Limits) -> Table<T> {
-        Table { limits, flows: HashMap::new(), ids: HashMap::new(), next_id: 1, stored: 0, active: 0 }
+        Table {
+            limits,
+            flows: HashMap::new(),
+            ids: HashMap::new(),
+            next_id: 1,
+            stored: 0,
+            active: 0,
+            shared: None,
+        }
+    }
+
+    /// A table whose bytes also count against `shared`.
+    pub fn with_budget(limits: Limits, shared: Arc<SharedBudget>) -> Table<T> {
+        let mut table = Table::new(limits);
+        table.shared = Some(shared);
+        table
+    }
+
+    /// Changes the bytes kept, in this table and in the shared budget.
+    fn account(&mut self, delta: isize) {
+        self.stored = self.stored.saturating_add_signed(delta);
+        if let Some(shared) = &self.shared {
+            shared.change(delta);
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -173,6 +237,7 @@ impl<T: Default> Table<T> {
         }
         let limits = self.limits;
         let free = limits.max_bytes.saturating_sub(self.stored);
+        let free = self.shared.as_ref().map_or(free, |shared| free.min(shared.free()));
         let Some(flow) = self.flows.get_mut(&key) else {
             return Err(StreamError::NoSegment);
         };
@@ -189,8 +254,9 @@ impl<T: Default> Table<T> {
         let half = flow.half_mut(direction);
         let placed = half.place(tcp.seq, tcp.flags & SYN != 0, tcp.flags & FIN != 0, payload, &mut room);
         let broken = half.gap || half.over_memory;
-        self.stored = self.stored.saturating_add_signed(placed.stored);
-        Ok(Seen { flow: flow.id, direction, new_flow, grew: placed.grew, broken, closed: flow.closed() })
+        let (id, closed) = (flow.id, flow.closed());
+        self.account(placed.stored);
+        Ok(Seen { flow: id, direction, new_flow, grew: placed.grew, broken, closed })
     }
 
     /// The connections' ids, in no particular order.
@@ -211,7 +277,7 @@ impl<T: Default> Table<T> {
     pub fn remove(&mut self, id: FlowId) -> Option<Flow<T>> {
         let key = self.ids.remove(&id)?;
         let flow = self.flows.remove(&key)?;
-        self.stored = self.stored.saturating_sub(flow.stored());
+        self.account(-(flow.stored() as isize));
         if !flow.released {
             self.active -= 1;
         }
@@ -249,10 +315,10 @@ impl<T: Default> Table<T> {
             flow.original.release();
             flow.reply.release();
             flow.released = true;
-            self.stored = self.stored.saturating_sub(freed);
             if was_active {
                 self.active -= 1;
             }
+            self.account(-(freed as isize));
         }
     }
 }
@@ -364,6 +430,23 @@ mod tests {
         let later = t.segment(2, &tcp(1, 1, 2, 2, 4, ACK, b"def")).unwrap();
         assert_eq!((later.flow, later.new_flow, t.stored()), (a.flow, false, 0));
         assert_eq!(t.flow(a.flow).unwrap().stream(Direction::Original), b"");
+    }
+
+    #[test]
+    fn tables_share_a_budget() {
+        let shared = SharedBudget::new(12);
+        let mut one: Table<()> = Table::with_budget(limits(), std::sync::Arc::clone(&shared));
+        let mut two: Table<()> = Table::with_budget(limits(), std::sync::Arc::clone(&shared));
+        let a = one.segment(0, &tcp(1, 1, 2, 2, 0, SYN, b"")).unwrap();
+        one.segment(1, &tcp(1, 1, 2, 2, 1, ACK, &[1; 8])).unwrap();
+        two.segment(0, &tcp(1, 1, 2, 2, 0, SYN, b"")).unwrap();
+        let cut = two.segment(1, &tcp(1, 1, 2, 2, 1, ACK, &[1; 8])).unwrap();
+        assert!(cut.broken, "only 4 bytes were left of the 12");
+        assert_eq!((shared.used(), one.stored(), two.stored()), (12, 8, 4));
+        one.remove(a.flow);
+        assert_eq!(shared.used(), 4);
+        drop(two);
+        assert_eq!(shared.used(), 0, "a dropped table gives its bytes back");
     }
 
     proptest::proptest! {

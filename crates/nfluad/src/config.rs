@@ -64,6 +64,11 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub stream_timeout_ms: u64,
 
+    /// Bytes of reassembled streams all stream hooks may keep together (each queue keeps at
+    /// most 32 MiB besides); a segment that does not fit breaks its stream (on-error verdict).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    pub stream_memory: usize,
+
     /// Log filter (tracing's env-filter syntax), e.g. "info" or "nflua=debug".
     #[arg(long, env = "NFLUA_LOG", default_value = "info")]
     pub log: String,
@@ -91,6 +96,7 @@ pub struct Config {
     pub max_hook_call: Option<std::time::Duration>,
     /// `--stream-timeout-ms`.
     pub stream_timeout: std::time::Duration,
+    pub stream_memory: usize,
 }
 
 impl Args {
@@ -119,6 +125,7 @@ impl Args {
             max_call: millis(self.max_call_ms),
             max_hook_call: millis(self.max_hook_ms),
             stream_timeout: std::time::Duration::from_millis(self.stream_timeout_ms),
+            stream_memory: self.stream_memory,
         })
     }
 }

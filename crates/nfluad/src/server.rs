@@ -121,6 +121,7 @@ impl Server {
                 max_len: config.queue_maxlen,
                 recv_buffer: config.queue_recv_buffer,
                 stream_timeout: config.stream_timeout,
+                stream_memory: config.stream_memory,
                 enabled: true,
             },
         );

@@ -19,6 +19,8 @@ use nflua_proto::hook::MAX_HOOKS;
 use nflua_proto::{HookSpec, Overflow};
 
 use super::bypass::{self, Monitor};
+use nflua_stream::SharedBudget;
+
 use super::stream::Streams;
 use super::worker::{HookStats, Worker};
 
@@ -68,6 +70,8 @@ pub struct QueueDefaults {
     pub recv_buffer: usize,
     /// How long a stream hook holds packets of an undecided connection.
     pub stream_timeout: std::time::Duration,
+    /// Bytes of streams all stream hooks keep together.
+    pub stream_memory: usize,
     /// When false, HOOK_ADD is refused (EOPNOTSUPP) and no queue is ever
     /// bound: for the request-handling fuzzer, which must not touch the
     /// machine's packet path.
@@ -96,6 +100,8 @@ pub struct Hooks {
     monitor: Option<Monitor>,
     /// The control thread's socket for the hooks' kernel counters, opened on first use.
     accounting: Option<Accounting>,
+    /// What all stream hooks' workers keep of streams together (`--stream-memory`).
+    stream_budget: Arc<SharedBudget>,
 }
 
 /// What statistics readers (STATS, the metrics endpoint) see of the hooks:
@@ -109,7 +115,9 @@ impl Hooks {
             defaults.enabled.then(|| Monitor::start(Arc::clone(&registry), defaults.max_len)).and_then(|m| {
                 m.map_err(|e| tracing::error!(error = %e, "could not start the bypass monitor")).ok()
             });
+        let stream_budget = SharedBudget::new(defaults.stream_memory);
         Hooks {
+            stream_budget,
             engine,
             defaults,
             entries: Vec::new(),
@@ -189,6 +197,7 @@ impl Hooks {
             (Arc::clone(&self.engine), spec.clone(), Arc::clone(stats), Arc::clone(&stop));
         let wake = self.monitor.as_ref().map(Monitor::wake);
         let stream_timeout = self.defaults.stream_timeout;
+        let budget = Arc::clone(&self.stream_budget);
         let thread = std::thread::Builder::new()
             .name(format!("nfq-{queue}"))
             .spawn(move || {
@@ -211,7 +220,7 @@ impl Hooks {
                         return;
                     }
                 };
-                let streams = spec_c.stream_depth.map(|depth| Streams::new(depth, stream_timeout));
+                let streams = spec_c.stream_depth.map(|depth| Streams::new(depth, stream_timeout, budget));
                 Worker { queue, spec: spec_c, engine, state, stop: stop_c, stats: stats_c, wake, streams }
                     .run();
             })

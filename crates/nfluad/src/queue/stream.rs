@@ -23,11 +23,12 @@
 //! would decide every waiting packet up to its id, held ones included.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nflua_engine::{FlowInfo, HookResult, PacketContext, StreamContext, ETHERNET_HEADER_LEN};
 use nflua_nfqueue::{Packet, Verdict};
-use nflua_stream::{Direction, Flow, FlowId, Limits, StreamError, Table};
+use nflua_stream::{Direction, Flow, FlowId, Limits, SharedBudget, StreamError, Table};
 
 use super::verdict::{decide, with_replacement, Decision, Evaluation};
 use super::worker::{link_header, Hook, Pending};
@@ -62,9 +63,11 @@ pub struct Streams {
 }
 
 impl Streams {
-    pub fn new(depth: u32, hold_timeout: Duration) -> Streams {
+    /// A worker's connections: `depth` bytes per direction, `hold_timeout` for held packets,
+    /// their bytes counted in `budget` too (all stream hooks of the daemon together).
+    pub fn new(depth: u32, hold_timeout: Duration, budget: Arc<SharedBudget>) -> Streams {
         let limits = Limits { depth: depth as usize, ..Limits::default() };
-        Streams { table: Table::new(limits), held: 0, hold_timeout, started: Instant::now() }
+        Streams { table: Table::with_budget(limits, budget), held: 0, hold_timeout, started: Instant::now() }
     }
 
     /// Packets held now.

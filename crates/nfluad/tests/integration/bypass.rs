@@ -151,6 +151,7 @@ fn udp_rcvbuf_errors(pair: &NetPair) -> u64 {
 
 #[test]
 fn overflowing_fail_open_queue_counts_every_unevaluated_packet() {
+    let _exclusive = crate::util::exclusive();
     let test = "overflowing_fail_open_queue_counts_every_unevaluated_packet";
     let Some(pair) = NetPair::new(test) else { return };
     let d = Daemon::start_in(Some(&pair.b), &["--queue-maxlen", "16"]);
@@ -203,6 +204,7 @@ fn snmp_b(pair: &NetPair, proto: &str, field: &str) -> u64 {
 
 #[test]
 fn overflowing_fail_closed_queue_lets_nothing_pass_unevaluated() {
+    let _exclusive = crate::util::exclusive();
     let test = "overflowing_fail_closed_queue_lets_nothing_pass_unevaluated";
     let Some(pair) = NetPair::new(test) else { return };
     let d = Daemon::start_in(Some(&pair.b), &["--queue-maxlen", "16"]);

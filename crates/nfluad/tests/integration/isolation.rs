@@ -92,6 +92,7 @@ fn hook_spec(queue: u16, state: &str) -> HookSpec {
 
 #[test]
 fn a_busy_state_delays_no_other_state_nor_the_control_plane() {
+    let _exclusive = crate::util::exclusive();
     if !have_root("a_busy_state_delays_no_other_state_nor_the_control_plane") {
         return;
     }
@@ -208,6 +209,7 @@ fn p50(samples: &[Duration]) -> Duration {
 
 #[test]
 fn a_busy_state_delays_no_packet_of_another_states_hook() {
+    let _exclusive = crate::util::exclusive();
     const PAIRS: usize = 100;
     let Some(pair) = crate::netns::NetPair::new("a_busy_state_delays_no_packet_of_another_states_hook")
     else {

@@ -131,6 +131,7 @@ fn flood(test: &str, overflow: &str) -> Option<Figures> {
 
 #[test]
 fn overflow_accept_lets_what_does_not_fit_pass_unevaluated() {
+    let _exclusive = crate::util::exclusive();
     let Some(f) = flood("overflow_accept_lets_what_does_not_fit_pass_unevaluated", "accept") else { return };
     assert!(
         f.arrived > f.evaluated * 2,
@@ -147,6 +148,7 @@ fn overflow_accept_lets_what_does_not_fit_pass_unevaluated() {
 
 #[test]
 fn overflow_drop_lets_nothing_pass_unevaluated() {
+    let _exclusive = crate::util::exclusive();
     let Some(f) = flood("overflow_drop_lets_nothing_pass_unevaluated", "drop") else { return };
     assert!(
         f.arrived > f.evaluated * 2,

@@ -125,29 +125,36 @@ fn http_blocklist_reads_a_host_split_across_segments() {
     assert!(h["verdicts"]["drop"].as_u64() >= Some(2), "both segments of the blocked request dropped: {h}");
 }
 
-/// A connection that never completes what the function waits for: its held packets get the
-/// hook's on-error verdict (here drop) after the hold timeout, and the figures say so.
+/// A connection that never completes its ClientHello: the SNI filter waits ("need more"), and
+/// after the hold timeout the held packets get the hook's on-error verdict (here drop), which
+/// then decides the connection; the figures say so.
 #[test]
-fn an_unfinished_request_times_out_with_the_error_verdict() {
-    let code = "function filter(frame, stream) \
-                  if tostring(stream):find('\\r\\n\\r\\n', 1, true) then return 'accept' end \
-                end";
+fn an_unfinished_client_hello_times_out_with_the_error_verdict() {
     let Some((pair, d, _)) = setup(
-        "an_unfinished_request_times_out_with_the_error_verdict",
+        "an_unfinished_client_hello_times_out_with_the_error_verdict",
         &["--stream-timeout-ms", "500"],
-        code,
+        &example("sni-blocklist/filter.lua"),
         &["--on-error", "drop"],
     ) else {
         return;
     };
     let server = serve(&pair, 1);
+    let hello = nflua_dissect::tls::build::hello(
+        &[0x1301],
+        &[(0, nflua_dissect::tls::build::sni("never.example")), (0x15, vec![0; 300])],
+    );
+    let records = nflua_dissect::tls::build::records(&hello, 16384);
+    // All but the last 50 bytes: a correct beginning that never ends.
+    let partial: &'static [u8] = Vec::leak(records[..records.len() - 50].to_vec());
+    let parts: &'static [&'static [u8]] = Vec::leak(vec![partial]);
     let started = Instant::now();
-    let answer = send_in_parts(&pair, &[b"GET / HTTP/1.1\r\nHost: never.example\r\n"]);
+    let answer = send_in_parts(&pair, parts);
     assert_eq!(answer, "", "nothing reached the server, nothing came back");
     assert!(started.elapsed() >= Duration::from_millis(500));
     let h = stream_stats(&d);
     assert_eq!(h["stream"]["timed_out"], 1, "{h}");
-    assert_eq!(h["stream"]["held"], 0, "{h}");
+    assert_eq!((h["stream"]["held"].as_u64(), h["stream"]["decided"].as_u64()), (Some(0), Some(1)), "{h}");
+    assert!(h["verdicts"]["drop"].as_u64() >= Some(1), "{h}");
     assert_eq!(server.join().expect("server"), 0);
 }
 
@@ -167,6 +174,7 @@ impl Drop for Child {
 /// function was called once per segment until the hello was whole.
 #[test]
 fn sni_blocklist_reads_a_hello_split_by_a_tiny_mss() {
+    let _exclusive = crate::util::exclusive();
     const TLS_PORT: u16 = 8443;
     // Counts the calls, around the example's own functions.
     let counting = "local inner, recv = filter, __receive_callback calls = 0 \
@@ -334,6 +342,7 @@ fn out_of_order_and_retransmitted_segments_reassemble_first_copy_first() {
 /// the table keeps stays within its bound, and none is left holding packets.
 #[test]
 fn many_concurrent_connections_are_each_decided() {
+    let _exclusive = crate::util::exclusive();
     let Some((pair, d, _)) = setup(
         "many_concurrent_connections_are_each_decided",
         &[],
@@ -383,6 +392,7 @@ fn many_concurrent_connections_are_each_decided() {
 /// after the request head passes with a handful of packets seen by the hook.
 #[test]
 fn an_accepted_connection_no_longer_enters_userspace() {
+    let _exclusive = crate::util::exclusive();
     let Some((pair, d, rules)) = setup(
         "an_accepted_connection_no_longer_enters_userspace",
         &[],

@@ -361,3 +361,11 @@ pub fn force_recv_buffer(sock: &std::net::UdpSocket, bytes: libc::c_int) {
     };
     assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
 }
+
+/// Held by tests that measure latency (isolation) and by those that load both cores (floods,
+/// many connections), so that the two never run at once: the suite runs two tests at a time on
+/// a 2-core machine, and a flood next to a latency test measures the flood.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
