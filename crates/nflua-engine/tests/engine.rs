@@ -806,6 +806,24 @@ mod libraries {
 mod receive {
     use super::*;
 
+    /// The group of `nf.netlink` is optional, nil or absent meaning 0, as in the original module
+    /// (whose own test suite calls `nf.netlink(pid, nil, data)`).
+    #[test]
+    fn netlink_group_may_be_nil_or_absent() {
+        let (engine, sink) = with_state();
+        run(
+            &engine,
+            "s",
+            "function __receive_callback(pid, buf) nf.netlink(pid, nil, 'nil group') \
+             nf.netlink(pid, 3, 'group 3') end",
+        )
+        .unwrap();
+        engine.deliver("s", 4242, b"go").unwrap();
+        let sent = sink.sent();
+        assert_eq!((sent[0].port, sent[0].groups, &sent[0].payload[..]), (4242, 0, &b"nil group"[..]));
+        assert_eq!((sent[1].groups, &sent[1].payload[..]), (3, &b"group 3"[..]));
+    }
+
     #[test]
     fn callback_gets_pid_and_buffer() {
         let (engine, sink) = with_state();

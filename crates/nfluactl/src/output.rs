@@ -514,6 +514,27 @@ mod tests {
         text.lines().filter(|l| !l.starts_with('#')).collect()
     }
 
+    /// A stream hook's rules: the offload rules come first, in order (save the decision, restore
+    /// it, accept), before the accounting and queue rules.
+    #[test]
+    fn stream_hooks_print_the_offload_rules_first() {
+        let stream = HookSpec { mode: HookMode::Target, stream_depth: Some(16384), ..spec(Overflow::Accept) };
+        let text = rules(&stream, "-p tcp --dport 443");
+        let v4: Vec<&str> = commands(&text).into_iter().filter(|l| l.starts_with("iptables ")).collect();
+        assert_eq!(
+            v4,
+            [
+                "iptables -A INPUT -p tcp --dport 443 -m mark --mark 0x30000000/0x30000000 -j CONNMARK --save-mark --mask 0x30000000",
+                "iptables -A INPUT -p tcp --dport 443 -m connmark --mark 0x30000000/0x30000000 -j CONNMARK --restore-mark --mask 0x30000000",
+                "iptables -A INPUT -p tcp --dport 443 -m mark --mark 0x30000000/0x30000000 -j ACCEPT",
+                "iptables -A INPUT -p tcp --dport 443 -m mark ! --mark 0x10000000/0x10000000 -m nfacct --nfacct-name nflua-q0",
+                "iptables -A INPUT -p tcp --dport 443 -m mark ! --mark 0x10000000/0x10000000 -j NFQUEUE --queue-num 0 --queue-bypass",
+            ]
+        );
+        assert!(text.contains("ct mark set meta mark"), "{text}");
+        assert!(!rules(&spec(Overflow::Accept), "-p tcp").contains("CONNMARK"), "packet hooks print none");
+    }
+
     #[test]
     fn printed_rules_carry_the_match_for_both_tools() {
         let text = rules(&spec(Overflow::Accept), "-p udp --dport 9000");

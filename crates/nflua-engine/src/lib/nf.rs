@@ -22,9 +22,12 @@ use crate::DATA_MAX_SIZE;
 pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
     let nf = lib.lua.create_table_with_capacity(0, 6)?;
     let ctx = Arc::clone(lib.ctx);
-    let netlink_fn = lib.function(move |lua, (port, groups, payload): (Integer, Integer, Value)| {
-        netlink(lua, &ctx, port, groups, &payload)
-    })?;
+    // The group is optional, nil or absent meaning none, as in the original module (its test
+    // suite calls `nf.netlink(pid, nil, data)`).
+    let netlink_fn =
+        lib.function(move |lua, (port, groups, payload): (Integer, Option<Integer>, Value)| {
+            netlink(lua, &ctx, port, groups.unwrap_or(0), &payload)
+        })?;
     nf.raw_set("netlink", netlink_fn)?;
     nf.raw_set("time", lib.function(|_, ()| Ok(time()))?)?;
 
