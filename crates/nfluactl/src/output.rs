@@ -339,6 +339,16 @@ pub fn hooks(out: &mut impl Write, hooks: &[HookSpec], json: bool) -> std::io::R
     Ok(())
 }
 
+/// A JSON value as table text: numbers and strings as they read (no quotes), null as "-".
+/// (`serde_json::Value`'s own Display ignores the column width.)
+fn txt(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// Drops every state and hook but those of `name`.
 pub fn keep_state(stats: &mut serde_json::Value, name: &str) {
     for key in ["states", "hooks", "failed_states"] {
@@ -371,14 +381,14 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
             out,
             "{:<16} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8} {:>6} {:>10}",
             s["name"].as_str().unwrap_or("?"),
-            s["memory_current"],
-            s["memory_peak"],
-            s["memory_limit"],
-            s["instructions"],
-            s["calls"],
-            s["errors"],
-            s["timers"],
-            s["lock_waits"]
+            txt(&s["memory_current"]),
+            txt(&s["memory_peak"]),
+            txt(&s["memory_limit"]),
+            txt(&s["instructions"]),
+            txt(&s["calls"]),
+            txt(&s["errors"]),
+            txt(&s["timers"]),
+            txt(&s["lock_waits"])
         )?;
     }
     failed_states(out, stats)?;
@@ -410,8 +420,8 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
             "{:<8} {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>11}",
             format!("{}:{}", h["queue_first"], h["queue_last"]),
             h["state"].as_str().unwrap_or("?"),
-            h["packets"],
-            h["errors"],
+            txt(&h["packets"]),
+            txt(&h["errors"]),
             n("accept"),
             n("drop"),
             n("repeat"),
@@ -433,13 +443,13 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
             writeln!(
                 out,
                 "{:<8} {:<16} {:>10} {:>10} {:>10.3} {:>12} {:>14}",
-                q["queue"],
+                txt(&q["queue"]),
                 h["state"].as_str().unwrap_or("?"),
-                q["backlog"],
-                q["backlog_high_water"],
+                txt(&q["backlog"]),
+                txt(&q["backlog_high_water"]),
                 q["full_seconds"].as_f64().unwrap_or(0.0),
-                q["dropped_full"],
-                q["dropped_socket"]
+                txt(&q["dropped_full"]),
+                txt(&q["dropped_socket"])
             )?;
         }
     }
@@ -468,15 +478,15 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
                 "{:<8} {:<16} {:>7} {:>7} {:>9} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8}",
                 format!("{}:{}", h["queue_first"], h["queue_last"]),
                 h["state"].as_str().unwrap_or("?"),
-                f["depth"],
-                f["flows"],
-                f["bytes"],
-                f["held"],
-                f["decided"],
-                f["timed_out"],
-                f["broken"],
-                f["held_over"],
-                f["refused"]
+                txt(&f["depth"]),
+                txt(&f["flows"]),
+                txt(&f["bytes"]),
+                txt(&f["held"]),
+                txt(&f["decided"]),
+                txt(&f["timed_out"]),
+                txt(&f["broken"]),
+                txt(&f["held_over"]),
+                txt(&f["refused"])
             )?;
         }
     }
@@ -516,6 +526,37 @@ mod tests {
 
     /// A stream hook's rules: the offload rules come first, in order (save the decision, restore
     /// it, accept), before the accounting and queue rules.
+    /// Every row of every table lines up with its header: values fill their column widths.
+    #[test]
+    fn stats_tables_are_aligned() {
+        let stats = serde_json::json!({
+            "states": [
+                {"name": "a", "memory_current": 1, "memory_peak": 22, "memory_limit": 65536, "instructions": 7,
+                 "calls": 1, "errors": 0, "timers": 0, "lock_waits": 0},
+                {"name": "long-name", "memory_current": 123456, "memory_peak": 1234567, "memory_limit": 1048576,
+                 "instructions": 123456789, "calls": 99999, "errors": 12, "timers": 3, "lock_waits": 4}
+            ],
+            "hooks": [{
+                "queue_first": 0, "queue_last": 1, "state": "a", "packets": 5, "errors": 0,
+                "verdicts": {"accept": 5}, "lua_seconds_p50": null, "lua_seconds_p99": null, "unevaluated": 0,
+                "queues": [{"queue": 0, "backlog": 0, "backlog_high_water": 12, "full_seconds": 0.0,
+                            "dropped_full": 0, "dropped_socket": 0}],
+                "stream": {"depth": 16384, "flows": 2, "bytes": 300, "held": 1, "decided": 7, "timed_out": 0,
+                           "broken": 0, "held_over": 0, "refused": 0}
+            }]
+        });
+        let mut out = Vec::new();
+        super::stats(&mut out, &stats, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for table in text.split("\n\n") {
+            let lines: Vec<&str> = table.lines().collect();
+            let width = lines[0].len();
+            for line in &lines[1..] {
+                assert_eq!(line.len(), width, "a row longer or shorter than its header:\n{table}");
+            }
+        }
+    }
+
     #[test]
     fn stream_hooks_print_the_offload_rules_first() {
         let stream = HookSpec { mode: HookMode::Target, stream_depth: Some(16384), ..spec(Overflow::Accept) };
