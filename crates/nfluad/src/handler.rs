@@ -128,7 +128,7 @@ impl Handler {
             match msg {
                 Ok(msg) => self.handle_message(&msg, from, now, &mut out),
                 Err(e) => {
-                    tracing::warn!(port = from.port, error = %e, "malformed datagram");
+                    tracing::warn!(port = from.port, error = %e, "netlink protocol out of sync: malformed datagram: {e}");
                     out.push(error_datagram(
                         e.errno(),
                         &synthetic_header(datagram),
@@ -152,13 +152,15 @@ impl Handler {
                 if msg.header.ty == MsgType::Execute.as_u16() {
                     self.abandon_execute(from.port, &msg.header, now);
                 }
-                tracing::debug!(port = from.port, error = %e, "bad request");
-                out.push(error_datagram(e.errno(), &msg.header, &e.to_string(), self.port));
+                let text = e.to_string();
+                crate::failure_log::warn(msg.header.ty, None, from.port, e.errno(), &text);
+                out.push(error_datagram(e.errno(), &msg.header, &text, self.port));
                 return;
             }
         };
         let seq = msg.header.seq;
         let origin = Origin { port: from.port, header: msg.header };
+        let state = request_state(&request);
         let result = match request {
             Request::Create(record) => self.create(record).map(|()| ack(MsgType::Create, seq, self.port)),
             // A state that failed to restore exists only in the journal: destroying it discards
@@ -184,7 +186,9 @@ impl Handler {
                 let held = match self.engine.hold_pending(name, payload.len()) {
                     Ok(held) => held,
                     Err(e) => {
-                        out.push(error_datagram(e.errno(), &msg.header, &e.to_string(), self.port));
+                        let text = e.to_string();
+                        crate::failure_log::warn(msg.header.ty, Some(name), from.port, e.errno(), &text);
+                        out.push(error_datagram(e.errno(), &msg.header, &text, self.port));
                         return;
                     }
                 };
@@ -215,7 +219,7 @@ impl Handler {
         match result {
             Ok(reply) => out.push(reply),
             Err(f) => {
-                tracing::debug!(port = from.port, errno = f.errno, error = %f.text, "request failed");
+                crate::failure_log::warn(msg.header.ty, state.as_deref(), from.port, f.errno, &f.text);
                 out.push(error_datagram(f.errno, &msg.header, &f.text, self.port));
             }
         }
@@ -346,6 +350,17 @@ impl Handler {
         client.reassembler.clear();
         let flags = MsgFlags::from_bits_truncate(header.flags);
         client.discard_seq = (!flags.contains(MsgFlags::DONE)).then_some(header.seq);
+    }
+}
+
+/// The state a request names, for the failure log.
+fn request_state(request: &Request<'_>) -> Option<String> {
+    match request {
+        Request::Create(record) => Some(record.name.clone()),
+        Request::Destroy { name } | Request::Data { name, .. } => Some((*name).to_owned()),
+        Request::Execute(frag) => frag.script.as_ref().map(|s| s.state.to_owned()),
+        Request::HookAdd(spec) => Some(spec.state.clone()),
+        _ => None,
     }
 }
 

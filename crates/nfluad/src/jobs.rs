@@ -86,19 +86,22 @@ impl JobContext {
     /// Runs `job`; returns the reply to send and the port to send it to (none for timers and
     /// for DATA delivered without error, which the protocol does not acknowledge).
     pub fn run(&self, job: Job) -> Option<(u32, Vec<u8>)> {
-        let (origin, result) = match job {
+        let (origin, state, result) = match job {
             Job::Execute { origin, state, chunk_name, body } => {
-                (origin, self.execute(&state, &chunk_name, &body).map(|()| Some(MsgType::Execute)))
+                let result = self.execute(&state, &chunk_name, &body).map(|()| Some(MsgType::Execute));
+                (origin, Some(state), result)
             }
             Job::Data { origin, state, payload, held } => {
                 // The callback gets the room back: the payload moves into its buffer.
                 drop(held);
-                (
-                    origin,
-                    self.engine.deliver(&state, origin.port, &payload).map(|()| None).map_err(Failure::from),
-                )
+                let result =
+                    self.engine.deliver(&state, origin.port, &payload).map(|()| None).map_err(Failure::from);
+                (origin, Some(state), result)
             }
-            Job::Destroy { origin, state } => (origin, self.destroy(&state).map(|()| Some(MsgType::Destroy))),
+            Job::Destroy { origin, state } => {
+                let result = self.destroy(&state).map(|()| Some(MsgType::Destroy));
+                (origin, Some(state), result)
+            }
             Job::Timer(timer) => {
                 self.engine.run_timer(timer);
                 return None;
@@ -108,7 +111,7 @@ impl JobContext {
             Ok(None) => return None,
             Ok(Some(ty)) => ack(ty, origin.header.seq, self.port),
             Err(f) => {
-                tracing::debug!(port = origin.port, errno = f.errno, error = %f.text, "request failed");
+                crate::failure_log::warn(origin.header.ty, state.as_deref(), origin.port, f.errno, &f.text);
                 error_datagram(f.errno, &origin.header, &f.text, self.port)
             }
         };

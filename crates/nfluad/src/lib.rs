@@ -20,6 +20,7 @@
 
 pub mod clients;
 pub mod config;
+mod failure_log;
 pub mod handler;
 mod inject;
 pub mod jobs;

@@ -69,12 +69,12 @@ impl Refusals {
                     Some(uid) => tracing::warn!(
                         port,
                         uid,
-                        "request from a sender without permission (further refusals of this uid are summed up every {} s)",
+                        "operation not permitted: request from a sender without permission (further refusals of this uid are summed up every {} s)",
                         WINDOW.as_secs()
                     ),
                     None => tracing::warn!(
                         port,
-                        "request from a sender without permission or credentials (further refusals are summed up every {} s)",
+                        "operation not permitted: request from a sender without permission or credentials (further refusals are summed up every {} s)",
                         WINDOW.as_secs()
                     ),
                 }
@@ -101,12 +101,12 @@ impl Refusals {
                 Some(uid) => tracing::warn!(
                     uid,
                     refused = tally.count,
-                    "uid {uid}: {} requests refused in the last {secs} s",
+                    "operation not permitted: uid {uid}: {} requests refused in the last {secs} s",
                     tally.count
                 ),
                 None => tracing::warn!(
                     refused = tally.count,
-                    "{} requests of other uids refused in the last {secs} s",
+                    "operation not permitted: {} requests of other uids refused in the last {secs} s",
                     tally.count
                 ),
             }

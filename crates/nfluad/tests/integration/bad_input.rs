@@ -512,3 +512,53 @@ fn a_daemon_squatting_as_another_user_is_not_trusted() {
     let _ = squatter.kill();
     let _ = squatter.wait();
 }
+
+/// Every failed request leaves one WARN line in the log, the original module's kernel-log text
+/// first and ours after it (tools and the original's own tests look for those texts).
+#[test]
+fn failed_requests_are_logged_with_the_original_texts() {
+    let d = with_keeper();
+    let mut c = d.control();
+    assert!(c.create(&CreateRequest::new("keeper", 10)).is_err());
+    let mut tiny = CreateRequest::new("tiny", 10);
+    tiny.max_alloc = 1024;
+    assert!(c.create(&tiny).is_err());
+    assert!(c.execute("ghost", b"x = 1", "").is_err());
+    assert!(c.execute("keeper", b"error('boom')", "").is_err());
+    assert!(c.destroy("ghost").is_err());
+    let raw = Raw::new(&d);
+    let f = exec_frags(&raw, 7, 3 * SCRIPT_FRAG_SIZE);
+    raw.send(&f[0]);
+    raw.send(&f[2]);
+    raw.expect_error(EPROTO, "fragment seq 2 out of order, expected 1");
+    let mut b = Vec::new();
+    encode_data(&mut b, 1, raw.port(), "keeper", b"12345");
+    b[16..20].copy_from_slice(&9u32.to_ne_bytes());
+    raw.send(&b);
+    raw.expect_error(EMSGSIZE, "data total 9 does not match the 5 bytes carried");
+    raw.send(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    raw.expect_error(EBADMSG, "truncated message: need 16 bytes, have 10");
+    let wanted = [
+        "state already exists: keeper: ",
+        "max states limit reached or out of memory: ",
+        "lua state not found: ",
+        "could not execute / load data!: ",
+        "NFLMSG_EXECUTE fragment out of order: fragment seq 2 out of order, expected 1",
+        "payload larger than allowed: data total 9 does not match the 5 bytes carried",
+        "netlink protocol out of sync: ",
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let log = loop {
+        let log = d.log_text();
+        if wanted.iter().all(|w| log.contains(w)) || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let lines = |text: &str| log.lines().filter(|l| l.contains(text) && l.contains("WARN")).count();
+    for w in wanted {
+        let expected = if w == "lua state not found: " { 2 } else { 1 };
+        assert_eq!(lines(w), expected, "{w:?} in:\n{log}");
+    }
+    d.assert_serving(Some("keeper"));
+}
