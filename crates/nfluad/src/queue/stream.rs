@@ -38,6 +38,17 @@ pub const MAX_HELD_PER_FLOW: usize = 64;
 /// Packets one worker holds at most (well below any queue length a hook uses).
 pub const MAX_HELD: usize = 512;
 
+/// What a call of the function said.
+enum Answer {
+    /// A verdict for the connection (or a failure, or the depth reached undecided).
+    Decided(Evaluation),
+    /// Nothing yet: wait for more bytes.
+    Undecided,
+    /// The packet was re-emitted with `packet:send` (its verdict is pushed); with a verdict
+    /// about the connection besides "stolen".
+    Sent(Option<Evaluation>),
+}
+
 /// A packet waiting for its connection's decision.
 #[derive(Debug, Clone, Copy)]
 struct Held {
@@ -110,7 +121,19 @@ impl Streams {
                 hook.stats.stream.broken.fetch_add(1, Ordering::Relaxed);
                 Some(Evaluation::Failed)
             }
-            None if seen.grew > 0 => self.ask(hook, packet, seen.flow, seen.direction, pending),
+            None if seen.grew > 0 => match self.ask(hook, packet, seen.flow, seen.direction, pending) {
+                Answer::Decided(evaluation) => Some(evaluation),
+                Answer::Undecided => None,
+                Answer::Sent(decision) => {
+                    // This packet went out rewritten (its verdict is pushed); the connection is
+                    // decided only by a verdict that says something about it.
+                    if let Some(evaluation) = decision {
+                        self.settle(hook, seen.flow, &evaluation, pending);
+                    }
+                    self.finish(hook, seen.flow, seen.closed, pending);
+                    return;
+                }
+            },
             None => None,
         };
         match evaluation {
@@ -121,15 +144,20 @@ impl Streams {
             None if carries_payload => self.hold(hook, seen.flow, packet, pending),
             None => self.push(hook, pending, packet.id, packet.mark, &Evaluation::Target(None)),
         }
-        if seen.closed {
-            // Ended undecided: the held packets go on; the connection is forgotten.
-            self.settle(hook, seen.flow, &Evaluation::Target(None), pending);
-            self.table.remove(seen.flow);
+        self.finish(hook, seen.flow, seen.closed, pending);
+    }
+
+    /// After a packet: a connection that ended is forgotten, its held packets going on
+    /// undecided.
+    fn finish(&mut self, hook: &Hook<'_>, id: FlowId, closed: bool, pending: &mut Vec<Pending>) {
+        if closed {
+            self.settle(hook, id, &Evaluation::Target(None), pending);
+            self.table.remove(id);
         }
     }
 
-    /// Calls the function on the direction's stream; `Some` when that decides the connection.
-    /// A replacement packet (`packet:send`) is this packet's alone and is pushed here.
+    /// Calls the function on the direction's stream. A replacement packet (`packet:send`) is
+    /// this packet's alone: its verdict is pushed here.
     fn ask(
         &mut self,
         hook: &Hook<'_>,
@@ -137,8 +165,8 @@ impl Streams {
         id: FlowId,
         direction: Direction,
         pending: &mut Vec<Pending>,
-    ) -> Option<Evaluation> {
-        let flow = self.table.flow(id)?;
+    ) -> Answer {
+        let Some(flow) = self.table.flow(id) else { return Answer::Undecided };
         let stream = StreamContext { bytes: flow.stream(direction), flow: flow_info(flow, direction) };
         let ctx = PacketContext {
             link_header: link_header(packet),
@@ -163,21 +191,25 @@ impl Streams {
                     };
                     let decision = with_replacement(decide(hook.spec, packet.mark, &verdict));
                     pending.push(Pending { id: packet.id, decision, replacement: Some(bytes), single: true });
-                    return None;
+                    let about_connection = match verdict {
+                        Evaluation::Target(Some(v)) if v != Verdict::Stolen => Some(verdict),
+                        _ => None,
+                    };
+                    return Answer::Sent(about_connection);
                 }
                 match outcome.result {
                     HookResult::Target(Some(v)) => {
-                        Some(Evaluation::Target(Some(super::worker::to_nf_verdict(v))))
+                        Answer::Decided(Evaluation::Target(Some(super::worker::to_nf_verdict(v))))
                     }
                     // Undecided with every byte it may see: the connection goes on unfiltered.
-                    _ if full => Some(Evaluation::Target(None)),
-                    _ => None,
+                    _ if full => Answer::Decided(Evaluation::Target(None)),
+                    _ => Answer::Undecided,
                 }
             }
             Err(e) => {
                 hook.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(state = %hook.spec.state, error = %e, "stream hook failed; on-error verdict");
-                Some(Evaluation::Failed)
+                Answer::Decided(Evaluation::Failed)
             }
         }
     }
