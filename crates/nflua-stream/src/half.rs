@@ -27,6 +27,10 @@ pub struct Half {
     pub gap: bool,
     /// A segment was not stored because the table's memory bound was reached.
     pub over_memory: bool,
+    /// A segment brought other bytes than those already seen at the same place. Which copy
+    /// the receiver keeps depends on its stack (Linux replaces an out-of-order segment that a
+    /// later one covers), so the stream the filter read may not be what the server reads.
+    pub conflict: bool,
     /// The depth in force (set at every placement), for `finished`.
     depth_seen: usize,
     /// The bytes were dropped ([`Half::release`]): nothing is kept or held any more.
@@ -79,6 +83,16 @@ impl Half {
             .is_some_and(|fin| self.contiguous >= fin || self.released || self.data.len() >= self.depth_seen)
     }
 
+    /// The sequence number of the next byte expected in order, once the start is known.
+    pub(crate) fn expected_seq(&self) -> Option<u32> {
+        self.start.map(|start| start.wrapping_add(self.contiguous as u32))
+    }
+
+    /// The sequence number of the first byte, when a SYN gave it.
+    pub(crate) fn syn_start(&self) -> Option<u32> {
+        self.start.filter(|_| self.from_syn)
+    }
+
     /// Drops the kept and held bytes (the stream is no longer needed); counting goes on.
     pub(crate) fn release(&mut self) {
         self.data = Vec::new();
@@ -104,6 +118,11 @@ impl Half {
         let before = self.stored();
         self.depth_seen = room.depth.max(1);
         let first_data_seq = if syn { seq.wrapping_add(1) } else { seq };
+        // Data on a SYN is kept by a receiver only with TCP Fast Open, which needs a cookie it
+        // handed out before; without it the receiver drops it and the sender sends it again
+        // after the handshake. So it is not read here: a receiver that kept it leaves a hole
+        // that never fills, and the connection ends at the hold timeout.
+        let payload = if syn { &[][..] } else { payload };
         match self.start {
             None => {
                 self.start = Some(first_data_seq);
@@ -145,6 +164,7 @@ impl Half {
         }
         let offset = offset as u64;
         let end = offset + payload.len() as u64;
+        self.check_overlap(offset, payload);
         if end <= self.contiguous {
             return 0; // all of it already in: the first copy stays
         }
@@ -170,6 +190,34 @@ impl Half {
             }
         }
         self.contiguous - before
+    }
+
+    /// Marks a conflict when `payload` at `offset` differs from bytes already kept or held
+    /// where they overlap (a retransmission of the same bytes is fine).
+    fn check_overlap(&mut self, offset: u64, payload: &[u8]) {
+        let end = offset + payload.len() as u64;
+        // Kept in order (only the kept part can be compared).
+        let kept_end = (self.data.len() as u64).min(end);
+        if offset < kept_end {
+            let ours = self.data.get(offset as usize..kept_end as usize).unwrap_or_default();
+            let theirs = payload.get(..(kept_end - offset) as usize).unwrap_or_default();
+            if ours != theirs {
+                self.conflict = true;
+            }
+        }
+        // Held beyond a hole.
+        for (&at, bytes) in self.ahead.range(..end) {
+            let held_end = at + bytes.len() as u64;
+            let (from, to) = (at.max(offset), held_end.min(end));
+            if from < to {
+                let ours = bytes.get((from - at) as usize..(to - at) as usize).unwrap_or_default();
+                let theirs =
+                    payload.get((from - offset) as usize..(to - offset) as usize).unwrap_or_default();
+                if ours != theirs {
+                    self.conflict = true;
+                }
+            }
+        }
     }
 
     /// Appends bytes that continue the stream in order: kept up to the depth and the table's

@@ -15,9 +15,15 @@
 //!   seen without a SYN (a connection older than the hook) starts at the first segment seen.
 //!   Bytes before the start are ignored.
 //! - **Overlaps.** The first copy of a byte wins: a retransmission or an overlapping segment
-//!   never changes bytes already placed, in order or held. So what Lua saw stays true, and a
-//!   sender cannot show one thing first and another to the server (whose own stack may keep
-//!   either copy) without the filter having seen the first.
+//!   never changes bytes already placed, in order or held, so what Lua saw stays true. A copy
+//!   with *other* bytes marks a conflict ([`Half::conflict`]): the receiver's stack may keep
+//!   either copy (Linux replaces a queued out-of-order segment that a later one covers), so the
+//!   stream can no longer be trusted to be what the server reads.
+//! - **SYN, RST, reuse.** Data on a SYN is not placed (a receiver drops it without Fast Open).
+//!   A RST ends a connection only at the next sequence number expected. A SYN opening the
+//!   original direction under another start begins a new connection; the old one is handed
+//!   back ([`Table::take_handed_back`]), as is the oldest connection without bytes forgotten to
+//!   make room when the connection bound is reached.
 //! - **Out of order.** Segments beyond a hole are held (at most `max_ahead` bytes per direction)
 //!   and placed when the hole fills. Past that bound, the direction has a *gap*: it is marked and
 //!   reported, and the daemon applies the hook's error verdict, since the stream can no longer

@@ -148,6 +148,8 @@ pub struct Table<T> {
     /// Connections not released.
     active: usize,
     shared: Option<Arc<SharedBudget>>,
+    /// Connections taken out by the table itself, for the caller (`take_handed_back`).
+    handed_back: Vec<Flow<T>>,
 }
 
 impl<T: Default> Table<T> {
@@ -160,6 +162,7 @@ impl<T: Default> Table<T> {
             stored: 0,
             active: 0,
             shared: None,
+            handed_back: Vec::new(),
         }
     }
 
@@ -207,11 +210,34 @@ impl<T: Default> Table<T> {
         if headers.fragment.is_some() {
             return Err(StreamError::NoSegment);
         }
+        const FIN: u8 = 0x01;
+        const SYN: u8 = 0x02;
+        const RST: u8 = 0x04;
+        const ACK: u8 = 0x10;
         let src = (headers.summary.src, src_port);
         let dst = (headers.summary.dst, dst_port);
         let key = if src <= dst { (src, dst) } else { (dst, src) };
+        // A SYN opening the original direction of a connection we track under another start is
+        // a new connection on the same addresses and ports (the old one ended unseen, or packets
+        // came before the SYN): the old one is handed back and a new one begins.
+        let opening = tcp.flags & (SYN | ACK) == SYN;
+        let restarts = opening
+            && self
+                .flows
+                .get(&key)
+                .is_some_and(|f| f.client != src || f.original.syn_start() != Some(tcp.seq.wrapping_add(1)));
+        if restarts {
+            if let Some(id) = self.flows.get(&key).map(|f| f.id) {
+                if let Some(old) = self.remove(id) {
+                    self.handed_back.push(old);
+                }
+            }
+        }
         let new_flow = !self.flows.contains_key(&key);
         if new_flow {
+            if self.active >= self.limits.max_flows {
+                self.forget_oldest_empty();
+            }
             if self.active >= self.limits.max_flows {
                 return Err(StreamError::Flows(self.limits.max_flows));
             }
@@ -243,17 +269,19 @@ impl<T: Default> Table<T> {
         };
         flow.last_ns = now_ns;
         let direction = if src == flow.client { Direction::Original } else { Direction::Reply };
-        const FIN: u8 = 0x01;
-        const SYN: u8 = 0x02;
-        const RST: u8 = 0x04;
+        // A RST ends the connection only at the next sequence number expected (RFC 5961 §3.2):
+        // the receiver ignores one elsewhere, so must we.
         if tcp.flags & RST != 0 {
-            flow.reset = true;
+            let expected = flow.half(direction).expected_seq();
+            if expected.is_none_or(|e| e == tcp.seq) {
+                flow.reset = true;
+            }
         }
         let payload = ip_packet.get(headers.summary.l4_payload.clone()).unwrap_or_default();
         let mut room = Room { depth: limits.depth, max_ahead: limits.max_ahead, free };
         let half = flow.half_mut(direction);
         let placed = half.place(tcp.seq, tcp.flags & SYN != 0, tcp.flags & FIN != 0, payload, &mut room);
-        let broken = half.gap || half.over_memory;
+        let broken = half.gap || half.over_memory || half.conflict;
         let (id, closed) = (flow.id, flow.closed());
         self.account(placed.stored);
         Ok(Seen { flow: id, direction, new_flow, grew: placed.grew, broken, closed })
@@ -287,6 +315,28 @@ impl<T: Default> Table<T> {
     /// Connections being read (not released).
     pub fn active(&self) -> usize {
         self.active
+    }
+
+    /// Connections taken out by the table itself since the last call (a new SYN on the same
+    /// addresses and ports replaced them, or they were forgotten to make room): the caller
+    /// decides what their held packets get.
+    pub fn take_handed_back(&mut self) -> Vec<Flow<T>> {
+        std::mem::take(&mut self.handed_back)
+    }
+
+    /// Makes room for a new connection by forgetting the least recently seen one being read
+    /// that keeps no bytes (a handshake, or bare ACKs): a flood of SYNs must not lock
+    /// connections out for the idle time.
+    fn forget_oldest_empty(&mut self) {
+        let oldest = self
+            .flows
+            .values()
+            .filter(|f| !f.released && f.stored() == 0)
+            .min_by_key(|f| f.last_ns)
+            .map(|f| f.id);
+        if let Some(old) = oldest.and_then(|id| self.remove(id)) {
+            self.handed_back.push(old);
+        }
     }
 
     /// Forgets the released connection seen least recently (a scan: only when the settled ones
@@ -377,15 +427,67 @@ mod tests {
     }
 
     #[test]
-    fn rst_closes_and_limits_hold() {
+    fn rst_closes_at_the_expected_sequence_only_and_limits_hold() {
         let mut t: Table<()> = Table::new(limits());
         let a = t.segment(0, &tcp(1, 1, 2, 2, 0, SYN, b"")).unwrap();
+        t.segment(0, &tcp(1, 1, 2, 2, 1, ACK, b"x")).unwrap();
         t.segment(0, &tcp(1, 3, 2, 2, 0, SYN, b"")).unwrap();
+        t.segment(0, &tcp(1, 3, 2, 2, 1, ACK, b"y")).unwrap();
+        // Both connections keep bytes: nothing can be forgotten to make room.
         assert_eq!(t.segment(0, &tcp(1, 4, 2, 2, 0, SYN, b"")), Err(StreamError::Flows(2)));
-        assert!(t.segment(1, &tcp(2, 2, 1, 1, 0, RST, b"")).unwrap().closed);
+        // Out of window: the receiver ignores it, so does the table.
+        assert!(!t.segment(1, &tcp(1, 1, 2, 2, 3_000_000, RST, b"")).unwrap().closed);
+        // At the next byte expected (seq 2 after "x").
+        assert!(t.segment(1, &tcp(1, 1, 2, 2, 2, RST, b"")).unwrap().closed);
         assert_eq!(t.remove(a.flow).map(|f| f.id), Some(a.flow));
         assert!(t.segment(2, &tcp(1, 4, 2, 2, 0, SYN, b"")).is_ok(), "room again");
         assert_eq!(t.segment(0, b"\x45"), Err(StreamError::NotTcp(nflua_packet::PacketError::Truncated)));
+    }
+
+    #[test]
+    fn a_syn_flood_does_not_lock_connections_out() {
+        let mut t: Table<()> = Table::new(limits());
+        let a = t.segment(0, &tcp(1, 1, 2, 2, 0, SYN, b"")).unwrap();
+        let b = t.segment(1, &tcp(1, 3, 2, 2, 0, SYN, b"")).unwrap();
+        let c = t.segment(2, &tcp(1, 5, 2, 2, 0, SYN, b"")).unwrap();
+        let gone: Vec<FlowId> = t.take_handed_back().into_iter().map(|f| f.id).collect();
+        assert_eq!(gone, [a.flow], "the oldest connection without bytes made room");
+        assert!(t.flow(b.flow).is_some() && t.flow(c.flow).is_some());
+    }
+
+    #[test]
+    fn a_new_syn_on_the_same_ports_starts_a_new_connection() {
+        let mut t: Table<u8> = Table::new(limits());
+        let a = t.segment(0, &tcp(1, 1, 2, 2, 100, SYN, b"")).unwrap();
+        t.segment(1, &tcp(1, 1, 2, 2, 101, ACK, b"GET /")).unwrap();
+        t.flow_mut(a.flow).unwrap().user = 9;
+        // The same SYN again (a retransmission) is the same connection.
+        assert_eq!(t.segment(2, &tcp(1, 1, 2, 2, 100, SYN, b"")).unwrap().flow, a.flow);
+        // Another ISN: a new connection; the old one comes back to the caller with its value.
+        let b = t.segment(3, &tcp(1, 1, 2, 2, 5000, SYN, b"")).unwrap();
+        assert!(b.new_flow && b.flow != a.flow);
+        let old = t.take_handed_back();
+        assert_eq!((old.len(), old[0].user, old[0].stream(Direction::Original)), (1, 9, &b"GET /"[..]));
+        // Packets before the SYN do not blind the table either.
+        let c = t.segment(4, &tcp(1, 7, 2, 2, 9000, ACK, b"zz")).unwrap();
+        let d = t.segment(5, &tcp(1, 7, 2, 2, 3999, SYN, b"")).unwrap();
+        t.segment(6, &tcp(1, 7, 2, 2, 4000, ACK, b"GET /blocked")).unwrap();
+        assert_ne!(c.flow, d.flow);
+        assert_eq!(t.flow(d.flow).unwrap().stream(Direction::Original), b"GET /blocked");
+    }
+
+    #[test]
+    fn syn_data_is_not_read_and_conflicting_copies_break_the_stream() {
+        let mut t: Table<()> = Table::new(limits());
+        let a = t.segment(0, &tcp(1, 1, 2, 2, 100, SYN, b"GET /good")).unwrap();
+        assert_eq!((a.grew, t.flow(a.flow).unwrap().stream(Direction::Original)), (0, &b""[..]));
+        // Held beyond a hole, then another copy of the same place with other bytes.
+        assert!(!t.segment(1, &tcp(1, 1, 2, 2, 111, ACK, b"good.example")).unwrap().broken);
+        assert!(
+            !t.segment(2, &tcp(1, 1, 2, 2, 111, ACK, b"good.example")).unwrap().broken,
+            "same bytes: fine"
+        );
+        assert!(t.segment(3, &tcp(1, 1, 2, 2, 111, ACK, b"blocked.exam")).unwrap().broken);
     }
 
     #[test]
@@ -411,6 +513,8 @@ mod tests {
         assert_eq!((t.active(), t.len()), (0, 2));
         let c = t.segment(2, &tcp(1, 5, 2, 2, 0, SYN, b"")).unwrap();
         let d = t.segment(3, &tcp(1, 7, 2, 2, 0, SYN, b"")).unwrap();
+        t.segment(3, &tcp(1, 5, 2, 2, 1, ACK, b"c")).unwrap();
+        t.segment(3, &tcp(1, 7, 2, 2, 1, ACK, b"d")).unwrap();
         assert_eq!(t.segment(4, &tcp(1, 9, 2, 2, 0, SYN, b"")), Err(StreamError::Flows(2)), "two being read");
         t.release_bytes(c.flow);
         // A third settled one: the least recently seen settled (a) is forgotten.

@@ -12,12 +12,14 @@
 //! without payload (handshake, bare ACK) goes on with "continue".
 //!
 //! Bounds, each ending in the hook's on-error verdict for the connection (held packets
-//! included): a gap (out-of-order bytes past their bound) or a stream cut by the memory bound,
-//! more than [`MAX_HELD_PER_FLOW`] packets held for one connection or [`MAX_HELD`] for the
+//! included): a gap (out-of-order bytes past their bound), a conflicting copy of bytes already
+//! seen, or a stream cut by the memory bound, more than [`MAX_HELD_PER_FLOW`] packets held for one connection or [`MAX_HELD`] for the
 //! worker, a held packet older than the hold timeout, a Lua failure, a connection refused by
-//! the table's connection bound. A connection whose stream reaches the depth undecided, or that
-//! ends (FIN both ways, RST) undecided, gets "continue". Connections are forgotten when they
-//! end and after the table's idle time.
+//! the table's connection bound, a connection the table replaced (a new SYN on its ports) or
+//! forgot to make room. A connection whose stream reaches the depth undecided, or that ends
+//! (FIN both ways, RST at the expected sequence number) undecided, gets "continue". Connections
+//! are forgotten when they end and after the table's idle time. A SYN carrying data goes on
+//! without it (Fast Open clients send it again after the handshake, where it is read).
 //!
 //! Verdicts while packets are held go out one by one (`NFQNL_MSG_VERDICT`): a batch verdict
 //! would decide every waiting packet up to its id, held ones included.
@@ -99,7 +101,13 @@ impl Streams {
     /// those of the held packets it releases).
     pub(super) fn packet(&mut self, hook: &Hook<'_>, packet: &Packet<'_>, pending: &mut Vec<Pending>) {
         hook.stats.packets.fetch_add(1, Ordering::Relaxed);
-        let seen = match self.table.segment(self.now_ns(), packet.payload) {
+        let placed = self.table.segment(self.now_ns(), packet.payload);
+        // Connections the table dropped on its own (a new SYN on the same ports, or room made
+        // for this one): whatever they held gets the on-error verdict, never a free pass.
+        for old in self.table.take_handed_back() {
+            self.give_up(hook, old, pending);
+        }
+        let seen = match placed {
             Ok(seen) => seen,
             Err(StreamError::Flows(_)) => {
                 hook.stats.stream.refused.fetch_add(1, Ordering::Relaxed);
@@ -114,6 +122,18 @@ impl Streams {
             }
         };
         let carries_payload = nflua_packet::tcp_payload(packet.payload).is_some_and(|r| !r.is_empty());
+        if carries_payload && is_syn(packet.payload) {
+            // Data on a SYN: a server with TCP Fast Open would take it without the filter having
+            // read it (the reassembly does not). It goes on without the data, which a Fast Open
+            // client sends again after the handshake, where it is read like any other.
+            if let Ok(bare) = nflua_packet::replace_payload(packet.payload, &[]) {
+                let decision = decide(hook.spec, packet.mark, &Evaluation::Target(None));
+                let decision = with_replacement(decision);
+                pending.push(Pending { id: packet.id, decision, replacement: Some(bare), single: true });
+                self.finish(hook, seen.flow, seen.closed, pending);
+                return;
+            }
+        }
         let decided = self.table.flow(seen.flow).and_then(|f| f.user.decided.clone());
         let evaluation = match decided {
             Some(evaluation) => Some(evaluation),
@@ -279,11 +299,7 @@ impl Streams {
             }
         }
         for flow in self.table.expire(self.now_ns()) {
-            self.held -= flow.user.held.len();
-            for h in flow.user.held {
-                let decision = decide(hook.spec, h.mark, &Evaluation::Failed);
-                pending.push(Pending { id: h.id, decision, replacement: None, single: true });
-            }
+            self.give_up(hook, flow, pending);
         }
         let (flows, bytes) = self.figures();
         hook.stats.stream.flows.store(flows as u64, Ordering::Relaxed);
@@ -307,6 +323,22 @@ fn flow_decision(hook: &Hook<'_>, mark: u32, evaluation: &Evaluation) -> Decisio
         },
         other => decide(spec, mark, other),
     }
+}
+
+impl Streams {
+    /// A connection no longer tracked: its held packets get the on-error verdict.
+    fn give_up(&mut self, hook: &Hook<'_>, flow: Flow<FlowState>, pending: &mut Vec<Pending>) {
+        self.held -= flow.user.held.len();
+        for h in flow.user.held {
+            let decision = decide(hook.spec, h.mark, &Evaluation::Failed);
+            pending.push(Pending { id: h.id, decision, replacement: None, single: true });
+        }
+    }
+}
+
+/// Whether an IP packet is a TCP segment with SYN set.
+fn is_syn(ip_packet: &[u8]) -> bool {
+    nflua_packet::headers(ip_packet).ok().and_then(|h| h.tcp).is_some_and(|t| t.flags & 0x02 != 0)
 }
 
 fn flow_info(flow: &Flow<FlowState>, direction: Direction) -> FlowInfo {

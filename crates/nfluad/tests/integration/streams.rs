@@ -308,14 +308,18 @@ const RECORDING: &str = "calls, last = 0, '' \
     end \
     function __receive_callback(pid) nf.netlink(pid, 0, calls .. '|' .. last) end";
 
-/// Crafted segments: one beyond a hole first, then the hole, then a retransmission of the hole
-/// with other bytes, then the rest. The function sees the bytes in order with the first copy
-/// kept, is called only when the stream grew, and its drop reaches every held packet.
+/// Crafted segments: one beyond a hole first, then the hole (the function sees the bytes in
+/// order, called once, when the stream grew), then a copy of the hole with other bytes: which
+/// copy the server keeps depends on its stack, so the stream is broken and the connection gets
+/// the on-error verdict (here drop), held packets included.
 #[test]
-fn out_of_order_and_retransmitted_segments_reassemble_first_copy_first() {
-    let Some((pair, d, _)) =
-        setup("out_of_order_and_retransmitted_segments_reassemble_first_copy_first", &[], RECORDING, &[])
-    else {
+fn out_of_order_segments_reassemble_and_a_conflicting_copy_breaks_the_stream() {
+    let Some((pair, d, _)) = setup(
+        "out_of_order_segments_reassemble_and_a_conflicting_copy_breaks_the_stream",
+        &[],
+        RECORDING,
+        &["--on-error", "drop"],
+    ) else {
         return;
     };
     const ISN: u32 = 0xffff_ff00; // the sequence space wraps inside the request
@@ -332,9 +336,10 @@ fn out_of_order_and_retransmitted_segments_reassemble_first_copy_first() {
         ],
     );
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(d.ctl_ok(&["send", "web", "?"]), "web: 2|GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n\n");
+    assert_eq!(d.ctl_ok(&["send", "web", "?"]), "web: 1|GET / HTTP/1.1\r\nHost: bl\n");
     let h = stream_stats(&d);
-    assert_eq!(h["verdicts"]["drop"], 4, "the three held segments and the last one: {h}");
+    assert_eq!(h["verdicts"]["drop"], 4, "two held, the conflicting copy and the last segment: {h}");
+    assert_eq!(h["stream"]["broken"], 1, "{h}");
     assert_eq!((h["stream"]["decided"].as_u64(), h["stream"]["held"].as_u64()), (Some(1), Some(0)), "{h}");
 }
 
@@ -498,4 +503,47 @@ fn conntrack_entries_from_scripts() {
         d.ctl_ok(&["send", "ct", "?"]),
         "ct: hello,ESTABLISHED,true,true,0;delete me,ESTABLISHED,true,true,0;true\n"
     );
+}
+
+/// Tricks from a hostile review, crafted: a RST outside the window (the server ignores it) does
+/// not end the connection for the filter; data on a SYN (dropped by a server without Fast Open)
+/// is not read; a new SYN on the same ports starts a new connection instead of inheriting the
+/// old decision.
+#[test]
+fn rst_out_of_window_syn_data_and_port_reuse_do_not_fool_the_filter() {
+    let Some((pair, d, _)) =
+        setup("rst_out_of_window_syn_data_and_port_reuse_do_not_fool_the_filter", &[], RECORDING, &[])
+    else {
+        return;
+    };
+    const ACK: u8 = 0x10;
+    const RST: u8 = 0x04;
+    let isn = 1000u32;
+    send_raw(
+        &pair,
+        vec![
+            segment(40002, isn, 0x02, b"GET /syn-data HTTP/1.1\r\n\r\n"),
+            segment(40002, isn + 1, ACK, b"GET / HTTP/1.1\r\nHo"),
+            segment(40002, isn + 3_000_000, RST, b""),
+            segment(40002, isn + 19, ACK, b"st: blocked.example\r\n\r\n"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(d.ctl_ok(&["send", "web", "?"]), "web: 2|GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n\n");
+    let h = stream_stats(&d);
+    assert_eq!(h["verdicts"]["drop"], 2, "the held first part and the rest: {h}");
+    // The SYN went on without its data (accept with the bare segment), the RST with "continue".
+    assert_eq!(
+        (h["verdicts"]["accept"].as_u64(), h["verdicts"]["repeat"].as_u64()),
+        (Some(1), Some(1)),
+        "{h}"
+    );
+    // The same ports again, with another ISN: a new connection, read from its start.
+    send_raw(
+        &pair,
+        vec![segment(40002, 7000, 0x02, b""), segment(40002, 7001, ACK, b"GET /again HTTP/1.1\r\n\r\n")],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(d.ctl_ok(&["send", "web", "?"]), "web: 3|GET /again HTTP/1.1\r\n\r\n\n");
+    assert_eq!(stream_stats(&d)["stream"]["decided"], 2);
 }
