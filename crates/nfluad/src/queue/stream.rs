@@ -16,8 +16,9 @@
 //! seen, or a stream cut by the memory bound, more than [`MAX_HELD_PER_FLOW`] packets held for one connection or [`MAX_HELD`] for the
 //! worker, a held packet older than the hold timeout, a Lua failure, a connection refused by
 //! the table's connection bound, a connection the table replaced (a new SYN on its ports) or
-//! forgot to make room. A connection whose stream reaches the depth undecided, or that ends
-//! (FIN both ways, RST at the expected sequence number) undecided, gets "continue". Connections
+//! forgot to make room, a stream that reached the depth undecided (a sender could pad what the
+//! filter looks for past it). A connection that ends (FIN both ways, RST at the expected
+//! sequence number) undecided gets "continue". Connections
 //! are forgotten when they end and after the table's idle time. A SYN carrying data goes on
 //! without it (Fast Open clients send it again after the handshake, where it is read).
 //!
@@ -221,8 +222,12 @@ impl Streams {
                     HookResult::Target(Some(v)) => {
                         Answer::Decided(Evaluation::Target(Some(super::worker::to_nf_verdict(v))))
                     }
-                    // Undecided with every byte it may see: the connection goes on unfiltered.
-                    _ if full => Answer::Decided(Evaluation::Target(None)),
+                    // Undecided with every byte it may see: a bound like the others (a sender
+                    // could pad what the filter looks for past the depth).
+                    _ if full => {
+                        hook.stats.stream.broken.fetch_add(1, Ordering::Relaxed);
+                        Answer::Decided(Evaluation::Failed)
+                    }
                     _ => Answer::Undecided,
                 }
             }

@@ -547,3 +547,31 @@ fn rst_out_of_window_syn_data_and_port_reuse_do_not_fool_the_filter() {
     assert_eq!(d.ctl_ok(&["send", "web", "?"]), "web: 3|GET /again HTTP/1.1\r\n\r\n\n");
     assert_eq!(stream_stats(&d)["stream"]["decided"], 2);
 }
+
+/// A stream that reaches the depth with no decision gets the on-error verdict: a sender must not
+/// pad what the filter looks for past what it reads.
+#[test]
+fn the_depth_reached_undecided_is_a_bound() {
+    let Some((pair, d, _)) = setup(
+        "the_depth_reached_undecided_is_a_bound",
+        &[],
+        RECORDING,
+        &["--on-error", "drop", "--stream-depth", "32"],
+    ) else {
+        return;
+    };
+    const ACK: u8 = 0x10;
+    send_raw(
+        &pair,
+        vec![
+            segment(40003, 500, 0x02, b""),
+            segment(40003, 501, ACK, b"GET / HTTP/1.1\r\nX-Pad: aaaaaaaaaaaaaaaaaaaa\r\n"),
+            segment(40003, 547, ACK, b"Host: blocked.example\r\n\r\n"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(d.ctl_ok(&["send", "web", "?"]), "web: 1|GET / HTTP/1.1\r\nX-Pad: aaaaaaaaa\n");
+    let h = stream_stats(&d);
+    assert_eq!(h["verdicts"]["drop"], 2, "{h}");
+    assert_eq!(h["stream"]["broken"], 1, "{h}");
+}
