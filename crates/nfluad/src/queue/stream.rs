@@ -13,7 +13,8 @@
 //!
 //! Bounds, each ending in the hook's on-error verdict for the connection (held packets
 //! included): a gap (out-of-order bytes past their bound), a conflicting copy of bytes already
-//! seen, or a stream cut by the memory bound, more than [`MAX_HELD_PER_FLOW`] packets held for one connection or [`MAX_HELD`] for the
+//! seen, or a stream cut by the memory bound, more than [`MAX_HELD_PER_FLOW`] packets held for
+//! one connection, [`MAX_HELD_PER_CLIENT`] for one client address or [`MAX_HELD`] for the
 //! worker, a held packet older than the hold timeout, a Lua failure, a connection refused by
 //! the table's connection bound, a connection the table replaced (a new SYN on its ports) or
 //! forgot to make room, a stream that reached the depth undecided (a sender could pad what the
@@ -25,6 +26,8 @@
 //! Verdicts while packets are held go out one by one (`NFQNL_MSG_VERDICT`): a batch verdict
 //! would decide every waiting packet up to its id, held ones included.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +43,9 @@ use super::worker::{link_header, Hook, Pending};
 pub const MAX_HELD_PER_FLOW: usize = 64;
 /// Packets one worker holds at most (well below any queue length a hook uses).
 pub const MAX_HELD: usize = 512;
+/// Packets one worker holds at most for the connections of one client address, so that one
+/// client cannot take all of [`MAX_HELD`] and make everyone else's connections fail.
+pub const MAX_HELD_PER_CLIENT: usize = MAX_HELD / 4;
 
 /// What a call of the function said.
 enum Answer {
@@ -72,6 +78,8 @@ pub struct FlowState {
 pub struct Streams {
     table: Table<FlowState>,
     held: usize,
+    /// Packets held per client address (only addresses holding some).
+    held_by_client: HashMap<IpAddr, usize>,
     hold_timeout: Duration,
     started: Instant,
 }
@@ -81,7 +89,13 @@ impl Streams {
     /// their bytes counted in `budget` too (all stream hooks of the daemon together).
     pub fn new(depth: u32, hold_timeout: Duration, budget: Arc<SharedBudget>) -> Streams {
         let limits = Limits { depth: depth as usize, ..Limits::default() };
-        Streams { table: Table::with_budget(limits, budget), held: 0, hold_timeout, started: Instant::now() }
+        Streams {
+            table: Table::with_budget(limits, budget),
+            held: 0,
+            held_by_client: HashMap::new(),
+            hold_timeout,
+            started: Instant::now(),
+        }
     }
 
     /// Packets held now.
@@ -241,7 +255,9 @@ impl Streams {
 
     /// Holds a packet for its connection's decision, unless a bound says otherwise.
     fn hold(&mut self, hook: &Hook<'_>, id: FlowId, packet: &Packet<'_>, pending: &mut Vec<Pending>) {
-        let room = self.held < MAX_HELD;
+        let client = self.table.flow(id).map(|f| f.client.0);
+        let by_client = client.and_then(|c| self.held_by_client.get(&c)).copied().unwrap_or(0);
+        let room = self.held < MAX_HELD && by_client < MAX_HELD_PER_CLIENT;
         let Some(flow) = self.table.flow_mut(id) else {
             // Not reachable (the packet was just placed in it), but a packet never goes without.
             self.push(hook, pending, packet.id, packet.mark, &Evaluation::Target(None));
@@ -255,7 +271,20 @@ impl Streams {
         }
         flow.user.held.push(Held { id: packet.id, mark: packet.mark });
         flow.user.held_since.get_or_insert_with(Instant::now);
+        let client = flow.client.0;
         self.held += 1;
+        *self.held_by_client.entry(client).or_insert(0) += 1;
+    }
+
+    /// Counts `n` packets of `client` as no longer held.
+    fn released(&mut self, client: IpAddr, n: usize) {
+        self.held -= n;
+        if let Some(count) = self.held_by_client.get_mut(&client) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                self.held_by_client.remove(&client);
+            }
+        }
     }
 
     /// Decides connection `id` (if it is not already) and releases its held packets with it.
@@ -265,12 +294,13 @@ impl Streams {
         let evaluation = flow.user.decided.get_or_insert_with(|| evaluation.clone()).clone();
         let held = std::mem::take(&mut flow.user.held);
         flow.user.held_since = None;
+        let client = flow.client.0;
         if first {
             hook.stats.stream.decided.fetch_add(1, Ordering::Relaxed);
             // Nothing reads its bytes any more.
             self.table.release_bytes(id);
         }
-        self.held -= held.len();
+        self.released(client, held.len());
         for h in held {
             let decision = flow_decision(hook, h.mark, &evaluation);
             pending.push(Pending { id: h.id, decision, replacement: None, single: true });
@@ -333,7 +363,7 @@ fn flow_decision(hook: &Hook<'_>, mark: u32, evaluation: &Evaluation) -> Decisio
 impl Streams {
     /// A connection no longer tracked: its held packets get the on-error verdict.
     fn give_up(&mut self, hook: &Hook<'_>, flow: Flow<FlowState>, pending: &mut Vec<Pending>) {
-        self.held -= flow.user.held.len();
+        self.released(flow.client.0, flow.user.held.len());
         for h in flow.user.held {
             let decision = decide(hook.spec, h.mark, &Evaluation::Failed);
             pending.push(Pending { id: h.id, decision, replacement: None, single: true });
