@@ -37,6 +37,9 @@ pub(crate) const NFQA_IFINDEX_OUTDEV: u16 = 6;
 pub(crate) const NFQA_HWADDR: u16 = 9;
 pub(crate) const NFQA_PAYLOAD: u16 = 10;
 pub(crate) const NFQA_CT: u16 = 11;
+pub(crate) const NFQA_SKB_INFO: u16 = 14;
+/// NFQA_SKB_INFO bit: the checksum is not filled in yet (CHECKSUM_PARTIAL).
+pub(crate) const NFQA_SKB_CSUMNOTREADY: u32 = 1 << 0;
 
 // enum nfqnl_attr_config (attributes of config messages).
 pub(crate) const NFQA_CFG_CMD: u16 = 1;

@@ -30,6 +30,9 @@ pub struct Packet<'a> {
     pub conntrack_id: Option<u32>,
     pub indev: Option<u32>,
     pub outdev: Option<u32>,
+    /// The L4 checksum is not filled in yet (`NFQA_SKB_CSUMNOTREADY`: a packet from a local
+    /// stack whose checksum is left to offload), so it cannot be checked.
+    pub csum_not_ready: bool,
 }
 
 /// Why a packet message could not be read.
@@ -82,6 +85,7 @@ impl<'a> Packet<'a> {
             conntrack_id: None,
             indev: None,
             outdev: None,
+            csum_not_ready: false,
         };
         for attr in AttrIter::new(attrs) {
             let attr = attr.map_err(PacketError::Attr)?;
@@ -92,6 +96,10 @@ impl<'a> Packet<'a> {
                 NFQA_IFINDEX_OUTDEV => packet.outdev = attr.be_u32(),
                 NFQA_HWADDR => packet.hw_addr = hw_addr(attr.payload),
                 NFQA_PAYLOAD => packet.payload = attr.payload,
+                NFQA_SKB_INFO => {
+                    packet.csum_not_ready =
+                        attr.be_u32().is_some_and(|info| info & NFQA_SKB_CSUMNOTREADY != 0)
+                }
                 NFQA_CT => {
                     for inner in attr.nested() {
                         let inner = inner.map_err(PacketError::Attr)?;

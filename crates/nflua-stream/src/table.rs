@@ -96,6 +96,9 @@ pub struct Seen {
     pub direction: Direction,
     /// The connection was new with this packet.
     pub new_flow: bool,
+    /// ... and that packet was not a SYN: the connection began before it was seen (or was
+    /// forgotten), so its streams start somewhere in the middle.
+    pub midstream: bool,
     /// Bytes added to the direction's stream in order (0: a retransmission, a bare ACK, or a
     /// segment held beyond a hole).
     pub grew: u64,
@@ -217,15 +220,26 @@ impl<T: Default> Table<T> {
         let src = (headers.summary.src, src_port);
         let dst = (headers.summary.dst, dst_port);
         let key = if src <= dst { (src, dst) } else { (dst, src) };
-        // A SYN opening the original direction of a connection we track under another start is
-        // a new connection on the same addresses and ports (the old one ended unseen, or packets
-        // came before the SYN): the old one is handed back and a new one begins.
+        // A SYN opening the original direction of a connection we track under another start:
+        // a new connection on the same addresses and ports if the old one is over for us (its
+        // client finished or reset it, or it was decided and keeps no bytes; packets before any
+        // SYN count as over too). Otherwise it is a SYN inside a live connection, which no
+        // receiver takes as a new one: the stream is marked in conflict.
         let opening = tcp.flags & (SYN | ACK) == SYN;
-        let restarts = opening
+        let other_start = opening
             && self
                 .flows
                 .get(&key)
                 .is_some_and(|f| f.client != src || f.original.syn_start() != Some(tcp.seq.wrapping_add(1)));
+        let restarts = other_start
+            && self.flows.get(&key).is_some_and(|f| {
+                f.released || f.reset || f.original.finished() || f.original.syn_start().is_none()
+            });
+        if other_start && !restarts {
+            if let Some(f) = self.flows.get_mut(&key) {
+                f.original.conflict = true;
+            }
+        }
         if restarts {
             if let Some(id) = self.flows.get(&key).map(|f| f.id) {
                 if let Some(old) = self.remove(id) {
@@ -284,7 +298,8 @@ impl<T: Default> Table<T> {
         let broken = half.gap || half.over_memory || half.conflict;
         let (id, closed) = (flow.id, flow.closed());
         self.account(placed.stored);
-        Ok(Seen { flow: id, direction, new_flow, grew: placed.grew, broken, closed })
+        let midstream = new_flow && !opening;
+        Ok(Seen { flow: id, direction, new_flow, midstream, grew: placed.grew, broken, closed })
     }
 
     /// The connections' ids, in no particular order.
@@ -456,24 +471,32 @@ mod tests {
     }
 
     #[test]
-    fn a_new_syn_on_the_same_ports_starts_a_new_connection() {
+    fn a_new_syn_on_the_same_ports_starts_a_new_connection_once_the_old_is_over() {
         let mut t: Table<u8> = Table::new(limits());
         let a = t.segment(0, &tcp(1, 1, 2, 2, 100, SYN, b"")).unwrap();
         t.segment(1, &tcp(1, 1, 2, 2, 101, ACK, b"GET /")).unwrap();
         t.flow_mut(a.flow).unwrap().user = 9;
         // The same SYN again (a retransmission) is the same connection.
         assert_eq!(t.segment(2, &tcp(1, 1, 2, 2, 100, SYN, b"")).unwrap().flow, a.flow);
-        // Another ISN: a new connection; the old one comes back to the caller with its value.
-        let b = t.segment(3, &tcp(1, 1, 2, 2, 5000, SYN, b"")).unwrap();
-        assert!(b.new_flow && b.flow != a.flow);
-        let old = t.take_handed_back();
-        assert_eq!((old.len(), old[0].user, old[0].stream(Direction::Original)), (1, 9, &b"GET /"[..]));
-        // Packets before the SYN do not blind the table either.
-        let c = t.segment(4, &tcp(1, 7, 2, 2, 9000, ACK, b"zz")).unwrap();
-        let d = t.segment(5, &tcp(1, 7, 2, 2, 3999, SYN, b"")).unwrap();
-        t.segment(6, &tcp(1, 7, 2, 2, 4000, ACK, b"GET /blocked")).unwrap();
-        assert_ne!(c.flow, d.flow);
-        assert_eq!(t.flow(d.flow).unwrap().stream(Direction::Original), b"GET /blocked");
+        // A SYN with another ISN inside the live connection: no receiver starts over on it.
+        let inside = t.segment(3, &tcp(1, 1, 2, 2, 103, SYN, b"")).unwrap();
+        assert!(inside.flow == a.flow && inside.broken, "the stream is in conflict");
+        // Once the client finished, a new SYN is a new connection; the old one comes back.
+        let mut u: Table<u8> = Table::new(limits());
+        let c = u.segment(0, &tcp(1, 1, 2, 2, 100, SYN, b"")).unwrap();
+        u.segment(1, &tcp(1, 1, 2, 2, 101, FIN | ACK, b"GET /")).unwrap();
+        u.flow_mut(c.flow).unwrap().user = 7;
+        let d = u.segment(3, &tcp(1, 1, 2, 2, 5000, SYN, b"")).unwrap();
+        assert!(d.new_flow && !d.midstream && d.flow != c.flow);
+        let old = u.take_handed_back();
+        assert_eq!((old.len(), old[0].user, old[0].stream(Direction::Original)), (1, 7, &b"GET /"[..]));
+        // Packets before any SYN: the SYN starts the connection over; the first is mid-stream.
+        let e = u.segment(4, &tcp(1, 7, 2, 2, 9000, ACK, b"zz")).unwrap();
+        assert!(e.midstream);
+        let f = u.segment(5, &tcp(1, 7, 2, 2, 3999, SYN, b"")).unwrap();
+        u.segment(6, &tcp(1, 7, 2, 2, 4000, ACK, b"GET /blocked")).unwrap();
+        assert_ne!(e.flow, f.flow);
+        assert_eq!(u.flow(f.flow).unwrap().stream(Direction::Original), b"GET /blocked");
     }
 
     #[test]

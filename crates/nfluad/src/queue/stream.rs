@@ -116,10 +116,24 @@ impl Streams {
     /// those of the held packets it releases).
     pub(super) fn packet(&mut self, hook: &Hook<'_>, packet: &Packet<'_>, pending: &mut Vec<Pending>) {
         hook.stats.packets.fetch_add(1, Ordering::Relaxed);
+        // A segment whose checksum is wrong is dropped by the receiver's stack: reading it would
+        // let a sender show the filter bytes the server never gets. (A local sender's checksum
+        // may not be filled in yet, when the kernel says so it cannot be checked.)
+        if !packet.csum_not_ready && is_tcp(packet.payload) && !nflua_packet::checksum_ok(packet.payload) {
+            hook.stats.not_given.fetch_add(1, Ordering::Relaxed);
+            let decision = Decision { verdict: Verdict::Drop, mark: None };
+            pending.push(Pending { id: packet.id, decision, replacement: None, single: self.held > 0 });
+            return;
+        }
         let placed = self.table.segment(self.now_ns(), packet.payload);
         // Connections the table dropped on its own (a new SYN on the same ports, or room made
-        // for this one): whatever they held gets the on-error verdict, never a free pass.
+        // for this one): whatever they held gets the on-error verdict, never a free pass; a
+        // drop stays a drop for the connection that takes their place.
+        let mut inherited = None;
         for old in self.table.take_handed_back() {
+            if let Some(Evaluation::Target(Some(Verdict::Drop))) = &old.user.decided {
+                inherited = old.user.decided.clone();
+            }
             self.give_up(hook, old, pending);
         }
         let seen = match placed {
@@ -149,9 +163,18 @@ impl Streams {
                 return;
             }
         }
+        if let (true, Some(dropped)) = (seen.new_flow, &inherited) {
+            self.settle(hook, seen.flow, dropped, pending);
+        }
         let decided = self.table.flow(seen.flow).and_then(|f| f.user.decided.clone());
         let evaluation = match decided {
             Some(evaluation) => Some(evaluation),
+            // Seen first in the middle (begun before the hook, or forgotten): its stream does not
+            // start where the sender's does, so the filter cannot judge it.
+            None if seen.midstream => {
+                hook.stats.stream.broken.fetch_add(1, Ordering::Relaxed);
+                Some(Evaluation::Failed)
+            }
             None if seen.broken => {
                 hook.stats.stream.broken.fetch_add(1, Ordering::Relaxed);
                 Some(Evaluation::Failed)
@@ -182,11 +205,14 @@ impl Streams {
         self.finish(hook, seen.flow, seen.closed, pending);
     }
 
-    /// After a packet: a connection that ended is forgotten, its held packets going on
-    /// undecided.
+    /// After a packet: a connection that ended is forgotten. Undecided, its held packets get the
+    /// on-error verdict (bytes the filter was still waiting on must not pass because the sender
+    /// closed); with nothing held there is nothing to decide.
     fn finish(&mut self, hook: &Hook<'_>, id: FlowId, closed: bool, pending: &mut Vec<Pending>) {
         if closed {
-            self.settle(hook, id, &Evaluation::Target(None), pending);
+            let holds = self.table.flow(id).is_some_and(|f| !f.user.held.is_empty());
+            let evaluation = if holds { Evaluation::Failed } else { Evaluation::Target(None) };
+            self.settle(hook, id, &evaluation, pending);
             self.table.remove(id);
         }
     }
@@ -369,6 +395,11 @@ impl Streams {
             pending.push(Pending { id: h.id, decision, replacement: None, single: true });
         }
     }
+}
+
+/// Whether an IP packet is a whole TCP segment.
+fn is_tcp(ip_packet: &[u8]) -> bool {
+    nflua_packet::headers(ip_packet).ok().is_some_and(|h| h.tcp.is_some() && h.fragment.is_none())
 }
 
 /// Whether an IP packet is a TCP segment with SYN set.

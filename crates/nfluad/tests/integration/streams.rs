@@ -507,8 +507,7 @@ fn conntrack_entries_from_scripts() {
 
 /// Tricks from a hostile review, crafted: a RST outside the window (the server ignores it) does
 /// not end the connection for the filter; data on a SYN (dropped by a server without Fast Open)
-/// is not read; a new SYN on the same ports starts a new connection instead of inheriting the
-/// old decision.
+/// is not read; a new SYN on the same ports after a drop stays dropped.
 #[test]
 fn rst_out_of_window_syn_data_and_port_reuse_do_not_fool_the_filter() {
     let Some((pair, d, _)) =
@@ -538,14 +537,15 @@ fn rst_out_of_window_syn_data_and_port_reuse_do_not_fool_the_filter() {
         (Some(1), Some(1)),
         "{h}"
     );
-    // The same ports again, with another ISN: a new connection, read from its start.
+    // The same ports again, with another ISN: a new connection, which inherits the drop (a
+    // dropped client must not get a fresh look by starting over on the same ports).
     send_raw(
         &pair,
         vec![segment(40002, 7000, 0x02, b""), segment(40002, 7001, ACK, b"GET /again HTTP/1.1\r\n\r\n")],
     );
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(d.ctl_ok(&["send", "web", "?"]), "web: 3|GET /again HTTP/1.1\r\n\r\n\n");
-    assert_eq!(stream_stats(&d)["stream"]["decided"], 2);
+    assert_eq!(d.ctl_ok(&["send", "web", "?"]), "web: 2|GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n\n");
+    assert_eq!(stream_stats(&d)["verdicts"]["drop"], 4, "the new SYN and its data too");
 }
 
 /// A stream that reaches the depth with no decision gets the on-error verdict: a sender must not
@@ -574,4 +574,24 @@ fn the_depth_reached_undecided_is_a_bound() {
     let h = stream_stats(&d);
     assert_eq!(h["verdicts"]["drop"], 2, "{h}");
     assert_eq!(h["stream"]["broken"], 1, "{h}");
+}
+
+/// A segment with a wrong checksum (which the server's stack would drop) is dropped unread: a
+/// sender must not show the filter bytes the server never gets.
+#[test]
+fn a_segment_with_a_wrong_checksum_is_not_read() {
+    let Some((pair, d, _)) = setup("a_segment_with_a_wrong_checksum_is_not_read", &[], RECORDING, &[]) else {
+        return;
+    };
+    const ACK: u8 = 0x10;
+    let mut decoy = segment(40004, 801, ACK, b"GET /decoy HTTP/1.1\r\n\r\n");
+    decoy[16] ^= 0xff; // the TCP checksum
+    send_raw(
+        &pair,
+        vec![segment(40004, 800, 0x02, b""), decoy, segment(40004, 801, ACK, b"GET /real HTTP/1.1\r\n\r\n")],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(d.ctl_ok(&["send", "web", "?"]), "web: 1|GET /real HTTP/1.1\r\n\r\n\n");
+    let h = stream_stats(&d);
+    assert_eq!((h["not_given"].as_u64(), h["verdicts"]["drop"].as_u64()), (Some(1), Some(2)), "{h}");
 }
