@@ -458,11 +458,12 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
         writeln!(out)?;
         writeln!(
             out,
-            "{:<8} {:<16} {:>7} {:>7} {:>9} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8}",
+            "{:<8} {:<16} {:>7} {:>7} {:>8} {:>9} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8}",
             "QUEUES",
             "STATE",
             "DEPTH",
             "FLOWS",
+            "READING",
             "BYTES",
             "HELD",
             "DECIDED",
@@ -475,11 +476,12 @@ pub fn stats(out: &mut impl Write, stats: &serde_json::Value, json: bool) -> std
             let f = &h["stream"];
             writeln!(
                 out,
-                "{:<8} {:<16} {:>7} {:>7} {:>9} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8}",
+                "{:<8} {:<16} {:>7} {:>7} {:>8} {:>9} {:>6} {:>9} {:>9} {:>7} {:>9} {:>8}",
                 format!("{}:{}", h["queue_first"], h["queue_last"]),
                 h["state"].as_str().unwrap_or("?"),
                 txt(&f["depth"]),
                 txt(&f["flows"]),
+                txt(&f["reading"]),
                 txt(&f["bytes"]),
                 txt(&f["held"]),
                 txt(&f["decided"]),
@@ -541,7 +543,7 @@ mod tests {
                 "verdicts": {"accept": 5}, "lua_seconds_p50": null, "lua_seconds_p99": null, "unevaluated": 0,
                 "queues": [{"queue": 0, "backlog": 0, "backlog_high_water": 12, "full_seconds": 0.0,
                             "dropped_full": 0, "dropped_socket": 0}],
-                "stream": {"depth": 16384, "flows": 2, "bytes": 300, "held": 1, "decided": 7, "timed_out": 0,
+                "stream": {"depth": 16384, "flows": 2, "reading": 1, "bytes": 300, "held": 1, "decided": 7, "timed_out": 0,
                            "broken": 0, "held_over": 0, "refused": 0}
             }]
         });

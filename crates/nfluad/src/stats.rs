@@ -97,8 +97,10 @@ pub struct HookSnapshot {
 pub struct StreamSnapshot {
     /// Bytes of each direction the function sees.
     pub depth: u32,
-    /// Connections tracked, bytes of their streams kept, packets held: now.
+    /// Connections tracked (being read and decided ones remembered), of them being read, bytes
+    /// of their streams kept, packets held: now.
     pub flows: u64,
+    pub reading: u64,
     pub bytes: u64,
     pub held: u64,
     /// Connections decided; of them, those ended by the hold timeout, by a gap or the memory
@@ -202,6 +204,7 @@ impl Snapshot {
                         StreamSnapshot {
                             depth,
                             flows: n(&f.flows),
+                            reading: n(&f.reading),
                             bytes: n(&f.bytes),
                             held: n(&f.held),
                             decided: n(&f.decided),
@@ -291,8 +294,11 @@ impl Snapshot {
                 }
             }
         }
-        let stream_metrics: [Metric<StreamSnapshot>; 8] = [
+        let stream_metrics: [Metric<StreamSnapshot>; 9] = [
             ("nflua_stream_flows", "gauge", "Connections a stream hook tracks.", |f| f.flows as f64),
+            ("nflua_stream_reading", "gauge", "Connections a stream hook is reading (undecided).", |f| {
+                f.reading as f64
+            }),
             ("nflua_stream_bytes", "gauge", "Bytes of streams a stream hook keeps.", |f| f.bytes as f64),
             ("nflua_stream_held", "gauge", "Packets held waiting for their connection's decision.", |f| {
                 f.held as f64

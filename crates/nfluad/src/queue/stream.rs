@@ -364,6 +364,7 @@ impl Streams {
         }
         let (flows, bytes) = self.figures();
         hook.stats.stream.flows.store(flows as u64, Ordering::Relaxed);
+        hook.stats.stream.reading.store(self.table.active() as u64, Ordering::Relaxed);
         hook.stats.stream.bytes.store(bytes as u64, Ordering::Relaxed);
         hook.stats.stream.held.store(self.held as u64, Ordering::Relaxed);
     }

@@ -40,8 +40,10 @@ pub struct HookStats {
 /// A stream hook's figures (zero for packet hooks).
 #[derive(Debug, Default)]
 pub struct StreamFigures {
-    /// Connections tracked now, bytes of their streams kept, packets held now.
+    /// Connections tracked now (being read and decided ones remembered), of them being read
+    /// (undecided), bytes of their streams kept, packets held now.
     pub flows: AtomicU64,
+    pub reading: AtomicU64,
     pub bytes: AtomicU64,
     pub held: AtomicU64,
     /// Connections decided (by the function, a failure or a bound).

@@ -122,6 +122,7 @@ fn http_blocklist_reads_a_host_split_across_segments() {
     let h = stream_stats(&d);
     assert_eq!(h["stream"]["decided"], 2, "{h}");
     assert_eq!((h["stream"]["held"].as_u64(), h["errors"].as_u64()), (Some(0), Some(0)), "{h}");
+    assert_eq!(h["stream"]["reading"], 0, "both decided: none being read: {h}");
     assert!(h["verdicts"]["drop"].as_u64() >= Some(2), "both segments of the blocked request dropped: {h}");
 }
 
