@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use crate::attr::AttrIter;
 use crate::consts::*;
 use crate::exchange;
-use crate::msg::{self, MsgIter};
+use crate::msg;
 use crate::sys::{self, RecvSlots};
 use crate::QueueError;
 
@@ -82,26 +82,12 @@ impl Accounting {
 /// The answer to request `seq` in one datagram, if it holds one: a packet count, an ACK (`None`)
 /// or an errno.
 fn answer_to(datagram: &[u8], seq: u32) -> Option<Result<Option<u64>, i32>> {
-    for m in MsgIter::new(datagram) {
-        let Ok(m) = m else { return Some(Err(libc::EPROTO)) };
-        if m.seq != seq {
-            continue;
-        }
-        if m.kind == NLMSG_ERROR {
-            return match msg::error_code(m.payload)? {
-                0 => Some(Ok(None)),
-                code => Some(Err(-code)),
-            };
-        }
-        let (_, attrs) = msg::split_nfgenmsg(m.payload)?;
-        let packets =
-            AttrIter::new(attrs).filter_map(Result::ok).find(|a| a.kind == NFACCT_PKTS).and_then(|a| {
-                let b: [u8; 8] = a.payload.get(..8)?.try_into().ok()?;
-                Some(u64::from_be_bytes(b))
-            });
-        return Some(packets.map(Some).ok_or(libc::EPROTO));
-    }
-    None
+    exchange::answer_to(datagram, seq, |m| {
+        let (_, attrs) = msg::split_nfgenmsg(m.payload).ok_or(libc::EPROTO)?;
+        let packets = AttrIter::new(attrs).filter_map(Result::ok).find(|a| a.kind == NFACCT_PKTS);
+        let bytes: Option<[u8; 8]> = packets.and_then(|a| a.payload.get(..8)?.try_into().ok());
+        bytes.map(u64::from_be_bytes).ok_or(libc::EPROTO)
+    })
 }
 
 #[cfg(test)]

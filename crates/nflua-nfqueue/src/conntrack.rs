@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use crate::attr::{self, Attr, AttrIter};
 use crate::consts::*;
 use crate::exchange;
-use crate::msg::{self, MsgIter};
+use crate::msg;
 use crate::sys::{self, RecvSlots};
 use crate::QueueError;
 
@@ -142,24 +142,13 @@ fn encode(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, tuple: &Tuple) {
 
 /// The answer to request `seq` in one datagram: an entry, an ACK (`None`), or an errno.
 fn answer_to(datagram: &[u8], seq: u32) -> Option<Result<Option<ConntrackEntry>, i32>> {
-    for m in MsgIter::new(datagram) {
-        let Ok(m) = m else { return Some(Err(libc::EPROTO)) };
-        if m.seq != seq {
-            continue;
-        }
-        if m.kind == NLMSG_ERROR {
-            return match msg::error_code(m.payload)? {
-                0 => Some(Ok(None)),
-                code => Some(Err(-code)),
-            };
-        }
+    exchange::answer_to(datagram, seq, |m| {
         if m.kind != IPCTNL_MSG_CT_NEW {
-            return Some(Err(libc::EPROTO));
+            return Err(libc::EPROTO);
         }
-        let (_, attrs) = msg::split_nfgenmsg(m.payload)?;
-        return Some(Ok(Some(decode(attrs))));
-    }
-    None
+        let (_, attrs) = msg::split_nfgenmsg(m.payload).ok_or(libc::EPROTO)?;
+        Ok(decode(attrs))
+    })
 }
 
 fn decode(attrs: &[u8]) -> ConntrackEntry {

@@ -6,6 +6,8 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
+use crate::consts::NLMSG_ERROR;
+use crate::msg::{self, MsgIter, NlMsg};
 use crate::sys::{self, Received, RecvSlots};
 use crate::QueueError;
 
@@ -43,4 +45,28 @@ pub(crate) fn request<T>(
             return result.map_err(|errno| QueueError::io(context, io::Error::from_raw_os_error(errno)));
         }
     }
+}
+
+/// The answer to request `seq` in one datagram, if it holds one: what `decode` makes of the
+/// message (`Ok(Some)`), an ACK (`Ok(None)`) or an errno; a datagram that cannot be read is
+/// EPROTO.
+pub(crate) fn answer_to<T>(
+    datagram: &[u8],
+    seq: u32,
+    decode: impl FnOnce(&NlMsg<'_>) -> Result<T, i32>,
+) -> Option<Result<Option<T>, i32>> {
+    for m in MsgIter::new(datagram) {
+        let Ok(m) = m else { return Some(Err(libc::EPROTO)) };
+        if m.seq != seq {
+            continue;
+        }
+        if m.kind == NLMSG_ERROR {
+            return match msg::error_code(m.payload)? {
+                0 => Some(Ok(None)),
+                code => Some(Err(-code)),
+            };
+        }
+        return Some(decode(&m).map(Some));
+    }
+    None
 }

@@ -74,8 +74,13 @@ fn serve(pair: &NetPair, connections: usize) -> std::thread::JoinHandle<usize> {
 /// Sends `parts` from `a` as separate segments (no Nagle, a pause between them) and returns
 /// what came back until the server closed or 3 s passed.
 fn send_in_parts(pair: &NetPair, parts: &'static [&'static [u8]]) -> String {
+    send_in_parts_from(&pair.a, parts)
+}
+
+/// [`send_in_parts`] from namespace `ns` (callable from any thread).
+fn send_in_parts_from(ns: &str, parts: &'static [&'static [u8]]) -> String {
     let addr = format!("{ADDR_B}:{PORT}").parse().expect("addr");
-    in_netns(&pair.a, move || {
+    in_netns(ns, move || {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).expect("connect");
         s.set_nodelay(true).expect("nodelay");
         s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
@@ -364,21 +369,7 @@ fn many_concurrent_connections_are_each_decided() {
         .map(|i| {
             let parts: &'static [&'static [u8]] = if i % 2 == 0 { SPLIT_ALLOWED } else { SPLIT_BLOCKED };
             let pair_a = pair.a.clone();
-            std::thread::spawn(move || {
-                let addr = format!("{ADDR_B}:{PORT}").parse().expect("addr");
-                in_netns(&pair_a, move || {
-                    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).expect("connect");
-                    s.set_nodelay(true).expect("nodelay");
-                    s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
-                    for part in parts {
-                        s.write_all(part).expect("write");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    let mut answer = Vec::new();
-                    let _ = s.read_to_end(&mut answer);
-                    String::from_utf8_lossy(&answer).into_owned()
-                })
-            })
+            std::thread::spawn(move || send_in_parts_from(&pair_a, parts))
         })
         .collect();
     let answers: Vec<String> = clients.into_iter().map(|c| c.join().expect("client")).collect();
