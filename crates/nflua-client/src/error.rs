@@ -3,6 +3,7 @@
 
 use std::io;
 
+use nflua_proto::consts::{DATA_MAX, SCRIPT_MAX};
 use nflua_proto::{errno, FragmentError, NameError};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +27,9 @@ pub enum ClientError {
     StateName(NameError),
     #[error("invalid script name: {0}")]
     ScriptName(NameError),
-    #[error("script of {0} bytes exceeds the maximum of 59968")]
+    #[error("script of {0} bytes exceeds the maximum of {SCRIPT_MAX}")]
     ScriptTooLarge(usize),
-    #[error("data of {0} bytes exceeds the maximum of 4012")]
+    #[error("data of {0} bytes exceeds the maximum of {DATA_MAX}")]
     DataTooLarge(usize),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -478,6 +478,12 @@ fn mentions_connid(chunk: &[u8]) -> bool {
     chunk.windows(6).any(|w| w == b"connid")
 }
 
+/// Whether `name` may name a state: 1 to 63 bytes, no NUL (the protocol's rule; pinned to it by
+/// a test in the daemon).
+pub fn check_state_name(name: &str) -> Result<(), EngineError> {
+    check_name(name)
+}
+
 fn check_name(name: &str) -> Result<(), EngineError> {
     let problem = if name.is_empty() {
         "empty"

@@ -120,7 +120,7 @@ mod timers;
 mod traceback;
 mod watchdog;
 
-pub use engine::{DueTimer, Engine, StateRef, STATE_NAME_MAX_BYTES};
+pub use engine::{check_state_name, DueTimer, Engine, StateRef, STATE_NAME_MAX_BYTES};
 pub use error::EngineError;
 pub use hook::{
     FlowInfo, HookMode, HookOutcome, HookResult, PacketContext, StreamContext, Verdict, ETHERNET_HEADER_LEN,

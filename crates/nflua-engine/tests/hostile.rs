@@ -357,7 +357,10 @@ mod wall_clock {
             "local a = a:sub(1, 8 << 20) while true do local _ = a .. a end",
         );
         assert!(error.contains("time limit exceeded"), "{error}");
-        assert!(took < MAX_CALL + Duration::from_millis(100), "ran {took:?} under max_call {MAX_CALL:?}");
+        // 300-320 ms on a quiet machine; up to ~420 ms seen with the suite's other tests
+        // beside it (each 16 MB concatenation is one instruction the clock cannot cut). The
+        // bound stays far below the ~900 ms of a watchdog that the entry did not wake.
+        assert!(took < MAX_CALL + Duration::from_millis(250), "ran {took:?} under max_call {MAX_CALL:?}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod jobs;
 pub mod journal;
 pub mod lanes;
 mod metrics;
+mod protocol_facts;
 pub mod queue;
 pub mod refusals;
 mod restore;

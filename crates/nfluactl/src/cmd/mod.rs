@@ -37,7 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Execute { name, file, code, chunk_name } => {
             let (chunk, default_name) = match (code, file) {
-                (Some(code), _) => (code.into_bytes(), "=chunk".to_owned()),
+                (Some(code), _) => (code.into_bytes(), nflua_client::consts::DEFAULT_CHUNK_NAME.to_owned()),
                 (None, Some(path)) if path.as_os_str() == "-" => (read_stdin()?, "=stdin".to_owned()),
                 (None, Some(path)) => {
                     let bytes =
