@@ -11,7 +11,8 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
+            // Once, plainly, whatever the log filter (even `--log off`): the reason nfluad did
+            // not start or stopped.
             eprintln!("nfluad: {err:#}");
             ExitCode::from(2)
         }
