@@ -107,6 +107,10 @@ pub struct Seen {
     pub broken: bool,
     /// The connection ended (RST, or both directions finished).
     pub closed: bool,
+    /// The segment had SYN set, and how many payload bytes it carried (placed or not), so that
+    /// the caller need not read its headers again.
+    pub syn: bool,
+    pub payload_len: usize,
 }
 
 /// Bytes several tables (a daemon's stream hooks) may keep together. Each table checks it before
@@ -299,7 +303,17 @@ impl<T: Default> Table<T> {
         let (id, closed) = (flow.id, flow.closed());
         self.account(placed.stored);
         let midstream = new_flow && !opening;
-        Ok(Seen { flow: id, direction, new_flow, midstream, grew: placed.grew, broken, closed })
+        Ok(Seen {
+            flow: id,
+            direction,
+            new_flow,
+            midstream,
+            grew: placed.grew,
+            broken,
+            closed,
+            syn: tcp.flags & SYN != 0,
+            payload_len: payload.len(),
+        })
     }
 
     /// The connections' ids, in no particular order.

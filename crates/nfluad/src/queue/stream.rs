@@ -98,11 +98,6 @@ impl Streams {
         }
     }
 
-    /// Packets held now.
-    pub fn held(&self) -> usize {
-        self.held
-    }
-
     /// Connections tracked and bytes kept, for the statistics.
     pub fn figures(&self) -> (usize, usize) {
         (self.table.len(), self.table.stored())
@@ -150,8 +145,8 @@ impl Streams {
                 return;
             }
         };
-        let carries_payload = nflua_packet::tcp_payload(packet.payload).is_some_and(|r| !r.is_empty());
-        if carries_payload && is_syn(packet.payload) {
+        let carries_payload = seen.payload_len > 0;
+        if carries_payload && seen.syn {
             // Data on a SYN: a server with TCP Fast Open would take it without the filter having
             // read it (the reassembly does not). It goes on without the data, which a Fast Open
             // client sends again after the handshake, where it is read like any other.
@@ -333,6 +328,15 @@ impl Streams {
         }
     }
 
+    /// A connection no longer tracked: its held packets get the on-error verdict.
+    fn give_up(&mut self, hook: &Hook<'_>, flow: Flow<FlowState>, pending: &mut Vec<Pending>) {
+        self.released(flow.client.0, flow.user.held.len());
+        for h in flow.user.held {
+            let decision = decide(hook.spec, h.mark, &Evaluation::Failed);
+            pending.push(Pending { id: h.id, decision, replacement: None, single: true });
+        }
+    }
+
     /// This packet's verdict: one by one while anything is held.
     fn push(&self, hook: &Hook<'_>, pending: &mut Vec<Pending>, id: u32, mark: u32, evaluation: &Evaluation) {
         let decision = flow_decision(hook, mark, evaluation);
@@ -387,25 +391,9 @@ fn flow_decision(hook: &Hook<'_>, mark: u32, evaluation: &Evaluation) -> Decisio
     }
 }
 
-impl Streams {
-    /// A connection no longer tracked: its held packets get the on-error verdict.
-    fn give_up(&mut self, hook: &Hook<'_>, flow: Flow<FlowState>, pending: &mut Vec<Pending>) {
-        self.released(flow.client.0, flow.user.held.len());
-        for h in flow.user.held {
-            let decision = decide(hook.spec, h.mark, &Evaluation::Failed);
-            pending.push(Pending { id: h.id, decision, replacement: None, single: true });
-        }
-    }
-}
-
 /// Whether an IP packet is a whole TCP segment.
 fn is_tcp(ip_packet: &[u8]) -> bool {
     nflua_packet::headers(ip_packet).ok().is_some_and(|h| h.tcp.is_some() && h.fragment.is_none())
-}
-
-/// Whether an IP packet is a TCP segment with SYN set.
-fn is_syn(ip_packet: &[u8]) -> bool {
-    nflua_packet::headers(ip_packet).ok().and_then(|h| h.tcp).is_some_and(|t| t.flags & 0x02 != 0)
 }
 
 fn flow_info(flow: &Flow<FlowState>, direction: Direction) -> FlowInfo {
