@@ -33,35 +33,14 @@ cd "$(dirname "$0")/.."
 
 cargo build --release -q -p nflua-bench -p nfluad -p nfluactl
 
-NS_A="nflua-bench-$$-a"
-NS_B="nflua-bench-$$-b"
 # The kernel's --queue-balance hashes addresses, not ports: several sources
 # give (e) a chance to use both queues. All paths get the same traffic.
 SOURCES="192.0.2.1,192.0.2.11,192.0.2.12,192.0.2.13,192.0.2.14,192.0.2.15,192.0.2.16,192.0.2.17"
 
-cleanup() {
-    trap - EXIT INT TERM
-    for ns in "$NS_A" "$NS_B"; do
-        if ip netns list | grep -qw "$ns"; then
-            # Only processes inside our own namespaces (started by this run).
-            for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
-            ip netns del "$ns" || true
-        fi
-    done
-}
-trap cleanup EXIT
-trap 'cleanup; exit 130' INT TERM
-
-ip netns add "$NS_A"
-ip netns add "$NS_B"
-ip link add veth0 netns "$NS_A" type veth peer name veth0 netns "$NS_B"
+. bench/netns-pair.sh
+netns_pair bench
 for src in ${SOURCES//,/ }; do
     ip -n "$NS_A" addr add "$src/24" dev veth0
-done
-ip -n "$NS_B" addr add 192.0.2.2/24 dev veth0
-for ns in "$NS_A" "$NS_B"; do
-    ip -n "$ns" link set lo up
-    ip -n "$ns" link set veth0 up
 done
 # Resolve the neighbours once so that the first run does not pay for ARP.
 ip netns exec "$NS_A" ip neigh replace 192.0.2.2 lladdr "$(ip -n "$NS_B" -br link show veth0 | awk '{print $3}')" dev veth0
