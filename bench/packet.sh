@@ -13,8 +13,8 @@
 # (c/b, c'/b, d/b unpaced and at 150k pps, target 0.8), unevaluated counts at
 # each paced rate (0 wherever b is lossless), and the consumers' CPU with no
 # traffic and at 10k pps (nfluad <= b's + 10 %). Unpaced runs go in rounds,
-# one run of every path per round, and ratios are medians of the per-round
-# ratios. Paced rates up to 250k are measured for every path; above, a series
+# one run of every path per round (each followed by a 10k pps run on the same
+# path), and ratios are medians of the per-round ratios. Paced rates up to 250k are measured for every path; above, a series
 # stops at its first loss.
 #
 # Usage (as root):  bench/packet.sh [--quick] [options of nflua-bench-packet]

@@ -128,7 +128,7 @@ fn main() -> anyhow::Result<()> {
                 paced: Vec::new(),
                 lock: None,
                 idle_load: None,
-                low_rate_load: None,
+                low_rate_loads: Vec::new(),
             })
             .collect();
         // Unpaced runs go round by round, one run of every path per round: the machine's load
@@ -139,6 +139,7 @@ fn main() -> anyhow::Result<()> {
                 log(format!("{size} B {}, unpaced round {round}/{}", result.config.label(), args.repeats));
                 let path = Path::setup(result.config, &args.ns_b)?;
                 let sample = traffic.run(&path, 0);
+                let low = sample.is_ok().then(|| measure_low_rate(&traffic, &path));
                 let lock = path.lock_waits();
                 path.teardown()?;
                 let s = sample?;
@@ -151,17 +152,20 @@ fn main() -> anyhow::Result<()> {
                     unevaluated_text(&s)
                 );
                 result.unpaced.push(s);
+                if let Some(low) = low {
+                    result.low_rate_loads.push(low?);
+                }
                 result.add_lock(lock?);
             }
         }
         for result in &mut results {
             log(format!("{size} B {}, paced", result.config.label()));
             let path = Path::setup(result.config, &args.ns_b)?;
-            let low = measure_low(&traffic, &path, args.idle_seconds);
+            let idle = measure_idle(&traffic, &path, args.idle_seconds);
             let paced = measure_paced(&traffic, &path, rates);
             let lock = path.lock_waits();
             path.teardown()?;
-            (result.idle_load, result.low_rate_load) = low?;
+            result.idle_load = idle?;
             result.paced = paced?;
             result.add_lock(lock?);
         }
@@ -176,20 +180,26 @@ fn unevaluated_text(s: &measure::Sample) -> String {
     s.unevaluated.map_or(String::new(), |u| format!(", unevaluated {u}"))
 }
 
-/// The consumer's share of a core with no traffic and at `LOW_RATE`, path set up.
-fn measure_low(traffic: &Traffic, path: &Path, idle_secs: f64) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+/// The consumer's share of a core with no traffic, path set up.
+fn measure_idle(traffic: &Traffic, path: &Path, idle_secs: f64) -> anyhow::Result<Option<f64>> {
     // Let a freshly started consumer finish starting up before it counts as idle.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let idle = traffic.idle_load(path, idle_secs)?;
+    eprintln!("    no traffic: consumer {}", show_load(idle));
+    Ok(idle)
+}
+
+/// The consumer's share of a core at `LOW_RATE`, after a pause that lets it settle from the
+/// run before (its receive loop stops yielding for packets once tries keep failing).
+fn measure_low_rate(traffic: &Traffic, path: &Path) -> anyhow::Result<Option<f64>> {
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let s = traffic.run(path, table::LOW_RATE)?;
-    let show = |l: Option<f64>| l.map_or("-".to_owned(), |l| format!("{:.3} % of a core", l * 100.0));
-    eprintln!(
-        "    no traffic: consumer {}; {}/s: consumer {}",
-        show(idle),
-        table::LOW_RATE,
-        show(s.consumer_load())
-    );
-    Ok((idle, s.consumer_load()))
+    eprintln!("    {}/s: consumer {}", table::LOW_RATE, show_load(s.consumer_load()));
+    Ok(s.consumer_load())
+}
+
+fn show_load(load: Option<f64>) -> String {
+    load.map_or("-".to_owned(), |l| format!("{:.3} % of a core", l * 100.0))
 }
 
 /// Paced rates in ascending order until the first one with loss, but never before
