@@ -6,5 +6,5 @@ set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq lua5.4 liblua5.4-dev lua-busted iptables iproute2 util-linux pkg-config curl python3 openssl >/dev/null
+$SUDO apt-get install -y -qq lua5.4 liblua5.4-dev lua-busted iptables iproute2 util-linux pkg-config curl python3 openssl tcpdump >/dev/null
 command -v cargo >/dev/null || { echo "install Rust (>= 1.88) with rustup first" >&2; exit 1; }

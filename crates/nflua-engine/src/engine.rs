@@ -180,6 +180,7 @@ impl Engine {
             watchdog: Arc::clone(&self.watchdog),
             max_call: self.config.max_call,
             max_hook_call: self.config.max_hook_call,
+            clock: self.config.clock.clone(),
         };
         let state = State::new(config, shared)?;
         let mut states = self.write();

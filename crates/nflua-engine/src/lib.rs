@@ -103,6 +103,7 @@
 //! - Lua runs on the caller's thread: give it at least 1 MiB of stack (Lua stops C recursion at
 //!   200 levels; tested on 2 MiB threads in debug builds).
 
+mod clock;
 mod coroutines;
 mod costs;
 mod door;
@@ -120,6 +121,7 @@ mod timers;
 mod traceback;
 mod watchdog;
 
+pub use clock::{Clock, ReplayClock};
 pub use engine::{check_state_name, DueTimer, Engine, StateRef, STATE_NAME_MAX_BYTES};
 pub use error::EngineError;
 pub use hook::{
@@ -225,6 +227,8 @@ pub struct EngineConfig {
     pub max_call: Option<std::time::Duration>,
     /// The same for one packet hook call, which holds its packet (and the queue) while it runs.
     pub max_hook_call: Option<std::time::Duration>,
+    /// The time scripts see (`nf.time`, timer deadlines): the system's, or a capture's.
+    pub clock: Clock,
 }
 
 impl Default for EngineConfig {
@@ -238,6 +242,7 @@ impl Default for EngineConfig {
             max_alloc_cap: usize::MAX,
             max_call: None,
             max_hook_call: None,
+            clock: Clock::System,
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::memory::{PendingBytes, StateMemory, TIMER_BYTES};
 use crate::timers::TimerQueue;
 use crate::traceback::{self, ErrorText};
 use crate::watchdog::Watchdog;
-use crate::{sandbox, EngineError, NetlinkSink, StateConfig, StateInfo, StateStats};
+use crate::{sandbox, Clock, EngineError, NetlinkSink, StateConfig, StateInfo, StateStats};
 
 /// Hook function names whose Lua strings a state keeps (a daemon has a few hooks per state; a
 /// name past this many is simply made again on each call).
@@ -48,6 +48,8 @@ pub(crate) struct Context {
     pub(crate) id: u64,
     pub(crate) sink: Arc<dyn NetlinkSink>,
     pub(crate) timers: Arc<TimerQueue>,
+    /// The time the state's scripts see.
+    pub(crate) clock: Clock,
     /// What the state holds outside its Lua heap (buffers, timers, a replacement packet).
     pub(crate) memory: Arc<StateMemory>,
     /// Sequence number of the next `nf.netlink` message (the original started at 0).
@@ -96,6 +98,7 @@ pub(crate) struct Shared {
     /// Wall-clock limits of an entry and of a hook call.
     pub(crate) max_call: Option<Duration>,
     pub(crate) max_hook_call: Option<Duration>,
+    pub(crate) clock: Clock,
 }
 
 pub(crate) struct State {
@@ -139,6 +142,7 @@ impl State {
             id: shared.id,
             sink: shared.sink,
             timers: shared.timers,
+            clock: shared.clock,
             memory: Arc::new(StateMemory::new(config.max_alloc_bytes)),
             netlink_seq: AtomicU32::new(0),
             counters: Counters::default(),
@@ -588,6 +592,7 @@ pub(crate) mod tests {
             watchdog: Arc::default(),
             max_call: None,
             max_hook_call: None,
+            clock: Clock::System,
         }
     }
 

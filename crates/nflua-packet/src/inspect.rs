@@ -195,6 +195,20 @@ pub fn headers(ip_packet: &[u8]) -> Result<Headers, PacketError> {
     Ok(headers)
 }
 
+/// A number for the connection `ip_packet` belongs to, from its protocol, addresses and ports,
+/// equal for both directions (`nf.connid` where the kernel attaches no conntrack id).
+pub fn connection_id(ip_packet: &[u8]) -> Option<u32> {
+    use std::hash::{Hash, Hasher};
+    let s = summarize(ip_packet).ok()?;
+    let a = (s.src, s.src_port);
+    let b = (s.dst, s.dst_port);
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (s.protocol, lo, hi).hash(&mut h);
+    let v = h.finish();
+    Some((v ^ (v >> 32)) as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -321,5 +335,30 @@ mod tests {
         assert_eq!(summary.l4_payload, 28..32);
         assert!(!checksum_ok(&first));
         assert_eq!(tcp_payload(&first), None);
+    }
+}
+
+#[cfg(test)]
+mod connection_id_tests {
+    use super::connection_id as flow_id;
+
+    /// IPv4 UDP header pair (no payload) from `src:sport` to `dst:dport`.
+    fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0, 8, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn flow_ids_match_both_directions_and_differ_across_flows() {
+        let (a, b) = ([192, 0, 2, 1], [192, 0, 2, 2]);
+        let there = flow_id(&udp(a, 4000, b, 53)).unwrap();
+        assert_eq!(Some(there), flow_id(&udp(b, 53, a, 4000)));
+        assert_ne!(Some(there), flow_id(&udp(a, 4001, b, 53)));
+        assert_eq!(flow_id(&[0x45]), None);
     }
 }

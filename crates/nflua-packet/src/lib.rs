@@ -37,8 +37,8 @@ mod udp;
 pub use craft::{replace_payload, tcp_reply, udp_reply, MAX_PACKET_LEN};
 pub use error::PacketError;
 pub use inspect::{
-    checksum_ok, ethertype, headers, summarize, tcp_payload, Headers, Summary, TcpFields, UdpFields,
-    ETHERTYPE_IPV4, ETHERTYPE_IPV6,
+    checksum_ok, connection_id, ethertype, headers, summarize, tcp_payload, Headers, Summary, TcpFields,
+    UdpFields, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
 };
 pub use l4::{IPPROTO_TCP, IPPROTO_UDP};
 

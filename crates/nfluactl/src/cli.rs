@@ -93,8 +93,67 @@ pub enum Command {
     /// Bind NFQUEUE queues to a state's function, remove or list such hooks.
     #[command(subcommand)]
     Hook(HookCommand),
+    /// Run a filter over a capture file, offline: no daemon, no root, no
+    /// network. The scripts run in a fresh state with the daemon's engine,
+    /// libraries and limits; each packet goes to FUNCTION as a hook would give
+    /// it; time is the capture's (nf.time(), timers).
+    Test(TestArgs),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// The capture: pcap or pcapng; Ethernet, raw IP or Linux cooked links.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: PathBuf,
+    /// A Lua file run in the state before the capture (repeatable; in order).
+    #[arg(long = "script", value_name = "FILE", required = true)]
+    pub scripts: Vec<PathBuf>,
+    /// The function packets are given to.
+    #[arg(long)]
+    pub function: String,
+    /// match: the function returns true/false; target: a verdict name.
+    #[arg(long, value_enum, default_value_t = ModeArg::Match)]
+    pub mode: ModeArg,
+    /// As a stream hook (with --mode target): each TCP connection's payload
+    /// reassembled per direction, the function's verdict deciding the
+    /// connection.
+    #[arg(long)]
+    pub stream: bool,
+    /// Bytes per direction a stream function sees (default 16384).
+    #[arg(long, value_name = "BYTES", requires = "stream")]
+    pub stream_depth: Option<u32>,
+    /// Capture milliseconds a stream hook holds a packet for its connection's
+    /// decision before giving up (the daemon's --stream-timeout-ms).
+    #[arg(long, value_name = "MS", default_value_t = 5000, requires = "stream")]
+    pub stream_timeout_ms: u64,
+    /// Give Lua only the TCP payload (packets without one do not match).
+    #[arg(long, conflicts_with = "stream")]
+    pub tcp_payload: bool,
+    /// Instructions one call may execute (maxruns).
+    #[arg(long, default_value_t = DEFAULT_MAX_RUNS)]
+    pub instructions: u32,
+    /// Bytes the state may allocate (maxalloc).
+    #[arg(long, default_value_t = DEFAULT_MAX_ALLOC_BYTES as u32)]
+    pub memory: u32,
+    /// Print one JSON object instead of a line per packet.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the packets the filter would have sent (nf.reply, packet:send)
+    /// to this pcap file (raw IP).
+    #[arg(long, value_name = "OUT")]
+    pub write_pcap: Option<PathBuf>,
+    /// Exit 1 unless exactly N packets got VERDICT (accept, drop, match,
+    /// nomatch, continue, error, ...; "errors" counts failed calls and timers).
+    #[arg(long, value_name = "VERDICT=N", value_parser = parse_expect)]
+    pub expect: Vec<(String, u64)>,
+}
+
+fn parse_expect(text: &str) -> Result<(String, u64), String> {
+    let (verdict, count) = text.split_once('=').ok_or_else(|| format!("expected VERDICT=N, got {text:?}"))?;
+    let count = count.trim().parse().map_err(|_| format!("expected a count after '=', got {count:?}"))?;
+    Ok((verdict.trim().to_owned(), count))
 }
 
 // Parsed once per run: the size of the largest variant costs nothing.

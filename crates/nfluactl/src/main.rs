@@ -9,11 +9,15 @@
 //! nothing, and the message says the request may still be applied.
 //!
 //! Dependencies: `clap` + `clap_complete` (arguments and shell completions),
-//! `serde_json` (`--json` output), `anyhow` (errors at this edge).
+//! `serde_json` (`--json` output), `anyhow` (errors at this edge); for `nfluactl test`
+//! (`offline`), the daemon's engine (`nflua-engine`, `nflua-stream`, `nflua-packet`, with a
+//! vendored Lua 5.4 through `mlua`) and `pcap-file` (pcap and pcapng, pure Rust: no libpcap to
+//! install for an offline run).
 
 mod cli;
 mod cmd;
 mod nft;
+mod offline;
 mod output;
 
 use std::process::ExitCode;

@@ -8,7 +8,6 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use mlua::{AnyUserData, Integer, Lua, Table, Value};
 use nflua_data::Data;
@@ -17,6 +16,7 @@ use super::{bad_argument, bytes_of, error, packet, Lib};
 use crate::hook::{HookCall, HookMode, ETHERNET_HEADER_LEN};
 use crate::limits::charge;
 use crate::state::Context;
+use crate::Clock;
 use crate::DATA_MAX_SIZE;
 
 pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
@@ -29,7 +29,8 @@ pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
             netlink(lua, &ctx, port, groups.unwrap_or(0), &payload)
         })?;
     nf.raw_set("netlink", netlink_fn)?;
-    nf.raw_set("time", lib.function(|_, ()| Ok(time()))?)?;
+    let ctx = Arc::clone(lib.ctx);
+    nf.raw_set("time", lib.function(move |_, ()| Ok(time(&ctx.clock)))?)?;
 
     packet::register(lib)?;
     let ctx = Arc::clone(lib.ctx);
@@ -238,8 +239,8 @@ fn bad_payload(value: &Value) -> mlua::Error {
 }
 
 /// `nf.time()` → seconds since the epoch, milliseconds within the second.
-fn time() -> (i64, i64) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+fn time(clock: &Clock) -> (i64, i64) {
+    let now = clock.wall();
     (i64::try_from(now.as_secs()).unwrap_or(i64::MAX), i64::from(now.subsec_millis()))
 }
 
@@ -249,7 +250,7 @@ mod tests {
 
     #[test]
     fn time_is_seconds_and_milliseconds() {
-        let (secs, millis) = time();
+        let (secs, millis) = time(&Clock::System);
         assert!(secs > 1_600_000_000);
         assert!((0..1000).contains(&millis));
     }

@@ -10,7 +10,7 @@
 //! a state may hold [`MAX_TIMERS_PER_STATE`] pending timers. The timer object itself is only a handle: dropping it does not cancel the timer.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataFields, Value};
 
@@ -57,7 +57,9 @@ fn create(lua: &Lua, ctx: &Context, msecs: &Value, callback: Value) -> mlua::Res
         other => return Err(bad_argument(1, "create", "number", other)),
     };
     let delay_ms = u64::try_from(delay_ms).map_err(|_| error("timer.create: msecs must not be negative"))?;
-    let deadline = Instant::now()
+    let deadline = ctx
+        .clock
+        .now()
         .checked_add(Duration::from_millis(delay_ms))
         .ok_or_else(|| error(format!("timer.create: {delay_ms} ms is too far in the future")))?;
     let Value::Function(callback) = callback else {

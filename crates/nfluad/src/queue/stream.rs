@@ -230,7 +230,7 @@ impl Streams {
             lua_packet: ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + packet.payload.len(),
             mode: nflua_engine::HookMode::Target,
             // The queue is not asked for conntrack ids here: nf.connid derives one.
-            conntrack_id: super::worker::flow_id(packet.payload),
+            conntrack_id: nflua_packet::connection_id(packet.payload),
         };
         let full = flow.half(direction).past_depth() > 0
             || flow.stream(direction).len() >= self.table.limits().depth;

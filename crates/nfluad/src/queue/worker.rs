@@ -203,19 +203,6 @@ impl Worker {
     }
 }
 
-/// A connection identity from the 5-tuple, equal for both directions.
-pub(super) fn flow_id(ip_packet: &[u8]) -> Option<u32> {
-    use std::hash::{Hash, Hasher};
-    let s = nflua_packet::summarize(ip_packet).ok()?;
-    let a = (s.src, s.src_port);
-    let b = (s.dst, s.dst_port);
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (s.protocol, lo, hi).hash(&mut h);
-    let v = h.finish();
-    Some((v ^ (v >> 32)) as u32)
-}
-
 /// What `evaluate` needs of the worker, borrowed while the queue reads a batch.
 pub(super) struct Hook<'a> {
     pub(super) engine: &'a Engine,
@@ -253,7 +240,7 @@ fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds) -> Pending {
                 conntrack_id: match connids {
                     ConnIds::Off => None,
                     ConnIds::Kernel => packet.conntrack_id,
-                    ConnIds::Flow => flow_id(ip_packet),
+                    ConnIds::Flow => nflua_packet::connection_id(ip_packet),
                 },
             };
             let started = Instant::now();
@@ -306,31 +293,6 @@ pub(super) fn to_nf_verdict(v: EngineVerdict) -> Verdict {
         EngineVerdict::Queue => Verdict::Queue,
         EngineVerdict::Repeat => Verdict::Repeat,
         EngineVerdict::Stop => Verdict::Stop,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::flow_id;
-
-    /// IPv4 UDP header pair (no payload) from `src:sport` to `dst:dport`.
-    fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
-        let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
-        p.extend_from_slice(&src);
-        p.extend_from_slice(&dst);
-        p.extend_from_slice(&sport.to_be_bytes());
-        p.extend_from_slice(&dport.to_be_bytes());
-        p.extend_from_slice(&[0, 8, 0, 0]);
-        p
-    }
-
-    #[test]
-    fn flow_ids_match_both_directions_and_differ_across_flows() {
-        let (a, b) = ([192, 0, 2, 1], [192, 0, 2, 2]);
-        let there = flow_id(&udp(a, 4000, b, 53)).unwrap();
-        assert_eq!(Some(there), flow_id(&udp(b, 53, a, 4000)));
-        assert_ne!(Some(there), flow_id(&udp(a, 4001, b, 53)));
-        assert_eq!(flow_id(&[0x45]), None);
     }
 }
 

@@ -15,6 +15,7 @@ mod legacy;
 mod lifecycle;
 mod limits;
 mod memory;
+mod offline;
 mod overflow;
 mod packets;
 mod printed_rules;
