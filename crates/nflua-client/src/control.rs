@@ -14,7 +14,7 @@ use nflua_proto::consts::{DEFAULT_MAX_ALLOC_BYTES, STATE_NAME_MAX};
 use nflua_proto::hook::{encode_hook_add, encode_hook_del, encode_hook_list, HookSpec};
 use nflua_proto::{
     encode_create, encode_destroy, encode_list, encode_stats, execute_messages, messages, name,
-    ListReassembler, MsgType, RecordFormat, Reply, StateFlags, StateRecord,
+    reload_messages, BundleChunk, ListReassembler, MsgType, RecordFormat, Reply, StateFlags, StateRecord,
 };
 
 use crate::config::ClientConfig;
@@ -234,6 +234,19 @@ impl ControlSocket {
         for msg in execute_messages(seq, port, state, script_name, script)? {
             // On failure some fragments may be out: the daemon drops the partial
             // script when it expires or when this socket's next script starts.
+            self.link.send(&msg)?;
+        }
+        self.sent(MsgType::Execute);
+        Ok(())
+    }
+
+    /// Sends a reload of `state`: the chunks, run in order in a new state with its name, limits
+    /// and flags, replace its code only if all of them succeed (answered like EXECUTE).
+    pub fn send_reload(&mut self, state: &str, chunks: &[BundleChunk<'_>]) -> Result<(), ClientError> {
+        let port = self.port()?;
+        reload_messages(0, port, state, chunks)?;
+        let seq = self.begin()?;
+        for msg in reload_messages(seq, port, state, chunks)? {
             self.link.send(&msg)?;
         }
         self.sent(MsgType::Execute);
@@ -472,6 +485,13 @@ impl ControlSocket {
     /// EXECUTE and wait for the answer.
     pub fn execute(&mut self, state: &str, script: &[u8], script_name: &str) -> Result<(), ClientError> {
         self.send_execute(state, script, script_name)?;
+        self.await_answer().map(drop)
+    }
+
+    /// A reload (see [`ControlSocket::send_reload`]) and wait for the answer: `Ok` once the new
+    /// code is in place, the first failing chunk's error otherwise (the state is then as before).
+    pub fn reload(&mut self, state: &str, chunks: &[BundleChunk<'_>]) -> Result<(), ClientError> {
+        self.send_reload(state, chunks)?;
         self.await_answer().map(drop)
     }
 

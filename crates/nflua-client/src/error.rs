@@ -87,7 +87,8 @@ impl From<FragmentError> for ClientError {
         match e {
             FragmentError::StateName(n) => ClientError::StateName(n),
             FragmentError::ScriptName(n) => ClientError::ScriptName(n),
-            FragmentError::TooLarge(n) => ClientError::ScriptTooLarge(n),
+            FragmentError::TooLarge(n) | FragmentError::BundleTooLarge(n) => ClientError::ScriptTooLarge(n),
+            FragmentError::Bundle(e) => ClientError::InvalidArgument(e.to_string()),
         }
     }
 }

@@ -6,8 +6,8 @@
 //! ```text
 //!   Engine.states: RwLock<BTreeMap<name, Arc<Slot>>>     create/destroy write; everything else reads
 //!        Slot.state: Mutex<Option<State>>                 held for a whole call into the state's Lua
-//!        Slot.pins, Slot.wants_conntrack: atomics
-//!        Slot.figures: config + atomics                   what LIST/STATS read, never locked
+//!        Slot.id, Slot.pins, Slot.wants_conntrack: atomics
+//!        Slot.figures: RwLock<config + atomics>           what LIST/STATS read, never the slot's lock
 //!   Engine.timers: TimerQueue (its own mutex, a leaf)     see `timers.rs`
 //! ```
 //!
@@ -29,6 +29,15 @@
 //! Timers are taken out of the queue ([`Engine::take_due_timers`]) apart from running them
 //! ([`Engine::run_timer`]), so the daemon can run each on its state's own worker instead of one
 //! timer thread that any slow callback would hold up.
+//!
+//! Reloading ([`Engine::reload`]) builds a new state beside the old one, without any lock, runs
+//! the new chunks in it, and only if all succeed swaps it into the slot under the slot's lock:
+//! a call already inside the old state finishes first, every later call (a queue worker holds
+//! the slot, not the state) enters the new one, so each packet is decided wholly by one or the
+//! other. The slot's id becomes the new state's, which retires the old state's timers (a timer
+//! runs only in a slot whose id is its state's); its figures follow. The old Lua is closed after
+//! the lock is released. The daemon runs a reload on its state's lane, where timers run too, so
+//! a timer the new code sets while loading cannot fire before the swap.
 //!
 //! Pins (`pin`/`unpin`) count the packet hooks bound to a state. `pin` runs under the map's
 //! read lock and `destroy` checks the count under its write lock, so a pin can never slip in
@@ -74,7 +83,8 @@ pub struct Engine {
 
 /// One state and what the engine keeps beside it.
 struct Slot {
-    id: u64,
+    /// The id of the state inside (a reload puts in a state with a new id).
+    id: AtomicU64,
     /// `None` once destroyed (a caller that found the slot just before may still lock it).
     state: Mutex<Option<State>>,
     /// Packet hooks referencing the state.
@@ -84,8 +94,8 @@ struct Slot {
     /// Times a caller found the state busy and had to wait: the contention of
     /// queue workers (and the control loop, timers) sharing one Lua state.
     lock_waits: AtomicU64,
-    /// What LIST and STATS show, read without the lock.
-    figures: Figures,
+    /// What LIST and STATS show, read without the state's lock.
+    figures: RwLock<Figures>,
 }
 
 impl Slot {
@@ -102,8 +112,12 @@ impl Slot {
         }
     }
 
+    fn figures(&self) -> Figures {
+        self.figures.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     fn stats(&self) -> StateStats {
-        let mut stats = self.figures.stats();
+        let mut stats = self.figures().stats();
         stats.lock_waits = self.lock_waits.load(Relaxed);
         stats
     }
@@ -172,23 +186,13 @@ impl Engine {
         // calls into other states go on.
         let id = self.next_state_id.fetch_add(1, Relaxed);
         let name = config.name.clone();
-        let shared = Shared {
-            id,
-            sink: Arc::clone(&self.sink),
-            timers: Arc::clone(&self.timers),
-            halt: Arc::clone(&self.halt),
-            watchdog: Arc::clone(&self.watchdog),
-            max_call: self.config.max_call,
-            max_hook_call: self.config.max_hook_call,
-            clock: self.config.clock.clone(),
-        };
-        let state = State::new(config, shared)?;
+        let state = State::new(config, self.shared(id))?;
         let mut states = self.write();
         // Checked again: another thread may have created a state meanwhile.
         self.check_room(&states, &name)?;
         let slot = Slot {
-            id,
-            figures: state.figures(),
+            id: AtomicU64::new(id),
+            figures: RwLock::new(state.figures()),
             state: Mutex::new(Some(state)),
             pins: AtomicUsize::new(0),
             wants_conntrack: AtomicBool::new(false),
@@ -197,6 +201,59 @@ impl Engine {
         states.insert(name.clone(), Arc::new(slot));
         drop(states);
         tracing::info!(state = %name, "state created");
+        Ok(())
+    }
+
+    /// What a new state with id `id` shares with the engine.
+    fn shared(&self, id: u64) -> Shared {
+        Shared {
+            id,
+            sink: Arc::clone(&self.sink),
+            timers: Arc::clone(&self.timers),
+            halt: Arc::clone(&self.halt),
+            watchdog: Arc::clone(&self.watchdog),
+            max_call: self.config.max_call,
+            max_hook_call: self.config.max_hook_call,
+            clock: self.config.clock.clone(),
+        }
+    }
+
+    /// Replaces state `name`'s code: builds a new state with its name, limits and flags, runs
+    /// `chunks` (name, Lua source) in it in order, and, only if every one succeeds, puts it in
+    /// the old state's place in one step (see the module doc): hooks, pins and the name carry
+    /// over; the old state's globals, timers and statistics do not. A failing chunk's error is
+    /// returned (`EngineError::Lua` with its text and traceback) and nothing changes; a state
+    /// destroyed meanwhile gives `NotFound`.
+    pub fn reload(&self, name: &str, chunks: &[(&str, &[u8])]) -> Result<(), EngineError> {
+        let slot = self.slot(name)?;
+        let config = slot.figures().config().clone();
+        let id = self.next_state_id.fetch_add(1, Relaxed);
+        let mut fresh = State::new(config, self.shared(id))?;
+        let discard = |e: EngineError| {
+            self.timers.forget_state(id);
+            e
+        };
+        for (chunk_name, body) in chunks {
+            fresh.execute(body, chunk_name).map_err(discard)?;
+        }
+        let figures = fresh.figures();
+        let (old, old_id) = {
+            let mut state = slot.lock();
+            let current = self.read().get(name).is_some_and(|s| Arc::ptr_eq(s, &slot));
+            if state.is_none() || !current {
+                return Err(discard(EngineError::NotFound(name.to_string())));
+            }
+            let old = state.replace(fresh);
+            let old_id = slot.id.swap(id, Relaxed);
+            *slot.figures.write().unwrap_or_else(PoisonError::into_inner) = figures;
+            if chunks.iter().any(|(_, body)| mentions_connid(body)) {
+                slot.wants_conntrack.store(true, Relaxed);
+            }
+            (old, old_id)
+        };
+        self.timers.forget_state(old_id);
+        drop(old);
+        tracing::info!(state = %name, chunks = chunks.len(), "state reloaded");
         Ok(())
     }
 
@@ -223,7 +280,7 @@ impl Engine {
             states.remove(name)
         };
         if let Some(slot) = slot {
-            self.timers.forget_state(slot.id);
+            self.timers.forget_state(slot.id.load(Relaxed));
             let state = slot.lock().take();
             drop(state);
             tracing::info!(state = %name, "state destroyed");
@@ -258,7 +315,7 @@ impl Engine {
     /// All states, sorted by name. Never waits for a call running in a state: the memory figure
     /// is the one at the end of the state's last entry.
     pub fn list(&self) -> Vec<StateInfo> {
-        self.slots().iter().map(|slot| slot.figures.info()).collect()
+        self.slots().iter().map(|slot| slot.figures().info()).collect()
     }
 
     pub fn state_count(&self) -> usize {
@@ -301,7 +358,7 @@ impl Engine {
     /// `NotFound`, or `NoRoom` when the state cannot hold it besides what it holds already (its
     /// Lua heap as of its last entry). Never waits for the state.
     pub fn hold_pending(&self, name: &str, bytes: usize) -> Result<PendingBytes, EngineError> {
-        self.slot(name)?.figures.hold_pending(bytes)
+        self.slot(name)?.figures().hold_pending(bytes)
     }
 
     /// Hands a DATA message from port `pid` to the state's `__receive_callback(pid, buffer)`.
@@ -356,7 +413,7 @@ impl Engine {
         let Ok(slot) = self.slot(&timer.state_name) else {
             return false;
         };
-        if slot.id != timer.state_id {
+        if slot.id.load(Relaxed) != timer.state_id {
             return false;
         }
         let mut state = slot.lock();
@@ -469,7 +526,7 @@ impl StateRef {
 
 impl std::fmt::Debug for StateRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateRef").field("name", &self.name).field("id", &self.slot.id).finish()
+        f.debug_struct("StateRef").field("name", &self.name).field("id", &self.slot.id.load(Relaxed)).finish()
     }
 }
 

@@ -535,6 +535,11 @@ impl Figures {
         self.ctx.memory.held_with(self.ctx.counters.cur_alloc_bytes.load(Relaxed))
     }
 
+    /// The configuration the state was made with.
+    pub(crate) fn config(&self) -> &StateConfig {
+        &self.config
+    }
+
     pub(crate) fn info(&self) -> StateInfo {
         StateInfo {
             name: self.config.name.clone(),

@@ -897,5 +897,7 @@ mod costs;
 mod held;
 #[path = "engine/hooks.rs"]
 mod hooks;
+#[path = "engine/reload.rs"]
+mod reload;
 #[path = "engine/timers.rs"]
 mod timers;

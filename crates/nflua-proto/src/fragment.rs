@@ -1,5 +1,6 @@
 //! Splitting a script into EXECUTE messages (the client side of SPEC §2).
 
+use crate::bundle::{check_bundle, encode_bundle, BundleChunk, BundleError};
 use crate::consts::{DEFAULT_CHUNK_NAME, SCRIPT_FRAG_SIZE, SCRIPT_MAX, SCRIPT_NAME_MAX, STATE_NAME_MAX};
 use crate::error::NameError;
 use crate::header::{emit_message, MsgFlags, MsgType};
@@ -15,6 +16,30 @@ pub enum FragmentError {
     ScriptName(NameError),
     #[error("script of {0} bytes exceeds the maximum of {SCRIPT_MAX}")]
     TooLarge(usize),
+    #[error("{0}")]
+    Bundle(BundleError),
+    #[error("the files of a reload take {0} bytes together, more than the maximum of {SCRIPT_MAX}")]
+    BundleTooLarge(usize),
+}
+
+/// The chunk name a reload request's header carries (its chunks carry their own).
+pub const RELOAD_REQUEST_NAME: &str = "=reload";
+
+/// Encodes a reload of `state` with `chunks` (run in order in a new state that replaces it
+/// only if all succeed) as EXECUTE messages flagged `RELOAD`, all with request sequence `seq`.
+pub fn reload_messages(
+    seq: u32,
+    pid: u32,
+    state: &str,
+    chunks: &[BundleChunk<'_>],
+) -> Result<Vec<Vec<u8>>, FragmentError> {
+    check_bundle(chunks).map_err(FragmentError::Bundle)?;
+    let mut body = Vec::new();
+    encode_bundle(&mut body, chunks);
+    if body.len() > SCRIPT_MAX {
+        return Err(FragmentError::BundleTooLarge(body.len()));
+    }
+    script_messages(seq, pid, state, RELOAD_REQUEST_NAME, &body, MsgFlags::RELOAD)
 }
 
 /// Encodes `script` for `state` as EXECUTE messages, one datagram each, all
@@ -25,6 +50,18 @@ pub fn execute_messages(
     state: &str,
     script_name: &str,
     script: &[u8],
+) -> Result<Vec<Vec<u8>>, FragmentError> {
+    script_messages(seq, pid, state, script_name, script, MsgFlags::empty())
+}
+
+/// EXECUTE messages for `script`, `first_flags` added to the first one's.
+fn script_messages(
+    seq: u32,
+    pid: u32,
+    state: &str,
+    script_name: &str,
+    script: &[u8],
+    first_flags: MsgFlags,
 ) -> Result<Vec<Vec<u8>>, FragmentError> {
     check_state_name(state).map_err(FragmentError::StateName)?;
     let script_name = if script_name.is_empty() { DEFAULT_CHUNK_NAME } else { script_name };
@@ -40,7 +77,7 @@ pub fn execute_messages(
         let mut head = Vec::new();
         let mut flags = MsgFlags::REQUEST;
         if i == 0 {
-            flags |= MsgFlags::INIT;
+            flags |= MsgFlags::INIT | first_flags;
             put_u32(&mut head, script.len() as u32);
             emit_name(&mut head, state, STATE_NAME_MAX);
             emit_name(&mut head, script_name, SCRIPT_NAME_MAX);

@@ -92,6 +92,9 @@ bitflags::bitflags! {
         const CAPPED = 0x100;
         /// `NLM_F_ACK_TLVS` on NLMSG_ERROR: extended-ack attributes follow.
         const ACK_TLVS = 0x200;
+        /// Our addition, on an EXECUTE request's first fragment: the body is a bundle of
+        /// chunks that replace the state's code (see `bundle`).
+        const RELOAD = 0x400;
     }
 }
 

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod consts;
 pub mod error;
 pub mod fragment;
@@ -23,8 +24,9 @@ pub mod reply;
 pub mod request;
 mod wire;
 
+pub use bundle::{check_bundle, decode_bundle, encode_bundle, BundleChunk, BundleError, MAX_BUNDLE_CHUNKS};
 pub use error::{errno, DecodeError, NameError, ReassemblyError};
-pub use fragment::{execute_messages, FragmentError};
+pub use fragment::{execute_messages, reload_messages, FragmentError};
 pub use header::{emit_message, messages, Header, Message, Messages, MsgFlags, MsgType};
 pub use hook::{HookMode, HookSpec, OnError, Overflow};
 pub use reassembly::{ExecuteReassembler, ListError, ListReassembler, Script};

@@ -16,6 +16,8 @@ pub struct Script {
     /// Chunk name as sent (may be empty).
     pub name: String,
     pub body: Vec<u8>,
+    /// The first fragment carried `RELOAD`: the body is a bundle replacing the state's code.
+    pub reload: bool,
 }
 
 #[derive(Debug)]
@@ -97,7 +99,12 @@ impl ExecuteReassembler {
                 request_seq,
                 next_frag: 1,
                 total,
-                script: Script { state: head.state.to_owned(), name: head.script_name.to_owned(), body },
+                script: Script {
+                    state: head.state.to_owned(),
+                    name: head.script_name.to_owned(),
+                    body,
+                    reload: frag.flags.contains(MsgFlags::RELOAD),
+                },
             });
         } else {
             let p = self.pending.as_mut().ok_or(ReassemblyError::NoPendingScript)?;

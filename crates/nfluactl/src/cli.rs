@@ -58,6 +58,17 @@ pub enum Command {
         #[arg(long)]
         chunk_name: Option<String>,
     },
+    /// Replace a state's code: the files run in order in a new state with the
+    /// same name, limits and flags, which takes the old one's place (and its
+    /// hooks) only if every file ran without error. Packets are decided by
+    /// the old code or the new, never a mix; the old state's timers are
+    /// cancelled. On an error nothing changes and the error is shown.
+    Reload {
+        name: String,
+        /// Lua files, run in order (chunk names "@FILE").
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Send a data message to a state's __receive_callback.
     Send {
         name: String,

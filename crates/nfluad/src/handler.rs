@@ -340,6 +340,14 @@ impl Handler {
                 return Err(Failure::new(e.errno(), e.to_string()));
             }
         };
+        if script.reload {
+            let chunks = nflua_proto::decode_bundle(&script.body)
+                .map_err(|e| Failure::new(nflua_proto::errno::EINVAL, e.to_string()))?
+                .into_iter()
+                .map(|c| (c.name.to_owned(), c.body.to_vec()))
+                .collect();
+            return self.submit(Job::Reload { origin, state: script.state, chunks }, out);
+        }
         let chunk_name = if script.name.is_empty() { DEFAULT_CHUNK_NAME.to_owned() } else { script.name };
         self.submit(Job::Execute { origin, state: script.state, chunk_name, body: script.body }, out)
     }

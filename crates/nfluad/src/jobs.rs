@@ -40,6 +40,12 @@ pub enum Job {
         chunk_name: String,
         body: Vec<u8>,
     },
+    /// A reload: chunks (name, body) that replace the state's code if all of them run.
+    Reload {
+        origin: Origin,
+        state: String,
+        chunks: Vec<(String, Vec<u8>)>,
+    },
     /// A DATA message for the state's `__receive_callback`; counted in the state's memory
     /// while it waits (`held`).
     Data {
@@ -59,7 +65,10 @@ impl Job {
     /// The state (and lane) the job belongs to.
     pub fn state(&self) -> &str {
         match self {
-            Job::Execute { state, .. } | Job::Data { state, .. } | Job::Destroy { state, .. } => state,
+            Job::Execute { state, .. }
+            | Job::Reload { state, .. }
+            | Job::Data { state, .. }
+            | Job::Destroy { state, .. } => state,
             Job::Timer(timer) => timer.state_name(),
         }
     }
@@ -68,6 +77,7 @@ impl Job {
     pub fn bytes(&self) -> usize {
         match self {
             Job::Execute { body, chunk_name, .. } => body.len() + chunk_name.len(),
+            Job::Reload { chunks, .. } => chunks.iter().map(|(name, body)| name.len() + body.len()).sum(),
             Job::Data { payload, .. } => payload.len(),
             Job::Destroy { .. } | Job::Timer(_) => 0,
         }
@@ -89,6 +99,10 @@ impl JobContext {
         let (origin, state, result) = match job {
             Job::Execute { origin, state, chunk_name, body } => {
                 let result = self.execute(&state, &chunk_name, &body).map(|()| Some(MsgType::Execute));
+                (origin, Some(state), result)
+            }
+            Job::Reload { origin, state, chunks } => {
+                let result = self.reload(&state, &chunks).map(|()| Some(MsgType::Execute));
                 (origin, Some(state), result)
             }
             Job::Data { origin, state, payload, held } => {
@@ -134,6 +148,14 @@ impl JobContext {
     /// can only succeed after the removal, so its record then lands after this one and a replay
     /// does not destroy the new state. (The wait inside is for a packet hook call in the state,
     /// bounded by its limits.)
+    /// The new code is journaled in place of the old only once it is in place: the journal
+    /// replays what runs.
+    fn reload(&self, state: &str, chunks: &[(String, Vec<u8>)]) -> Result<(), Failure> {
+        let borrowed: Vec<(&str, &[u8])> = chunks.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        self.engine.reload(state, &borrowed)?;
+        journaled(self.journal.as_ref(), state, |j| j.record_reload(state, &borrowed))
+    }
+
     fn destroy(&self, state: &str) -> Result<(), Failure> {
         let Some(journal) = &self.journal else {
             return self.engine.destroy(state).map_err(Failure::from);

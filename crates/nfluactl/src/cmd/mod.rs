@@ -10,7 +10,8 @@ use anyhow::Context;
 use clap::CommandFactory;
 use nflua_client::consts::DATA_MAX;
 use nflua_client::{
-    parse_port, ClientConfig, ClientError, ControlSocket, CreateRequest, DataSocket, Port, StateFlags,
+    parse_port, BundleChunk, ClientConfig, ClientError, ControlSocket, CreateRequest, DataSocket, Port,
+    StateFlags,
 };
 
 use crate::cli::{Cli, Command};
@@ -49,6 +50,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let chunk_name = chunk_name.unwrap_or(default_name);
             control(&cli_timeout, config)?.execute(&name, &chunk, &chunk_name)?;
+        }
+        Command::Reload { name, files } => {
+            let mut bodies = Vec::with_capacity(files.len());
+            for path in &files {
+                let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                bodies.push((format!("@{}", path.display()), body));
+            }
+            let chunks: Vec<BundleChunk<'_>> =
+                bodies.iter().map(|(name, body)| BundleChunk { name, body }).collect();
+            control(&cli_timeout, config)?.reload(&name, &chunks)?;
         }
         Command::Send { name, data, wait } => {
             let payload = match data.as_deref() {

@@ -267,6 +267,45 @@ impl Journal {
         chunk_synced
     }
 
+    /// Replaces the chunks of `state` with `chunks` (name, body), all of which ran, in one
+    /// manifest change: a restart replays either the old code or the new, never a mix.
+    pub fn record_reload(&mut self, state: &str, chunks: &[(&str, &[u8])]) -> Result<(), RecordError> {
+        let mut next = self.manifest.clone();
+        let Some(at) = next.states.iter().position(|s| s.name == state) else {
+            return Err(RecordError::UnknownState(state.to_owned()));
+        };
+        let mut entries = Vec::with_capacity(chunks.len());
+        let mut synced = Ok(());
+        for (name, body) in chunks {
+            let id = next.next_chunk;
+            match write_durably(&self.chunk_path(id), body) {
+                Ok(()) => {}
+                Err(WriteFailure::NotWritten(e)) => {
+                    for written in &entries {
+                        let written: &ChunkEntry = written;
+                        let _ = fs::remove_file(self.chunk_path(written.id));
+                    }
+                    return Err(RecordError::NotJournaled(e));
+                }
+                Err(WriteFailure::NotSynced(e)) => synced = Err(RecordError::NotSynced(e)),
+            }
+            next.next_chunk += 1;
+            entries.push(ChunkEntry {
+                id,
+                name: (*name).to_owned(),
+                len: body.len(),
+                crc32: crc32fast::hash(body),
+                failed: false,
+            });
+        }
+        let old = std::mem::replace(&mut next.states[at].chunks, entries);
+        self.commit(next)?;
+        for c in old {
+            let _ = fs::remove_file(self.chunk_path(c.id));
+        }
+        synced
+    }
+
     pub fn record_hook_add(&mut self, spec: &HookSpec) -> Result<(), RecordError> {
         let mut record = Vec::new();
         spec.emit(&mut record);

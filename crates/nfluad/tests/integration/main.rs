@@ -19,6 +19,7 @@ mod offline;
 mod overflow;
 mod packets;
 mod printed_rules;
+mod reload;
 mod soak;
 mod stats;
 mod streams;
