@@ -69,6 +69,10 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// An interactive Lua prompt into a state: lines run there as chunks
+    /// (as `execute`), returned values are printed, multi-line chunks are
+    /// completed as lua5.4's prompt does.
+    Repl { name: String },
     /// Send a data message to a state's __receive_callback.
     Send {
         name: String,

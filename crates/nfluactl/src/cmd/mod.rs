@@ -1,6 +1,7 @@
 //! One function per subcommand.
 
 mod hook;
+mod repl;
 mod test;
 
 use std::io::{Read, Write};
@@ -106,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             output::stats(&mut out, &stats, json)?;
         }
         Command::Hook(cmd) => hook::run(control(&cli_timeout, config)?, cmd, &mut out)?,
+        Command::Repl { name } => repl::run(config, cli_timeout, &name)?,
         Command::Test(args) => test::run(&args, &mut out)?,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "nfluactl", &mut out);

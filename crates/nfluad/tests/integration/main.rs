@@ -20,6 +20,7 @@ mod overflow;
 mod packets;
 mod printed_rules;
 mod reload;
+mod repl;
 mod soak;
 mod stats;
 mod streams;
