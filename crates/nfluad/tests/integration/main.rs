@@ -19,6 +19,7 @@ mod offline;
 mod overflow;
 mod packets;
 mod printed_rules;
+mod readme;
 mod reload;
 mod repl;
 mod soak;
