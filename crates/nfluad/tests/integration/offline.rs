@@ -326,6 +326,40 @@ fn match_mode_on_tcp_payload_records_replies() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `packet:send` re-emits the packet with a new payload: counted as sent, written with
+/// `--write-pcap` (lengths and checksums fixed), and "stolen" reads as the daemon treats it,
+/// the rewritten packet accepted.
+#[test]
+fn packet_send_is_recorded_with_its_new_bytes() {
+    let dir = scratch("send");
+    let pcap = dir.join("udp.pcap");
+    write_pcap(&pcap, &[(0, 0, udp(CLIENT, 4000, SERVER, 53, b"original"))]);
+    let filter = script(&dir, "filter.lua", "function f() nf.getpacket():send('XY') return 'stolen' end");
+    let out_pcap = dir.join("sent.pcap");
+    let report = json_of(&nfluactl_test(&[
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--script",
+        &filter,
+        "--function",
+        "f",
+        "--mode",
+        "target",
+        "--write-pcap",
+        out_pcap.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(report["verdicts"], serde_json::json!({"accept": 1}), "{report}");
+    assert_eq!(
+        (report["sent"].as_u64(), report["per_packet"][0]["rewritten"].as_bool()),
+        (Some(1), Some(true))
+    );
+    let written = std::fs::read(&out_pcap).expect("written pcap");
+    let sent = &written[24 + 16..];
+    assert_eq!(sent, &udp(CLIENT, 4000, SERVER, 53, b"XY")[..], "the packet as it would leave");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `--stream` with the shipped HTTP blocklist: a Host header split across two segments, and
 /// the same request with its segments out of order, are read whole; every data packet of a
 /// blocked connection gets "drop" (the first one held until the second came), an allowed
