@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nflua_client::consts::DATA_MAX;
-
 use crate::netns::{NetPair, ADDR_B, GUARD, MATCHED};
-use crate::util::{bin, private_port, run_with_stdin, text, Daemon};
+use crate::util::{ask, bin, private_port, run_with_stdin, text, Daemon};
 
 /// A directory removed when the test ends.
 #[derive(Debug)]
@@ -32,15 +30,6 @@ impl Drop for StateDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Asks the state `st` (whose callback answers with `answer()`) for its answer.
-fn ask(d: &Daemon, st: &str) -> String {
-    let mut s = d.data();
-    s.send(st, b"?").expect("send");
-    let mut buf = vec![0u8; DATA_MAX];
-    let m = s.receive_timeout(&mut buf, 5000).expect("answer");
-    String::from_utf8_lossy(&buf[..m.len]).into_owned()
 }
 
 const COUNTER: &str = "n = 1

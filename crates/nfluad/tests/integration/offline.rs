@@ -134,8 +134,14 @@ fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
     [&[0xff; 6][..], &[2, 0, 0, 0, 0, 1], &ethertype.to_be_bytes(), payload].concat()
 }
 
-fn nfluactl_test(args: &[&str]) -> Output {
-    Command::new(bin("nfluactl")).arg("test").args(args).output().expect("nfluactl test")
+/// `nfluactl test --pcap PCAP --script S... ARGS` (ARGS split on spaces).
+fn offline(pcap: &Path, scripts: &[&str], args: &str) -> Output {
+    let mut cmd = Command::new(bin("nfluactl"));
+    cmd.arg("test").arg("--pcap").arg(pcap);
+    for script in scripts {
+        cmd.args(["--script", script]);
+    }
+    cmd.args(args.split_whitespace()).output().expect("nfluactl test")
 }
 
 fn json_of(out: &Output) -> serde_json::Value {
@@ -179,17 +185,7 @@ fn a_target_filter_over_a_pcap_sees_capture_time_and_fires_timers_on_it() {
            return 'accept'
          end",
     );
-    let report = json_of(&nfluactl_test(&[
-        "--pcap",
-        pcap.to_str().unwrap(),
-        "--script",
-        &filter,
-        "--function",
-        "f",
-        "--mode",
-        "target",
-        "--json",
-    ]));
+    let report = json_of(&offline(&pcap, &[&filter], "--function f --mode target --json"));
     assert_eq!(report["packets"], 4, "{report}");
     assert_eq!(report["verdicts"], serde_json::json!({"accept": 2, "drop": 1, "error": 1}), "{report}");
     assert_eq!((report["errors"].as_u64(), report["timers"]["run"].as_u64()), (Some(1), Some(1)), "{report}");
@@ -223,22 +219,8 @@ fn expectations_and_script_errors_set_the_exit_status() {
         &pcap,
         &[(0, 0, udp(CLIENT, 4000, SERVER, 53, b"x")), (1, 0, udp(CLIENT, 4001, SERVER, 53, b"y"))],
     );
-    let pcap = pcap.to_str().unwrap();
     let filter = script(&dir, "filter.lua", "function f() return 'drop' end");
-    let out = nfluactl_test(&[
-        "--pcap",
-        pcap,
-        "--script",
-        &filter,
-        "--function",
-        "f",
-        "--mode",
-        "target",
-        "--expect",
-        "drop=2",
-        "--expect",
-        "errors=0",
-    ]);
+    let out = offline(&pcap, &[&filter], "--function f --mode target --expect drop=2 --expect errors=0");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
@@ -248,23 +230,12 @@ fn expectations_and_script_errors_set_the_exit_status() {
     );
     assert!(lines[2].starts_with("2 packets: drop 2; errors 0;"), "{lines:?}");
 
-    let out = nfluactl_test(&[
-        "--pcap",
-        pcap,
-        "--script",
-        &filter,
-        "--function",
-        "f",
-        "--mode",
-        "target",
-        "--expect",
-        "accept=2",
-    ]);
+    let out = offline(&pcap, &[&filter], "--function f --mode target --expect accept=2");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stderr).trim(), "nfluactl: expectations not met: accept: expected 2, got 0");
 
     let broken = script(&dir, "broken.lua", "function f( return end");
-    let out = nfluactl_test(&["--pcap", pcap, "--script", &filter, "--script", &broken, "--function", "f"]);
+    let out = offline(&pcap, &[&filter, &broken], "--function f");
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("broken.lua:1:") && err.contains("near 'return'"), "{err}");
@@ -295,18 +266,11 @@ fn match_mode_on_tcp_payload_records_replies() {
          end",
     );
     let out_pcap = dir.join("sent.pcap");
-    let report = json_of(&nfluactl_test(&[
-        "--pcap",
-        pcap.to_str().unwrap(),
-        "--script",
-        &filter,
-        "--function",
-        "f",
-        "--tcp-payload",
-        "--write-pcap",
-        out_pcap.to_str().unwrap(),
-        "--json",
-    ]));
+    let report = json_of(&offline(
+        &pcap,
+        &[&filter],
+        &format!("--function f --tcp-payload --write-pcap {} --json", out_pcap.display()),
+    ));
     assert_eq!(report["verdicts"], serde_json::json!({"match": 1, "nomatch": 2}), "{report}");
     let first = &report["per_packet"][0];
     assert_eq!(first["detail"], "not given to Lua: no TCP payload (--tcp-payload)", "{report}");
@@ -336,19 +300,11 @@ fn packet_send_is_recorded_with_its_new_bytes() {
     write_pcap(&pcap, &[(0, 0, udp(CLIENT, 4000, SERVER, 53, b"original"))]);
     let filter = script(&dir, "filter.lua", "function f() nf.getpacket():send('XY') return 'stolen' end");
     let out_pcap = dir.join("sent.pcap");
-    let report = json_of(&nfluactl_test(&[
-        "--pcap",
-        pcap.to_str().unwrap(),
-        "--script",
-        &filter,
-        "--function",
-        "f",
-        "--mode",
-        "target",
-        "--write-pcap",
-        out_pcap.to_str().unwrap(),
-        "--json",
-    ]));
+    let report = json_of(&offline(
+        &pcap,
+        &[&filter],
+        &format!("--function f --mode target --write-pcap {} --json", out_pcap.display()),
+    ));
     assert_eq!(report["verdicts"], serde_json::json!({"accept": 1}), "{report}");
     assert_eq!(
         (report["sent"].as_u64(), report["per_packet"][0]["rewritten"].as_bool()),
@@ -388,20 +344,8 @@ fn stream_mode_reads_split_and_reordered_requests() {
     write_pcap(&pcap, &packets);
     let example = format!("{}/../../examples/http-blocklist/filter.lua", env!("CARGO_MANIFEST_DIR"));
     let add = script(&dir, "add.lua", "__receive_callback(0, 'add blocked.example')");
-    let report = json_of(&nfluactl_test(&[
-        "--pcap",
-        pcap.to_str().unwrap(),
-        "--script",
-        &example,
-        "--script",
-        &add,
-        "--function",
-        "filter",
-        "--mode",
-        "target",
-        "--stream",
-        "--json",
-    ]));
+    let report =
+        json_of(&offline(&pcap, &[&example, &add], "--function filter --mode target --stream --json"));
     let verdicts: Vec<&str> =
         report["per_packet"].as_array().unwrap().iter().map(|p| p["verdict"].as_str().unwrap()).collect();
     assert_eq!(
@@ -439,15 +383,7 @@ fn pcapng_ethernet_frames_and_nanosecond_time() {
              frame[7], frame[12], frame[13], frame[14], packet[1]))
          end",
     );
-    let report = json_of(&nfluactl_test(&[
-        "--pcap",
-        pcap.to_str().unwrap(),
-        "--script",
-        &filter,
-        "--function",
-        "f",
-        "--json",
-    ]));
+    let report = json_of(&offline(&pcap, &[&filter], "--function f --json"));
     assert_eq!(report["verdicts"], serde_json::json!({"error": 1, "skipped": 1}), "{report}");
     assert_eq!(report["per_packet"][0]["detail"], "not IP (ethertype 0x0806)");
     let detail = report["per_packet"][1]["detail"].as_str().unwrap();
@@ -479,21 +415,11 @@ fn limits_apply_to_offline_calls() {
            return 'accept'
          end",
     );
-    let report = json_of(&nfluactl_test(&[
-        "--pcap",
-        pcap.to_str().unwrap(),
-        "--script",
-        &filter,
-        "--function",
-        "f",
-        "--mode",
-        "target",
-        "--instructions",
-        "20000",
-        "--memory",
-        "65536",
-        "--json",
-    ]));
+    let report = json_of(&offline(
+        &pcap,
+        &[&filter],
+        "--function f --mode target --instructions 20000 --memory 65536 --json",
+    ));
     let p = &report["per_packet"];
     assert!(p[0]["detail"].as_str().unwrap().contains("instruction limit exceeded"), "{report}");
     assert!(p[1]["detail"].as_str().unwrap().contains("not enough memory"), "{report}");
@@ -546,22 +472,11 @@ fn a_capture_recorded_in_a_namespace_replays_offline() {
            return 'accept'
          end",
     );
-    let out = nfluactl_test(&[
-        "--pcap",
-        pcap.to_str().unwrap(),
-        "--script",
-        &filter,
-        "--function",
-        "f",
-        "--mode",
-        "target",
-        "--expect",
-        "accept=4",
-        "--expect",
-        "drop=2",
-        "--expect",
-        "errors=0",
-    ]);
+    let out = offline(
+        &pcap,
+        &[&filter],
+        "--function f --mode target --expect accept=4 --expect drop=2 --expect errors=0",
+    );
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("192.0.2.1:7000 > 192.0.2.2:9000 UDP len 3"), "{}", text(&out.stdout));
     let _ = std::fs::remove_dir_all(&dir);

@@ -7,10 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nflua_client::consts::DATA_MAX;
-
 use crate::netns::{in_netns, NetPair, ADDR_B};
-use crate::util::{text, Daemon};
+use crate::util::{ask, text, Daemon};
 
 const PORT: u16 = 9000;
 
@@ -36,15 +34,6 @@ impl Drop for Files {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// The state's answer to a data message.
-fn ask(d: &Daemon, st: &str) -> String {
-    let mut s = d.data();
-    s.send(st, b"?").expect("send");
-    let mut buf = vec![0u8; DATA_MAX];
-    let m = s.receive_timeout(&mut buf, 5000).expect("answer");
-    String::from_utf8_lossy(&buf[..m.len]).into_owned()
 }
 
 /// Version `v` of a filter: answers "v<v> <globals it can see>" over the data channel.

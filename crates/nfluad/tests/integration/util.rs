@@ -369,3 +369,12 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// What state `st` answers to a data message (its `__receive_callback` answers the sender).
+pub fn ask(d: &Daemon, st: &str) -> String {
+    let mut s = d.data();
+    s.send(st, b"?").expect("send");
+    let mut buf = vec![0u8; nflua_client::consts::DATA_MAX];
+    let m = s.receive_timeout(&mut buf, 5000).expect("answer");
+    String::from_utf8_lossy(&buf[..m.len]).into_owned()
+}
