@@ -6,7 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (network namespaces, iptables)" >&2; exit 1; }
+. scripts/lib/sudo-cargo.sh
+nflua_find_cargo || { echo "demo.sh: no cargo; install Rust (>= 1.88) with rustup first" >&2; exit 1; }
 cargo build --release -q -p nfluad -p nfluactl
+nflua_give_back .
 bin=$PWD/target/release
 a=nflua-demo-a b=nflua-demo-b
 www=$(mktemp -d /tmp/nflua-demo.XXXXXX)

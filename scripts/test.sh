@@ -4,12 +4,15 @@
 # Tests that need root skip loudly without it, unless NFLUA_REQUIRE_PRIV=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/sudo-cargo.sh
+nflua_find_cargo || { echo "test.sh: no cargo; install Rust (>= 1.88) with rustup first" >&2; exit 1; }
+log=$(mktemp)
+# Under sudo, what the run built as root in the checkout goes back to the user.
+trap 'rm -f "$log"; nflua_give_back .' EXIT
 cargo fmt --all --check
 cargo build --workspace --all-targets
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --release --manifest-path crates/nflua-lua/Cargo.toml -- -D warnings
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 # The Lua suite builds the Lua modules the Rust packet tests use too (examples/dns-logger).
 bash tests/lua/run.sh 2>&1 | tee "$log"
 cargo test --workspace 2>&1 | tee -a "$log"
