@@ -16,6 +16,8 @@ cargo clippy --release --manifest-path crates/nflua-lua/Cargo.toml -- -D warning
 # The Lua suite builds the Lua modules the Rust packet tests use too (examples/dns-logger).
 bash tests/lua/run.sh 2>&1 | tee "$log"
 cargo test --workspace 2>&1 | tee -a "$log"
+# The README's first command as a new user runs it (sudo, Rust from rustup in their home).
+bash scripts/check-sudo-path.sh 2>&1 | tee -a "$log"
 # One closing line over both runners (cargo's last line is often a doc-test run of 0 tests).
-awk '/^test result:/ { p += $4; f += $6 } /^lua: [0-9]+ passed/ { p += $2; f += $4 }
+awk '/^test result:/ { p += $4; f += $6 } /^(lua|sudo-path): [0-9]+ passed/ { p += $2; f += $4 }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"
