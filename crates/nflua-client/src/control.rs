@@ -269,7 +269,7 @@ impl ControlSocket {
         name::check_state_name(&spec.state).map_err(ClientError::StateName)?;
         name::check_state_name(&spec.function)
             .map_err(|e| ClientError::InvalidArgument(format!("function name: {e}")))?;
-        spec.validate().map_err(ClientError::InvalidArgument)?;
+        spec.validate().map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
         let seq = self.begin()?;
         let mut buf = Vec::new();
         encode_hook_add(&mut buf, seq, self.port()?, spec);

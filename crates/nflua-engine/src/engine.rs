@@ -441,28 +441,6 @@ impl Engine {
         Ok(StateRef { name: name.to_owned(), slot: self.slot(name)? })
     }
 
-    /// [`Engine::call_hook`] through a handle: no lookup in the state map.
-    pub fn call_hook_ref(
-        &self,
-        state: &StateRef,
-        function: &str,
-        packet: &PacketContext<'_>,
-    ) -> Result<HookOutcome, EngineError> {
-        enter(&state.slot, &state.name, |_, s| hook::call(s, function, packet))
-    }
-
-    /// [`Engine::call_hook_ref`] for a stream hook: `function(frame, stream)` with the current
-    /// packet and the direction's reassembled bytes (see [`StreamContext`]).
-    pub fn call_stream_ref(
-        &self,
-        state: &StateRef,
-        function: &str,
-        packet: &PacketContext<'_>,
-        stream: &StreamContext<'_>,
-    ) -> Result<HookOutcome, EngineError> {
-        enter(&state.slot, &state.name, |_, s| hook::call_stream(s, function, packet, stream))
-    }
-
     fn slot(&self, name: &str) -> Result<Arc<Slot>, EngineError> {
         self.read().get(name).cloned().ok_or_else(|| EngineError::NotFound(name.to_string()))
     }
@@ -516,6 +494,22 @@ pub struct StateRef {
 impl StateRef {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// [`Engine::call_hook`] through the handle: no lookup in the state map.
+    pub fn call_hook(&self, function: &str, packet: &PacketContext<'_>) -> Result<HookOutcome, EngineError> {
+        enter(&self.slot, &self.name, |_, s| hook::call(s, function, packet))
+    }
+
+    /// [`StateRef::call_hook`] for a stream hook: `function(frame, stream)` with the current
+    /// packet and the direction's reassembled bytes (see [`StreamContext`]).
+    pub fn call_stream(
+        &self,
+        function: &str,
+        packet: &PacketContext<'_>,
+        stream: &StreamContext<'_>,
+    ) -> Result<HookOutcome, EngineError> {
+        enter(&self.slot, &self.name, |_, s| hook::call_stream(s, function, packet, stream))
     }
 
     /// See [`Engine::wants_conntrack`].

@@ -107,7 +107,36 @@ pub struct PacketContext<'a> {
     pub conntrack_id: Option<u32>,
 }
 
+/// What of a queued packet a hook's function gets as `packet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Given {
+    /// The whole IP packet.
+    IpPacket,
+    /// Only the TCP payload (`hook add --tcp-payload`).
+    TcpPayload,
+}
+
 impl<'a> PacketContext<'a> {
+    /// The packet `ip_packet` with `link_header` before it, `given` to Lua as `packet`; `None`
+    /// when that is the TCP payload and there is none (not a whole TCP segment, or no data):
+    /// the hook does not see such a packet.
+    pub fn new(
+        link_header: [u8; ETHERNET_HEADER_LEN],
+        ip_packet: &'a [u8],
+        given: Given,
+        mode: HookMode,
+        conntrack_id: Option<u32>,
+    ) -> Option<PacketContext<'a>> {
+        let lua_packet = match given {
+            Given::IpPacket => ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + ip_packet.len(),
+            Given::TcpPayload => {
+                let payload = nflua_packet::tcp_payload(ip_packet).filter(|r| !r.is_empty())?;
+                payload.start + ETHERNET_HEADER_LEN..payload.end + ETHERNET_HEADER_LEN
+            }
+        };
+        Some(PacketContext { link_header, ip_packet, lua_packet, mode, conntrack_id })
+    }
+
     /// A packet from a whole frame (link header, then IP packet), all of its IP packet given
     /// to Lua; `None` if `frame` is shorter than the link header.
     pub fn from_frame(frame: &'a [u8], mode: HookMode) -> Option<PacketContext<'a>> {

@@ -22,7 +22,7 @@
 //! `costs` (what standard library functions charge: raw C wrappers), `patterns`
 //! (`string.find/match/gmatch/gsub` over a matcher that charges its steps: one instruction per
 //! matcher step and per byte produced), `sandbox` (library set, `print`, `require`, `load`, GC),
-//! `traceback` (error text), `watchdog` (the thread that stops late entries), `lib/` (one file per
+//! `traceback` (error text), `watchdog` (the thread that stops late entries), `lualib/` (one file per
 //! built-in module: `nf`, `timer`, `json`, `base64`, and `packet`, the object `nf.getpacket`
 //! returns; `data` is nflua-data's).
 //!
@@ -111,7 +111,6 @@ mod engine;
 mod error;
 mod hook;
 mod limits;
-#[path = "lib/mod.rs"]
 mod lualib;
 mod memory;
 mod patterns;
@@ -125,7 +124,8 @@ pub use clock::{Clock, ReplayClock};
 pub use engine::{check_state_name, DueTimer, Engine, StateRef, STATE_NAME_MAX_BYTES};
 pub use error::EngineError;
 pub use hook::{
-    FlowInfo, HookMode, HookOutcome, HookResult, PacketContext, StreamContext, Verdict, ETHERNET_HEADER_LEN,
+    FlowInfo, Given, HookMode, HookOutcome, HookResult, PacketContext, StreamContext, Verdict,
+    ETHERNET_HEADER_LEN,
 };
 pub use limits::{HALT_MESSAGE, LIMIT_MESSAGE, TIME_LIMIT_MESSAGE};
 pub use lualib::MODULES;

@@ -2,7 +2,7 @@
 //! them verdicts in batches, over a raw `NETLINK_NETFILTER` socket.
 //!
 //! Used by nfluad's queue workers (one [`Queue`] per worker thread) and by this crate's tests
-//! (the `nfq-accept` binary). The benchmarks' raw baseline is deliberately not built on it
+//! (the `nfq-accept` test tool in `tools/`). The benchmarks' raw baseline is deliberately not built on it
 //! (`bench/src/bin/nfq-raw.rs`), so that it measures the kernel interface, not this crate. It
 //! tunes what the SPEC asks for:
 //! a large receive buffer, `NFQA_CFG_F_FAIL_OPEN`, GSO packets unsegmented, a copy range no
@@ -23,7 +23,7 @@
 //!
 //! Modules: `consts` (wire numbers), `attr` (Netlink attributes), `msg` (message framing and the
 //! requests we send), `packet` ([`Packet`] decoding), `batch` (the verdict-coalescing state
-//! machine), `sys` (system calls), `rx` (receive slots), `link` (socket, outgoing verdicts,
+//! machine), `sys` (system calls), `rx` (receive slots), `socket` (socket, outgoing verdicts,
 //! delivery to callbacks), `stats` ([`QueueStats`]), `queue` ([`Queue`], [`Verdicts`]). Besides the queue itself, for
 //! seeing what passes it by: `acct` ([`Accounting`], named kernel packet counters) and `procfs`
 //! ([`instances`], the kernel's per-queue figures).
@@ -35,12 +35,12 @@ mod conntrack;
 mod consts;
 mod error;
 mod exchange;
-mod link;
 mod msg;
 mod packet;
 mod procfs;
 mod queue;
 mod rx;
+mod socket;
 mod stats;
 mod sys;
 

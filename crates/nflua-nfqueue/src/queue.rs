@@ -2,7 +2,7 @@
 //!
 //! Design. A `Queue` is two parts so a receive callback can give verdicts while packets are
 //! still borrowed from the receive slots: `Rx` (`rx.rs`: the slots and the stash) and `Link`
-//! (`link.rs`: the socket, the verdict state machine, the outgoing buffer, the counters). This
+//! (`socket.rs`: the socket, the verdict state machine, the outgoing buffer, the counters). This
 //! module holds the public API and the config exchanges: open, conntrack, shutdown.
 
 use std::io;
@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{id_after, VerdictMsg};
 use crate::consts::*;
-use crate::link::Link;
 use crate::msg::{self, ConfigRequest, FlagChange, MsgIter, VerdictScope};
 use crate::packet::Packet;
 use crate::rx::Rx;
+use crate::socket::QueueSocket;
 use crate::sys::{self, Received};
 use crate::{QueueConfig, QueueError, QueueStats, Verdict};
 
@@ -84,7 +84,7 @@ const SHUTDOWN_DRAIN_ROUNDS: usize = 16;
 /// its id. A verdict for an id not after the previous one is sent on its own as a single
 /// verdict; see the `batch` module.
 pub struct Queue {
-    link: Link,
+    link: QueueSocket,
     rx: Rx,
     spin: Spin,
     closed: bool,
@@ -93,7 +93,7 @@ pub struct Queue {
 /// The sending half, lent to [`Queue::recv_batch_with`] callbacks so they can give verdicts
 /// while the packet is borrowed.
 pub struct Verdicts<'q> {
-    link: &'q mut Link,
+    link: &'q mut QueueSocket,
 }
 
 impl Queue {
@@ -117,7 +117,7 @@ impl Queue {
         // Best effort: only shortens error replies (kernels before 4.3 lack it).
         let _ = sys::set_cap_ack(fd.as_fd());
         let mut queue = Queue {
-            link: Link::new(fd, config),
+            link: QueueSocket::new(fd, config),
             rx: Rx::new(config.copy_range),
             spin: Spin(YIELDS_BEFORE_WAIT),
             closed: false,
@@ -156,28 +156,28 @@ impl Queue {
 
     /// The queue number.
     pub fn queue(&self) -> u16 {
-        self.link.queue
+        self.link.queue()
     }
 
     /// Counters since the queue was opened.
     pub fn stats(&self) -> QueueStats {
-        self.link.stats
+        *self.link.stats()
     }
 
     /// Times the socket overflowed (ENOBUFS) so far; see [`QueueStats::overflows`].
     pub fn overflows(&self) -> u64 {
-        self.link.stats.overflows
+        self.link.stats().overflows
     }
 
     /// Whether conntrack attributes are being requested.
     pub fn conntrack(&self) -> bool {
-        self.link.conntrack
+        self.link.conntrack()
     }
 
     /// Sets the most packets one batch verdict may decide (at least 1; 1 sends every verdict
     /// at once, still as a batch message of one).
     pub fn set_max_batch(&mut self, packets: u32) {
-        self.link.batch.set_max_run(packets);
+        self.link.set_max_batch(packets);
     }
 
     /// Turns conntrack attributes (NFQA_CFG_F_CONNTRACK, for [`Packet::conntrack_id`]) on or
@@ -192,7 +192,7 @@ impl Queue {
             ..ConfigRequest::default()
         };
         self.configure(&request, CONNTRACK_CONTEXT)?;
-        self.link.conntrack = on;
+        self.link.set_conntrack(on);
         Ok(())
     }
 
@@ -272,7 +272,7 @@ impl Queue {
 
     fn shutdown(&mut self) -> Result<(), QueueError> {
         let flushed = self.link.flush();
-        if self.link.fail_open {
+        if self.link.fail_open() {
             // Collect what waits in the socket too, so it is accepted rather than dropped by the
             // unbind. Packets arriving after this are dropped by the kernel when we unbind; with
             // --queue-bypass, packets after the unbind pass.
@@ -283,13 +283,13 @@ impl Queue {
                 }
             }
         }
-        let undecided = match (self.link.last_received, self.link.batch.last_id()) {
+        let undecided = match self.link.last_ids() {
             (Some(received), Some(decided)) => id_after(received, decided).then_some(received),
             (received, _) => received,
         };
         let decided = match undecided {
             Some(id) => {
-                let verdict = if self.link.fail_open { Verdict::Accept } else { Verdict::Drop };
+                let verdict = if self.link.fail_open() { Verdict::Accept } else { Verdict::Drop };
                 self.link.encode(VerdictMsg { scope: VerdictScope::UpTo, id, verdict, mark: None });
                 self.link.send_tx()
             }
@@ -307,8 +307,8 @@ impl Queue {
         for attempt in 0..2 {
             let seq = self.link.next_seq();
             let mut buf = Vec::with_capacity(64);
-            msg::encode_config(&mut buf, self.link.queue, seq, request);
-            sys::send_to_kernel(self.link.fd.as_fd(), &[&buf]).map_err(|e| QueueError::io(context, e))?;
+            msg::encode_config(&mut buf, self.link.queue(), seq, request);
+            sys::send_to_kernel(self.link.fd(), &[&buf]).map_err(|e| QueueError::io(context, e))?;
             match self.wait_ack(seq, context) {
                 Err(QueueError::Io { source, .. })
                     if attempt == 0 && source.raw_os_error() == Some(libc::EAGAIN) => {}
@@ -329,18 +329,21 @@ impl Queue {
                     io::Error::new(io::ErrorKind::TimedOut, "no ACK from the kernel"),
                 ));
             }
-            if !sys::poll_readable(self.link.fd.as_fd(), left)
+            if !sys::poll_readable(self.link.fd(), left)
                 .map_err(|e| QueueError::io("poll the queue socket", e))?
             {
                 continue;
             }
-            let n = self.rx.read(self.link.fd.as_fd(), &mut self.link.stats)?;
+            let n = {
+                let (fd, stats) = self.link.reader();
+                self.rx.read(fd, stats)
+            }?;
             let mut answer = None;
             for i in 0..n {
                 let info = self.rx.received[i];
                 let bytes = self.rx.slot(i, info.len);
                 if !info.from_kernel {
-                    self.link.stats.foreign += 1;
+                    self.link.stats_mut().foreign += 1;
                     continue;
                 }
                 let ack = MsgIter::new(bytes).map_while(Result::ok).find_map(|m| {
@@ -368,7 +371,7 @@ impl Queue {
     fn receive(
         &mut self,
         timeout: Duration,
-        f: &mut dyn FnMut(&Packet<'_>, &mut Link),
+        f: &mut dyn FnMut(&Packet<'_>, &mut QueueSocket),
     ) -> Result<usize, QueueError> {
         if !self.rx.stash.is_empty() {
             let stash = std::mem::take(&mut self.rx.stash);
@@ -379,13 +382,22 @@ impl Queue {
         // datagrams are ready, so a non-blocking read first would be one system call more per
         // wake-up.
         let waits_at_once = self.spin.tries() == 0 && !timeout.is_zero();
-        let mut n =
-            if waits_at_once { 0 } else { self.rx.read(self.link.fd.as_fd(), &mut self.link.stats)? };
+        let mut n = if waits_at_once {
+            0
+        } else {
+            {
+                let (fd, stats) = self.link.reader();
+                self.rx.read(fd, stats)
+            }?
+        };
         let mut tries = 0;
         while n == 0 && tries < self.spin.tries() {
             std::thread::yield_now();
             tries += 1;
-            n = self.rx.read(self.link.fd.as_fd(), &mut self.link.stats)?;
+            n = {
+                let (fd, stats) = self.link.reader();
+                self.rx.read(fd, stats)
+            }?;
         }
         if n > 0 {
             self.spin.found(tries);
@@ -394,7 +406,10 @@ impl Queue {
                 return Ok(0);
             }
             let started = Instant::now();
-            n = self.rx.wait(self.link.fd.as_fd(), &mut self.link.stats, timeout)?;
+            n = {
+                let (fd, stats) = self.link.reader();
+                self.rx.wait(fd, stats, timeout)
+            }?;
             self.spin.waited(started.elapsed());
         }
         let mut packets = 0;
@@ -429,22 +444,22 @@ impl Drop for Queue {
 
 impl AsRawFd for Queue {
     fn as_raw_fd(&self) -> RawFd {
-        self.link.fd.as_raw_fd()
+        self.link.fd().as_raw_fd()
     }
 }
 
 impl AsFd for Queue {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.link.fd.as_fd()
+        self.link.fd()
     }
 }
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
-            .field("queue", &self.link.queue)
-            .field("fd", &self.link.fd.as_raw_fd())
-            .field("stats", &self.link.stats)
+            .field("queue", &self.link.queue())
+            .field("fd", &self.link.fd().as_raw_fd())
+            .field("stats", self.link.stats())
             .finish_non_exhaustive()
     }
 }
@@ -452,7 +467,7 @@ impl std::fmt::Debug for Queue {
 impl Verdicts<'_> {
     /// The queue number.
     pub fn queue(&self) -> u16 {
-        self.link.queue
+        self.link.queue()
     }
 
     /// As [`Queue::verdict`].

@@ -3,7 +3,7 @@
 //! Each test makes two network namespaces of its own (`nfq-t-<pid>-<n>-a` / `-b`) joined by a
 //! veth pair (192.0.2.1 ↔ 192.0.2.2, TEST-NET-1, never routed anywhere else), adds iptables
 //! rules inside `b` only, sends UDP from `a` to `b` with `nfq-udp`, and consumes the queue
-//! inside `b` — with `nfq-accept`, or with this test binary re-run inside `b`
+//! inside `b` — with `nfq-accept` (both from `tools/`, found beside this binary), or with this test binary re-run inside `b`
 //! (`ip netns exec b <this binary> inner_… --ignored`) when the test needs the library API.
 //! The namespaces are deleted by name when the test ends, even when it fails.
 //!
@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use nflua_nfqueue::{Packet, Queue, QueueConfig, QueueError, Verdict};
 
-const NFQ_ACCEPT: &str = env!("CARGO_BIN_EXE_nfq-accept");
-const NFQ_UDP: &str = env!("CARGO_BIN_EXE_nfq-udp");
+/// The test tools (crate `nflua-test-tools`, in `tools/`).
+const NFQ_ACCEPT: &str = "nfq-accept";
+const NFQ_UDP: &str = "nfq-udp";
 const ADDR_B: &str = "192.0.2.2";
 const PORT: &str = "9999";
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -52,6 +53,15 @@ fn may_run(test: &str) -> bool {
     }
     eprintln!("SKIPPED {test}: needs root, `ip` and `iptables` (NFLUA_REQUIRE_PRIV=1 makes this a failure)");
     false
+}
+
+/// A test tool's path: built beside this test binary's directory (`target/<profile>/`) by a
+/// workspace build.
+fn tool(name: &str) -> String {
+    let exe = std::env::current_exe().expect("current_exe");
+    let path = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` before the tests", path.display());
+    path.display().to_string()
 }
 
 fn describe(cmd: &Command) -> String {
@@ -286,7 +296,8 @@ fn received_count(what: &str, done: &Finished) -> u64 {
 
 /// Starts `nfq-accept` inside `b` and waits until the queue is bound.
 fn consumer(ns: &Netns, args: &[&str]) -> Proc {
-    let mut p = Proc::spawn(ns.in_b(NFQ_ACCEPT).args(["--queue", "7", "--duration-ms", "15000"]).args(args));
+    let mut p =
+        Proc::spawn(ns.in_b(&tool(NFQ_ACCEPT)).args(["--queue", "7", "--duration-ms", "15000"]).args(args));
     p.wait_for("ready queue", Duration::from_secs(5));
     p
 }
@@ -296,12 +307,13 @@ fn send_and_receive(ns: &Netns, count: u64, receiver_args: &[&str]) -> Finished 
     let count = count.to_string();
     let bind = format!("{ADDR_B}:{PORT}");
     let mut receiver = Proc::spawn(
-        ns.in_b(NFQ_UDP)
+        ns.in_b(&tool(NFQ_UDP))
             .args(["recv", "--bind", &bind, "--count", &count, "--idle-ms", "1500", "--timeout-ms", "15000"])
             .args(receiver_args),
     );
     receiver.wait_for("ready", Duration::from_secs(5));
-    let sent = run(ns.in_a(NFQ_UDP).args(["send", "--to", &bind, "--count", &count, "--interval-us", "100"]));
+    let sent =
+        run(ns.in_a(&tool(NFQ_UDP)).args(["send", "--to", &bind, "--count", &count, "--interval-us", "100"]));
     assert_eq!(sent.trim(), format!("sent {count}"), "the sender could not send everything");
     receiver.finish(Duration::from_secs(20))
 }
@@ -383,7 +395,7 @@ fn second_open_of_a_bound_queue_is_busy() {
     }
     let ns = Netns::new();
     let _first = consumer(&ns, &[]);
-    let mut second = Proc::spawn(ns.in_b(NFQ_ACCEPT).args(["--queue", "7", "--duration-ms", "2000"]));
+    let mut second = Proc::spawn(ns.in_b(&tool(NFQ_ACCEPT)).args(["--queue", "7", "--duration-ms", "2000"]));
     let done = second.finish(Duration::from_secs(10));
     assert_eq!(done.status.code(), Some(3), "second nfq-accept: {}\n{}", done.status, done.stderr);
     assert!(done.stdout.iter().any(|l| l == "busy"), "stdout: {:?}", done.stdout);

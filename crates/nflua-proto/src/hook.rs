@@ -116,24 +116,39 @@ pub struct HookSpec {
     pub function: String,
 }
 
+/// What [`HookSpec::validate`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookSpecError {
+    #[error("queue range {first}:{last} is empty")]
+    EmptyRange { first: u16, last: u16 },
+    #[error("a hook spans at most {MAX_HOOK_QUEUES} queues")]
+    TooManyQueues,
+    #[error("eval and match marks must be non-zero and disjoint")]
+    Marks,
+    #[error("a stream hook decides connections: it needs --mode target")]
+    StreamNeedsTarget,
+    #[error("stream depth must be 1 to {MAX_STREAM_DEPTH} bytes, got {0}")]
+    StreamDepth(u32),
+}
+
 impl HookSpec {
     /// Checks what decoding cannot: ranges and marks.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), HookSpecError> {
         if self.queue_last < self.queue_first {
-            return Err(format!("queue range {}:{} is empty", self.queue_first, self.queue_last));
+            return Err(HookSpecError::EmptyRange { first: self.queue_first, last: self.queue_last });
         }
         if u32::from(self.queue_last - self.queue_first) >= MAX_HOOK_QUEUES {
-            return Err(format!("a hook spans at most {MAX_HOOK_QUEUES} queues"));
+            return Err(HookSpecError::TooManyQueues);
         }
         if self.eval_mark == 0 || self.match_mark == 0 || self.eval_mark & self.match_mark != 0 {
-            return Err("eval and match marks must be non-zero and disjoint".into());
+            return Err(HookSpecError::Marks);
         }
         if let Some(depth) = self.stream_depth {
             if self.mode != HookMode::Target {
-                return Err("a stream hook decides connections: it needs --mode target".into());
+                return Err(HookSpecError::StreamNeedsTarget);
             }
             if !(1..=MAX_STREAM_DEPTH).contains(&depth) {
-                return Err(format!("stream depth must be 1 to {MAX_STREAM_DEPTH} bytes, got {depth}"));
+                return Err(HookSpecError::StreamDepth(depth));
             }
         }
         Ok(())
@@ -337,12 +352,14 @@ mod tests {
         b[12..16].copy_from_slice(&(1u32 << 8).to_ne_bytes());
         assert!(matches!(HookSpec::parse(&b), Err(DecodeError::BadField { field: "flags", .. })));
         let matching = HookSpec { stream_depth: Some(10), mode: HookMode::Match, ..spec() };
-        assert_eq!(
-            matching.validate(),
-            Err("a stream hook decides connections: it needs --mode target".into())
-        );
+        let refused = matching.validate().unwrap_err();
+        assert_eq!(refused.to_string(), "a stream hook decides connections: it needs --mode target");
         let deep = HookSpec { stream_depth: Some(MAX_STREAM_DEPTH + 1), ..spec() };
-        assert!(deep.validate().unwrap_err().starts_with("stream depth must be 1 to 1048576 bytes"));
+        assert!(deep
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("stream depth must be 1 to 1048576 bytes"));
     }
 
     #[test]

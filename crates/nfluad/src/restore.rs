@@ -3,10 +3,19 @@
 //! rebuilt is put aside and reported, the rest come back (see
 //! [`crate::journal`] for what is kept of it).
 
-use nflua_engine::StateConfig;
+use nflua_engine::{EngineError, StateConfig};
 
 use crate::handler::Handler;
 use crate::journal::{Restored, StateEntry};
+
+/// Why a journaled state could not be rebuilt.
+#[derive(Debug, thiserror::Error)]
+enum RestoreError {
+    #[error("creating state {state:?}: {source}")]
+    Create { state: String, source: EngineError },
+    #[error("replaying chunk {chunk} ({name:?}) of state {state:?}: {source}")]
+    Replay { chunk: u64, name: String, state: String, source: EngineError },
+}
 
 impl Handler {
     /// Rebuilds what the journal (already in `self.journal`) recorded:
@@ -25,7 +34,7 @@ impl Handler {
                 }
                 Err(reason) => {
                     let _ = self.engine.destroy(&state.name);
-                    failed.push((state.name, reason));
+                    failed.push((state.name, reason.to_string()));
                 }
             }
         }
@@ -59,25 +68,29 @@ impl Handler {
     }
 
     /// Creates one journaled state and replays its chunks; returns how many.
-    fn restore_state(&mut self, state: &StateEntry, texts: Vec<Vec<u8>>) -> Result<usize, String> {
+    fn restore_state(&mut self, state: &StateEntry, texts: Vec<Vec<u8>>) -> Result<usize, RestoreError> {
         let config = StateConfig {
             name: state.name.clone(),
             max_alloc_bytes: state.max_alloc,
             max_runs: state.max_runs,
             debug: state.debug,
         };
-        self.engine.create(config).map_err(|e| format!("creating state {:?}: {e}", state.name))?;
+        self.engine
+            .create(config)
+            .map_err(|source| RestoreError::Create { state: state.name.clone(), source })?;
         for (chunk, text) in state.chunks.iter().zip(&texts) {
             match self.engine.execute(&state.name, text, &chunk.name) {
                 Ok(()) => {}
                 Err(e) if chunk.failed => {
                     tracing::debug!(state = %state.name, chunk = chunk.id, error = %e, "replayed chunk failed, as it did when executed");
                 }
-                Err(e) => {
-                    return Err(format!(
-                        "replaying chunk {} ({:?}) of state {:?}: {e}",
-                        chunk.id, chunk.name, state.name
-                    ))
+                Err(source) => {
+                    return Err(RestoreError::Replay {
+                        chunk: chunk.id,
+                        name: chunk.name.clone(),
+                        state: state.name.clone(),
+                        source,
+                    })
                 }
             }
         }

@@ -217,7 +217,7 @@ fn calls_through_a_state_ref() {
     let state = engine.state_ref("s").unwrap();
     assert_eq!(state.name(), "s");
     assert!(!state.wants_conntrack());
-    let by_ref = |engine: &Engine| engine.call_hook_ref(&state, "f", &packet(&frame, HookMode::Match));
+    let by_ref = |_: &Engine| state.call_hook("f", &packet(&frame, HookMode::Match));
     assert_eq!(by_ref(&engine).unwrap().result, HookResult::Match(false));
     // Same state as by name: the count goes on.
     assert!(matched(&engine, "f", &frame));
@@ -766,7 +766,7 @@ fn stream_calls_see_the_stream_and_the_flow() {
         },
     };
     let state = engine.state_ref("s").unwrap();
-    let outcome = engine.call_stream_ref(&state, "f", &packet(&frame, HookMode::Target), &stream).unwrap();
+    let outcome = state.call_stream("f", &packet(&frame, HookMode::Target), &stream).unwrap();
     assert_eq!(outcome.result, HookResult::Target(Some(Verdict::Stolen)));
     assert_eq!(outcome.replacement.as_deref(), Some(&frame[14..]), "the packet, without the stream after it");
     assert_eq!(

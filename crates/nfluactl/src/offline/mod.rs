@@ -15,15 +15,14 @@ mod recorder;
 pub mod report;
 mod stream;
 
-use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use nflua_engine::{
-    Clock, Engine, EngineConfig, HookMode, HookResult, PacketContext, ReplayClock, StateConfig, StateRef,
-    DEFAULT_MAX_CALL, DEFAULT_MAX_HOOK_CALL, ETHERNET_HEADER_LEN,
+    Clock, Engine, EngineConfig, Given, HookMode, HookResult, PacketContext, ReplayClock, StateConfig,
+    StateRef, DEFAULT_MAX_CALL, DEFAULT_MAX_HOOK_CALL, ETHERNET_HEADER_LEN,
 };
 
 use capture::{Capture, Frame, Record};
@@ -125,11 +124,7 @@ impl Replay<'_> {
                     Some(streams) => {
                         let index = self.report.results.len();
                         self.report.results.push(result);
-                        let call = Call {
-                            engine: self.engine,
-                            state: &self.state,
-                            function: &self.options.function,
-                        };
+                        let call = Call { state: &self.state, function: &self.options.function };
                         streams.packet(&call, record.time, index, ip_packet, link_header, &mut self.report);
                     }
                     None => {
@@ -151,18 +146,13 @@ impl Replay<'_> {
         ip_packet: &[u8],
         link_header: [u8; ETHERNET_HEADER_LEN],
     ) {
-        let Some(lua_packet) = lua_range(ip_packet, self.options.tcp_payload) else {
+        let given = if self.options.tcp_payload { Given::TcpPayload } else { Given::IpPacket };
+        let id = nflua_packet::connection_id(ip_packet);
+        let Some(ctx) = PacketContext::new(link_header, ip_packet, given, self.options.mode, id) else {
             result.not_given(self.options.mode, "no TCP payload (--tcp-payload)");
             return;
         };
-        let ctx = PacketContext {
-            link_header,
-            ip_packet,
-            lua_packet,
-            mode: self.options.mode,
-            conntrack_id: nflua_packet::connection_id(ip_packet),
-        };
-        match self.engine.call_hook_ref(&self.state, &self.options.function, &ctx) {
+        match self.state.call_hook(&self.options.function, &ctx) {
             Ok(outcome) => {
                 let verdict = match outcome.result {
                     HookResult::Match(_) if outcome.hotdrop => "drop",
@@ -218,21 +208,8 @@ impl Replay<'_> {
 
 /// What a stream call needs of the run.
 pub(crate) struct Call<'a> {
-    pub engine: &'a Engine,
     pub state: &'a StateRef,
     pub function: &'a str,
-}
-
-/// The part of the frame Lua gets as `packet`: the IP packet, or the TCP payload alone (`None`
-/// when there is none), as offsets in the frame.
-fn lua_range(ip_packet: &[u8], tcp_payload: bool) -> Option<Range<usize>> {
-    if tcp_payload {
-        nflua_packet::tcp_payload(ip_packet)
-            .filter(|r| !r.is_empty())
-            .map(|r| r.start + ETHERNET_HEADER_LEN..r.end + ETHERNET_HEADER_LEN)
-    } else {
-        Some(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + ip_packet.len())
-    }
 }
 
 /// The Ethernet header the daemon puts before a queued packet: destination zeros, the

@@ -134,7 +134,7 @@ impl Streams {
         };
         let full = flow.half(direction).past_depth() > 0
             || flow.stream(direction).len() >= self.table.limits().depth;
-        match call.engine.call_stream_ref(call.state, call.function, &ctx, &stream) {
+        match call.state.call_stream(call.function, &ctx, &stream) {
             Ok(outcome) => {
                 let verdict = match outcome.result {
                     HookResult::Target(Some(v)) => Some(v.name()),

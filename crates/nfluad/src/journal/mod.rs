@@ -62,7 +62,43 @@ pub enum JournalError {
     #[error(
         "journal {path} is corrupt: {reason} (nothing was restored; move the directory away to start empty)"
     )]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt { path: PathBuf, reason: ManifestError },
+}
+
+/// Why a manifest cannot be trusted (nothing of it is restored).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("no header line")]
+    NoHeader,
+    #[error("header is not text")]
+    HeaderNotText,
+    #[error("header {0:?} does not start with {MAGIC:?}")]
+    Magic(String),
+    #[error("header {0:?}: unknown version (this nfluad writes {VERSION})")]
+    Version(String),
+    #[error("header has no checksum")]
+    NoChecksum,
+    #[error("checksum mismatch: the manifest was damaged")]
+    Checksum,
+    #[error("manifest: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("state {0:?} appears twice")]
+    Duplicate(String),
+    #[error("hook {0}: not hex")]
+    HookNotHex(usize),
+    #[error("hook {index}: {source}")]
+    Hook { index: usize, source: nflua_proto::DecodeError },
+    #[error("hook {index} names state {state:?}, which the journal does not hold")]
+    HookState { index: usize, state: String },
+}
+
+/// Why one state's chunk files cannot be replayed (that state alone is put aside).
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error("chunk {id} of state {state:?} ({}): {source}", path.display())]
+    Read { id: u64, state: String, path: PathBuf, source: io::Error },
+    #[error("chunk {id} of state {state:?} ({}) was damaged", path.display())]
+    Damaged { id: u64, state: String, path: PathBuf },
 }
 
 /// Why a change was not (durably) recorded; the change itself took effect.
@@ -356,50 +392,52 @@ impl Journal {
 /// Parses and checks a manifest and everything it names. The manifest
 /// itself must be whole; a state whose chunk files fail the check is put
 /// aside in [`Restored::damaged`].
-fn load(dir: &Path, bytes: &[u8]) -> Result<(Manifest, Restored), String> {
-    let newline = bytes.iter().position(|&b| b == b'\n').ok_or("no header line")?;
-    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "header is not text")?;
+fn load(dir: &Path, bytes: &[u8]) -> Result<(Manifest, Restored), ManifestError> {
+    let newline = bytes.iter().position(|&b| b == b'\n').ok_or(ManifestError::NoHeader)?;
+    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| ManifestError::HeaderNotText)?;
     let body = &bytes[newline + 1..];
     let mut words = header.split(' ');
     if words.next() != Some(MAGIC) {
-        return Err(format!("header {header:?} does not start with {MAGIC:?}"));
+        return Err(ManifestError::Magic(header.to_owned()));
     }
     if words.next() != Some(&VERSION.to_string()) {
-        return Err(format!("header {header:?}: unknown version (this nfluad writes {VERSION})"));
+        return Err(ManifestError::Version(header.to_owned()));
     }
-    let crc = words.next().and_then(|w| u32::from_str_radix(w, 16).ok()).ok_or("header has no checksum")?;
+    let crc = words.next().and_then(|w| u32::from_str_radix(w, 16).ok()).ok_or(ManifestError::NoChecksum)?;
     if crc != crc32fast::hash(body) {
-        return Err("checksum mismatch: the manifest was damaged".into());
+        return Err(ManifestError::Checksum);
     }
-    let manifest: Manifest = serde_json::from_slice(body).map_err(|e| format!("manifest: {e}"))?;
+    let manifest: Manifest = serde_json::from_slice(body)?;
     let mut restored = Restored::default();
     let mut names = HashSet::new();
     for state in &manifest.states {
         if !names.insert(state.name.as_str()) {
-            return Err(format!("state {:?} appears twice", state.name));
+            return Err(ManifestError::Duplicate(state.name.clone()));
         }
         match state.chunks.iter().map(|c| load_chunk(dir, &state.name, c)).collect() {
             Ok(texts) => restored.states.push((state.clone(), texts)),
-            Err(reason) => restored.damaged.push((state.name.clone(), reason)),
+            Err(reason) => restored.damaged.push((state.name.clone(), reason.to_string())),
         }
     }
     for (i, hex) in manifest.hooks.iter().enumerate() {
-        let record = from_hex(hex).ok_or_else(|| format!("hook {i}: not hex"))?;
-        let spec = HookSpec::parse(&record).map_err(|e| format!("hook {i}: {e}"))?;
+        let record = from_hex(hex).ok_or(ManifestError::HookNotHex(i))?;
+        let spec = HookSpec::parse(&record).map_err(|source| ManifestError::Hook { index: i, source })?;
         if !names.contains(spec.state.as_str()) {
-            return Err(format!("hook {i} names state {:?}, which the journal does not hold", spec.state));
+            return Err(ManifestError::HookState { index: i, state: spec.state });
         }
         restored.hooks.push(spec);
     }
     Ok((manifest, restored))
 }
 
-fn load_chunk(dir: &Path, state: &str, c: &ChunkEntry) -> Result<Vec<u8>, String> {
+fn load_chunk(dir: &Path, state: &str, c: &ChunkEntry) -> Result<Vec<u8>, ChunkError> {
     let path = dir.join(CHUNKS).join(chunk_file(c.id));
-    let text = fs::read(&path)
-        .map_err(|e| format!("chunk {} of state {state:?} ({}): {e}", c.id, path.display()))?;
+    let text = match fs::read(&path) {
+        Ok(text) => text,
+        Err(source) => return Err(ChunkError::Read { id: c.id, state: state.to_owned(), path, source }),
+    };
     if text.len() != c.len || crc32fast::hash(&text) != c.crc32 {
-        return Err(format!("chunk {} of state {state:?} ({}) was damaged", c.id, path.display()));
+        return Err(ChunkError::Damaged { id: c.id, state: state.to_owned(), path });
     }
     Ok(text)
 }
@@ -526,7 +564,7 @@ mod tests {
 
     fn corrupt_reason(dir: &Path) -> String {
         match Journal::open(dir, RestoreFailures::default()) {
-            Err(JournalError::Corrupt { reason, .. }) => reason,
+            Err(JournalError::Corrupt { reason, .. }) => reason.to_string(),
             Err(e) => panic!("expected corruption, got {e}"),
             Ok(_) => panic!("expected corruption, the journal opened"),
         }

@@ -28,7 +28,7 @@ use super::worker::{HookStats, Worker};
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("invalid hook: {0}")]
-    Invalid(String),
+    Invalid(#[from] nflua_proto::HookSpecError),
     #[error("too many hooks (max {MAX_HOOKS})")]
     TooMany,
     #[error("queue {queue} is already used by the hook of state '{state}'")]
@@ -193,8 +193,7 @@ impl Hooks {
         let state = self.engine.state_ref(&spec.state)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let (engine, spec_c, stats_c, stop_c) =
-            (Arc::clone(&self.engine), spec.clone(), Arc::clone(stats), Arc::clone(&stop));
+        let (spec_c, stats_c, stop_c) = (spec.clone(), Arc::clone(stats), Arc::clone(&stop));
         let wake = self.monitor.as_ref().map(Monitor::wake);
         let stream_timeout = self.defaults.stream_timeout;
         let budget = Arc::clone(&self.stream_budget);
@@ -221,8 +220,7 @@ impl Hooks {
                     }
                 };
                 let streams = spec_c.stream_depth.map(|depth| Streams::new(depth, stream_timeout, budget));
-                Worker { queue, spec: spec_c, engine, state, stop: stop_c, stats: stats_c, wake, streams }
-                    .run();
+                Worker { queue, spec: spec_c, state, stop: stop_c, stats: stats_c, wake, streams }.run();
             })
             .map_err(HookError::Spawn)?;
         match ready_rx.recv() {

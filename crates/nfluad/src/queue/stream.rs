@@ -235,7 +235,7 @@ impl Streams {
         let full = flow.half(direction).past_depth() > 0
             || flow.stream(direction).len() >= self.table.limits().depth;
         let started = Instant::now();
-        let result = hook.engine.call_stream_ref(hook.state, &hook.spec.function, &ctx, &stream);
+        let result = hook.state.call_stream(&hook.spec.function, &ctx, &stream);
         hook.stats.record_lua(started.elapsed().as_nanos() as u64);
         match result {
             Ok(outcome) => {

@@ -2,13 +2,12 @@
 //! verdicts (batched), repeat until told to stop. Each packet gets exactly
 //! one verdict; a Lua failure gives the hook's on-error verdict.
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nflua_engine::{
-    Engine, HookMode as EngineMode, HookResult, PacketContext, StateRef, Verdict as EngineVerdict,
+    Given, HookMode as EngineMode, HookResult, PacketContext, StateRef, Verdict as EngineVerdict,
     ETHERNET_HEADER_LEN,
 };
 use nflua_nfqueue::{Packet, Queue, Verdict};
@@ -94,7 +93,6 @@ impl HookStats {
 pub struct Worker {
     pub queue: Queue,
     pub spec: HookSpec,
-    pub engine: Arc<Engine>,
     /// The hooked state, entered without a name lookup per packet.
     pub state: StateRef,
     pub stop: Arc<AtomicBool>,
@@ -126,8 +124,7 @@ impl Worker {
             if connids == ConnIds::Off && self.state.wants_conntrack() {
                 connids = self.enable_connids();
             }
-            let hook =
-                Hook { engine: &self.engine, state: &self.state, spec: &self.spec, stats: &self.stats };
+            let hook = Hook { state: &self.state, spec: &self.spec, stats: &self.stats };
             let streams = &mut self.streams;
             let received = self.queue.recv_batch(POLL, |packet| match streams {
                 Some(streams) => streams.packet(&hook, packet, &mut pending),
@@ -205,7 +202,6 @@ impl Worker {
 
 /// What `evaluate` needs of the worker, borrowed while the queue reads a batch.
 pub(super) struct Hook<'a> {
-    pub(super) engine: &'a Engine,
     pub(super) state: &'a StateRef,
     pub(super) spec: &'a HookSpec,
     pub(super) stats: &'a HookStats,
@@ -215,36 +211,25 @@ fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds) -> Pending {
     let (spec, stats) = (hook.spec, hook.stats);
     stats.packets.fetch_add(1, Ordering::Relaxed);
     let ip_packet = packet.payload;
-    let lua_packet: Option<Range<usize>> = if spec.tcp_payload {
-        nflua_packet::tcp_payload(ip_packet)
-            .filter(|r| !r.is_empty())
-            .map(|r| r.start + ETHERNET_HEADER_LEN..r.end + ETHERNET_HEADER_LEN)
-    } else {
-        Some(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + ip_packet.len())
+    let given = if spec.tcp_payload { Given::TcpPayload } else { Given::IpPacket };
+    let mode = match spec.mode {
+        HookMode::Match => EngineMode::Match,
+        HookMode::Target => EngineMode::Target,
+    };
+    let conntrack_id = match connids {
+        ConnIds::Off => None,
+        ConnIds::Kernel => packet.conntrack_id,
+        ConnIds::Flow => nflua_packet::connection_id(ip_packet),
     };
     let mut replacement = None;
-    let evaluation = match lua_packet {
+    let evaluation = match PacketContext::new(link_header(packet), ip_packet, given, mode, conntrack_id) {
         None => {
             stats.not_given.fetch_add(1, Ordering::Relaxed);
             Evaluation::NotGiven
         }
-        Some(lua_packet) => {
-            let ctx = PacketContext {
-                link_header: link_header(packet),
-                ip_packet,
-                lua_packet,
-                mode: match spec.mode {
-                    HookMode::Match => EngineMode::Match,
-                    HookMode::Target => EngineMode::Target,
-                },
-                conntrack_id: match connids {
-                    ConnIds::Off => None,
-                    ConnIds::Kernel => packet.conntrack_id,
-                    ConnIds::Flow => nflua_packet::connection_id(ip_packet),
-                },
-            };
+        Some(ctx) => {
             let started = Instant::now();
-            let result = hook.engine.call_hook_ref(hook.state, &spec.function, &ctx);
+            let result = hook.state.call_hook(&spec.function, &ctx);
             stats.record_lua(started.elapsed().as_nanos() as u64);
             match result {
                 Ok(outcome) => {

@@ -1,12 +1,13 @@
-//! The sending side of a queue and the decoding of what arrives: the socket, the verdict state
-//! machine, the outgoing buffer, the counters.
+//! A queue's socket: what is sent on it (verdicts, batched by the verdict state machine into
+//! the outgoing buffer; configuration requests), the decoding of what arrives on it into
+//! packets, and the counters of both.
 //!
 //! Verdict messages are appended to the outgoing buffer and sent, several per datagram, when a
 //! run reaches the maximum batch, when the buffer passes `TX_SEND_AT`, or on flush. A failed
 //! send keeps the buffer, so the next flush sends it again: no verdict is dropped on the floor.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::batch::{VerdictBatch, VerdictMsg};
 use crate::consts::*;
@@ -20,24 +21,24 @@ use crate::{QueueConfig, QueueError, QueueStats, Verdict, DEFAULT_MAX_BATCH};
 const TX_SEND_AT: usize = 8 << 10;
 const TX_CAPACITY: usize = TX_SEND_AT + 256;
 
-pub(crate) struct Link {
-    pub fd: OwnedFd,
-    pub queue: u16,
-    pub fail_open: bool,
-    pub conntrack: bool,
+pub(crate) struct QueueSocket {
+    fd: OwnedFd,
+    queue: u16,
+    fail_open: bool,
+    conntrack: bool,
     seq: u32,
     tx: Vec<u8>,
     /// Messages in `tx`, counted into the stats when sent.
     tx_msgs: u64,
-    pub batch: VerdictBatch,
+    batch: VerdictBatch,
     /// Highest packet id handed to a callback, for the shutdown verdict.
-    pub last_received: Option<u32>,
-    pub stats: QueueStats,
+    last_received: Option<u32>,
+    stats: QueueStats,
 }
 
-impl Link {
+impl QueueSocket {
     pub fn new(fd: OwnedFd, config: &QueueConfig) -> Self {
-        Link {
+        QueueSocket {
             fd,
             queue: config.queue,
             fail_open: config.fail_open,
@@ -51,6 +52,49 @@ impl Link {
         }
     }
 
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    pub fn fail_open(&self) -> bool {
+        self.fail_open
+    }
+
+    pub fn conntrack(&self) -> bool {
+        self.conntrack
+    }
+
+    pub fn set_conntrack(&mut self, on: bool) {
+        self.conntrack = on;
+    }
+
+    pub fn stats(&self) -> &QueueStats {
+        &self.stats
+    }
+
+    pub fn stats_mut(&mut self) -> &mut QueueStats {
+        &mut self.stats
+    }
+
+    /// The socket to read from and the counters a read updates, borrowed together.
+    pub fn reader(&mut self) -> (BorrowedFd<'_>, &mut QueueStats) {
+        (self.fd.as_fd(), &mut self.stats)
+    }
+
+    pub fn set_max_batch(&mut self, packets: u32) {
+        self.batch.set_max_run(packets);
+    }
+
+    /// The highest packet id handed to a callback, and the highest one a pending batch
+    /// verdict covers: what the shutdown verdict must reach.
+    pub fn last_ids(&self) -> (Option<u32>, Option<u32>) {
+        (self.last_received, self.batch.last_id())
+    }
+
     pub fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
@@ -61,7 +105,7 @@ impl Link {
         &mut self,
         datagram: &[u8],
         info: Received,
-        f: &mut dyn FnMut(&Packet<'_>, &mut Link),
+        f: &mut dyn FnMut(&Packet<'_>, &mut QueueSocket),
     ) -> usize {
         if !info.from_kernel {
             self.stats.foreign += 1;
@@ -139,7 +183,7 @@ impl Link {
     }
 
     pub fn verdict(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
-        let Link { batch, tx, tx_msgs, seq, queue, .. } = self;
+        let QueueSocket { batch, tx, tx_msgs, seq, queue, .. } = self;
         let send_now = batch.push(id, verdict, mark, &mut |m| {
             *seq = seq.wrapping_add(1);
             msg::encode_verdict(tx, *queue, *seq, m.scope, m.id, m.verdict as u32, m.mark);

@@ -1,5 +1,5 @@
 //! Minimal NFQUEUE verdict loop: binds a queue, gives every packet the same verdict, prints
-//! `received N` at the end. The consumer of this crate's integration tests (the benchmarks'
+//! `received N` at the end. The consumer of nflua-nfqueue's integration tests (the benchmarks'
 //! raw baseline is `nfq-raw` in bench/, independent of this crate).
 //!
 //! ```text
