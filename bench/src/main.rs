@@ -6,6 +6,8 @@
 //! the packet-path benchmark). The daemon is started from
 //! `target/release/nfluad` on a private port.
 
+#![allow(unsafe_code)] // libc calls (sockets, signals, namespaces, CPU clocks)
+
 mod stats;
 
 use std::process::{Child, Command, Stdio};

@@ -14,6 +14,8 @@
 //! Prints `ready queue N` once bound; runs until SIGTERM or SIGINT, or `--seconds` (default 3600),
 //! then prints its counts to stderr. Exit status 0, or 1 on an error.
 
+#![allow(unsafe_code)] // libc calls (sockets, signals, namespaces, CPU clocks)
+
 use std::io::{self, Write};
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

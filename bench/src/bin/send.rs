@@ -11,6 +11,8 @@
 //! Several source addresses exist because the kernel's `--queue-balance` hashes addresses,
 //! not ports: batches rotate over the sockets so every queue gets a share.
 
+#![allow(unsafe_code)] // libc calls (sockets, signals, namespaces, CPU clocks)
+
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};

@@ -8,6 +8,8 @@
 //! `--idle-ms` (default 300) without a datagram once one arrived, or `--timeout-ms`
 //! (default 10000) in all.
 
+#![allow(unsafe_code)] // libc calls (sockets, signals, namespaces, CPU clocks)
+
 use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};

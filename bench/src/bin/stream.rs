@@ -11,6 +11,8 @@
 //! nfluad path gets exactly the iptables rules `hook add --stream` prints (connmark offload
 //! included); between paths the INPUT chain of `b` is flushed and nfluad stopped.
 
+#![allow(unsafe_code)] // libc calls (sockets, signals, namespaces, CPU clocks)
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;

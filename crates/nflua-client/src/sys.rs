@@ -7,6 +7,8 @@
 //! kernel wrote. Descriptors are owned by `OwnedFd`, so none leaks or is closed
 //! twice.
 
+#![allow(unsafe_code)] // talks to C: see the Safety notes
+
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -21,7 +21,6 @@
 //! Sync`, so it also works under the engine's `send` feature. Borrowed views use its raw C API
 //! (`ffi`, `Lua::exec_raw`) and, as a fast path only, its doc-hidden `FromLua::from_stack`.
 //! `thiserror` for [`DataError`].
-#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod buffer;
@@ -29,9 +28,7 @@ pub mod error;
 pub mod layout;
 mod lua;
 pub mod meter;
-#[allow(unsafe_code)]
 mod raising;
-#[allow(unsafe_code)]
 mod view;
 
 pub use buffer::Data;

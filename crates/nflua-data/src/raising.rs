@@ -17,6 +17,8 @@
 //! integers and a `lua_Debug` (plain data). It uses at most 2 stack slots beyond its arguments;
 //! Lua guarantees a C function `LUA_MINSTACK` (20).
 
+#![allow(unsafe_code)] // talks to C: see the Safety notes
+
 use std::os::raw::c_int;
 
 use mlua::{
@@ -61,48 +63,56 @@ pub(crate) fn message(err: &LuaError) -> String {
 const POSITION_DEPTH: c_int = 3;
 
 unsafe extern "C-unwind" fn raise_failures(state: *mut ffi::lua_State) -> c_int {
-    let args = ffi::lua_gettop(state);
-    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
-    ffi::lua_insert(state, 1);
-    ffi::lua_call(state, args, ffi::LUA_MULTRET);
-    let results = ffi::lua_gettop(state);
-    if results == 2 && ffi::lua_type(state, 1) == ffi::LUA_TNIL && ffi::lua_type(state, 2) == ffi::LUA_TSTRING
-    {
-        if !is_no_memory(state, 2) {
-            push_position(state);
-            ffi::lua_insert(state, 2);
-            ffi::lua_concat(state, 2);
+    unsafe {
+        let args = ffi::lua_gettop(state);
+        ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
+        ffi::lua_insert(state, 1);
+        ffi::lua_call(state, args, ffi::LUA_MULTRET);
+        let results = ffi::lua_gettop(state);
+        if results == 2
+            && ffi::lua_type(state, 1) == ffi::LUA_TNIL
+            && ffi::lua_type(state, 2) == ffi::LUA_TSTRING
+        {
+            if !is_no_memory(state, 2) {
+                push_position(state);
+                ffi::lua_insert(state, 2);
+                ffi::lua_concat(state, 2);
+            }
+            ffi::lua_error(state);
         }
-        ffi::lua_error(state);
+        results
     }
-    results
 }
 
 /// Whether the string at `idx` is Lua's memory error text.
 unsafe fn is_no_memory(state: *mut ffi::lua_State, idx: c_int) -> bool {
-    let mut len = 0;
-    let text = ffi::lua_tolstring(state, idx, &mut len);
-    !text.is_null() && std::slice::from_raw_parts(text.cast::<u8>(), len) == NO_MEMORY.as_bytes()
+    unsafe {
+        let mut len = 0;
+        let text = ffi::lua_tolstring(state, idx, &mut len);
+        !text.is_null() && std::slice::from_raw_parts(text.cast::<u8>(), len) == NO_MEMORY.as_bytes()
+    }
 }
 
 /// Pushes "source:line: " of the nearest calling frame with a current line, or "" (as
 /// `luaL_where` does for a frame without one).
 unsafe fn push_position(state: *mut ffi::lua_State) {
-    let mut ar: ffi::lua_Debug = std::mem::zeroed();
-    for level in 1..=POSITION_DEPTH {
-        if ffi::lua_getstack(state, level, &mut ar) == 0
-            || ffi::lua_getinfo(state, c"Sl".as_ptr(), &mut ar) == 0
-        {
-            break;
+    unsafe {
+        let mut ar: ffi::lua_Debug = std::mem::zeroed();
+        for level in 1..=POSITION_DEPTH {
+            if ffi::lua_getstack(state, level, &mut ar) == 0
+                || ffi::lua_getinfo(state, c"Sl".as_ptr(), &mut ar) == 0
+            {
+                break;
+            }
+            if ar.currentline > 0 {
+                ffi::lua_pushfstring(state, c"%s:%d: ".as_ptr(), ar.short_src.as_ptr(), ar.currentline);
+                return;
+            }
+            // A Lua frame without line information is the position, as for `luaL_where`.
+            if !ar.what.is_null() && *ar.what != b'C' as std::os::raw::c_char {
+                break;
+            }
         }
-        if ar.currentline > 0 {
-            ffi::lua_pushfstring(state, c"%s:%d: ".as_ptr(), ar.short_src.as_ptr(), ar.currentline);
-            return;
-        }
-        // A Lua frame without line information is the position, as for `luaL_where`.
-        if !ar.what.is_null() && *ar.what != b'C' as std::os::raw::c_char {
-            break;
-        }
+        ffi::lua_pushstring(state, c"".as_ptr());
     }
-    ffi::lua_pushstring(state, c"".as_ptr());
 }

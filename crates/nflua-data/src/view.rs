@@ -47,6 +47,8 @@
 //! checked against the bytes on every access, so a forged cell makes an invalid view, nothing
 //! worse.
 
+#![allow(unsafe_code)] // talks to C: see the Safety notes
+
 use std::mem::size_of;
 use std::os::raw::{c_int, c_void};
 use std::ptr;
@@ -148,25 +150,29 @@ pub(crate) fn create(lua: &Lua, cell: ViewCell) -> LuaResult<AnyUserData> {
 /// The cell of the view at `idx` (an absolute index), or `None` if the value is not a view.
 /// Leaves the stack as it was; uses 2 slots, which the caller must have checked.
 pub(crate) unsafe fn read_cell(state: *mut ffi::lua_State, idx: c_int) -> Option<ViewCell> {
-    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key());
-    let cell = cell_under(state, idx, ffi::lua_gettop(state));
-    ffi::lua_pop(state, 1);
-    cell
+    unsafe {
+        ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key());
+        let cell = cell_under(state, idx, ffi::lua_gettop(state));
+        ffi::lua_pop(state, 1);
+        cell
+    }
 }
 
 /// The cell of the value at `idx` (absolute) if its metatable is the one at `metatable` (an
 /// absolute or pseudo-index) and it is a block of the cell's size. Leaves the stack as it was;
 /// uses 1 slot.
 unsafe fn cell_under(state: *mut ffi::lua_State, idx: c_int, metatable: c_int) -> Option<ViewCell> {
-    if ffi::lua_type(state, idx) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(state, idx) == 0 {
-        return None;
+    unsafe {
+        if ffi::lua_type(state, idx) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(state, idx) == 0 {
+            return None;
+        }
+        let ours = ffi::lua_rawequal(state, -1, metatable) != 0;
+        ffi::lua_pop(state, 1);
+        if !ours || ffi::lua_rawlen(state, idx) != size_of::<ViewCell>() {
+            return None;
+        }
+        Some(ptr::read_unaligned(ffi::lua_touserdata(state, idx).cast::<ViewCell>()))
     }
-    let ours = ffi::lua_rawequal(state, -1, metatable) != 0;
-    ffi::lua_pop(state, 1);
-    if !ours || ffi::lua_rawlen(state, idx) != size_of::<ViewCell>() {
-        return None;
-    }
-    Some(ptr::read_unaligned(ffi::lua_touserdata(state, idx).cast::<ViewCell>()))
 }
 
 /// Whether `ud` is a view object.
@@ -210,22 +216,24 @@ impl FromLua for ViewArg {
     }
 
     unsafe fn from_stack(idx: c_int, lua: &RawLua) -> LuaResult<ViewArg> {
-        let state = lua.state();
-        let idx = ffi::lua_absindex(state, idx);
-        if ffi::lua_checkstack(state, 2) == 0 {
-            return Err(LuaError::StackError);
+        unsafe {
+            let state = lua.state();
+            let idx = ffi::lua_absindex(state, idx);
+            if ffi::lua_checkstack(state, 2) == 0 {
+                return Err(LuaError::StackError);
+            }
+            let Some(cell) = read_cell(state, idx) else {
+                let kind = ffi::lua_type(state, idx);
+                let from = if kind == ffi::LUA_TUSERDATA { "userdata" } else { "value" };
+                return Err(not_a_view(from));
+            };
+            let user_value = match ffi::lua_getiuservalue(state, idx, 1) {
+                ffi::LUA_TNIL | ffi::LUA_TNONE => Ok(Value::Nil),
+                _ => Value::from_stack(-1, lua),
+            };
+            ffi::lua_pop(state, 1);
+            Ok(ViewArg { cell, user_value: user_value? })
         }
-        let Some(cell) = read_cell(state, idx) else {
-            let kind = ffi::lua_type(state, idx);
-            let from = if kind == ffi::LUA_TUSERDATA { "userdata" } else { "value" };
-            return Err(not_a_view(from));
-        };
-        let user_value = match ffi::lua_getiuservalue(state, idx, 1) {
-            ffi::LUA_TNIL | ffi::LUA_TNONE => Ok(Value::Nil),
-            _ => Value::from_stack(-1, lua),
-        };
-        ffi::lua_pop(state, 1);
-        Ok(ViewArg { cell, user_value: user_value? })
     }
 }
 
@@ -248,7 +256,7 @@ impl FromLua for MaybeView {
     }
 
     unsafe fn from_stack(idx: c_int, lua: &RawLua) -> LuaResult<MaybeView> {
-        maybe_view(ViewArg::from_stack(idx, lua))
+        unsafe { maybe_view(ViewArg::from_stack(idx, lua)) }
     }
 }
 
@@ -313,53 +321,58 @@ pub(crate) fn caller(lua: &Lua) -> LuaResult<Function> {
 
 /// Raises `message` as a Lua error.
 unsafe fn raise(state: *mut ffi::lua_State, message: &'static std::ffi::CStr) -> ! {
-    ffi::lua_pushstring(state, message.as_ptr());
-    ffi::lua_error(state)
+    unsafe {
+        ffi::lua_pushstring(state, message.as_ptr());
+        ffi::lua_error(state)
+    }
 }
 
 unsafe extern "C-unwind" fn call_with_views(state: *mut ffi::lua_State) -> c_int {
-    let top = ffi::lua_gettop(state);
-    // Index of the first number (`n`); `f` is at 1.
-    let first = top - CALLER_NUMBERS + 1;
-    if first < 2 {
-        raise(state, c"view caller: bad arguments");
+    unsafe {
+        let top = ffi::lua_gettop(state);
+        // Index of the first number (`n`); `f` is at 1.
+        let first = top - CALLER_NUMBERS + 1;
+        if first < 2 {
+            raise(state, c"view caller: bad arguments");
+        }
+        let integer = |idx: c_int| {
+            let mut is_integer = 0;
+            let value = ffi::lua_tointegerx(state, idx, &mut is_integer);
+            (is_integer != 0).then_some(value)
+        };
+        let (Some(n), Some(slot), Some(generation)) =
+            (integer(first), integer(first + 1), integer(first + 2))
+        else {
+            raise(state, c"view caller: bad arguments");
+        };
+        // The numbers come from `LentBuffer::views`, which made them from a cell (the generation
+        // travels bit for bit); a forged number makes a view that is invalid on every access.
+        let cell = |pair: c_int| {
+            let (offset, len) = (integer(first + 3 + 2 * pair)?, integer(first + 4 + 2 * pair)?);
+            let number = |n: i64| usize::try_from(n).ok();
+            ViewCell::new(number(slot)?, generation as u64, number(offset)?, number(len)?)
+        };
+        let cells = match (n, cell(0), cell(1)) {
+            (1, Some(only), _) => [Some(only), None],
+            (2, Some(one), Some(two)) => [Some(one), Some(two)],
+            _ => raise(state, c"view caller: bad arguments"),
+        };
+        // The numbers are done with: the views take their place.
+        ffi::lua_settop(state, first - 1);
+        if ffi::lua_checkstack(state, CALLER_VIEWS + 1) == 0 {
+            raise(state, c"stack overflow");
+        }
+        let metatable = ffi::lua_upvalueindex(1);
+        for cell in cells.into_iter().flatten() {
+            // May raise "not enough memory": nothing on this frame needs dropping.
+            let block = ffi::lua_newuserdatauv(state, size_of::<ViewCell>(), 1);
+            ptr::write_unaligned(block.cast::<ViewCell>(), cell);
+            ffi::lua_pushvalue(state, metatable);
+            ffi::lua_setmetatable(state, -2);
+        }
+        ffi::lua_call(state, ffi::lua_gettop(state) - 1, ffi::LUA_MULTRET);
+        ffi::lua_gettop(state)
     }
-    let integer = |idx: c_int| {
-        let mut is_integer = 0;
-        let value = ffi::lua_tointegerx(state, idx, &mut is_integer);
-        (is_integer != 0).then_some(value)
-    };
-    let (Some(n), Some(slot), Some(generation)) = (integer(first), integer(first + 1), integer(first + 2))
-    else {
-        raise(state, c"view caller: bad arguments");
-    };
-    // The numbers come from `LentBuffer::views`, which made them from a cell (the generation
-    // travels bit for bit); a forged number makes a view that is invalid on every access.
-    let cell = |pair: c_int| {
-        let (offset, len) = (integer(first + 3 + 2 * pair)?, integer(first + 4 + 2 * pair)?);
-        let number = |n: i64| usize::try_from(n).ok();
-        ViewCell::new(number(slot)?, generation as u64, number(offset)?, number(len)?)
-    };
-    let cells = match (n, cell(0), cell(1)) {
-        (1, Some(only), _) => [Some(only), None],
-        (2, Some(one), Some(two)) => [Some(one), Some(two)],
-        _ => raise(state, c"view caller: bad arguments"),
-    };
-    // The numbers are done with: the views take their place.
-    ffi::lua_settop(state, first - 1);
-    if ffi::lua_checkstack(state, CALLER_VIEWS + 1) == 0 {
-        raise(state, c"stack overflow");
-    }
-    let metatable = ffi::lua_upvalueindex(1);
-    for cell in cells.into_iter().flatten() {
-        // May raise "not enough memory": nothing on this frame needs dropping.
-        let block = ffi::lua_newuserdatauv(state, size_of::<ViewCell>(), 1);
-        ptr::write_unaligned(block.cast::<ViewCell>(), cell);
-        ffi::lua_pushvalue(state, metatable);
-        ffi::lua_setmetatable(state, -2);
-    }
-    ffi::lua_call(state, ffi::lua_gettop(state) - 1, ffi::LUA_MULTRET);
-    ffi::lua_gettop(state)
 }
 
 /// The views' `__index`: a C closure answering `view[i]` for an integer `i` on a valid view
@@ -407,60 +420,69 @@ fn fast_closure(
 }
 
 unsafe extern "C-unwind" fn measure_view(state: *mut ffi::lua_State) -> c_int {
-    let len = fast_cell(state)
-        .and_then(|(cell, memories)| std::panic::catch_unwind(|| memories.len(&cell)).ok().flatten());
-    match len.and_then(|n| ffi::lua_Integer::try_from(n).ok()) {
-        Some(n) => ffi::lua_pushinteger(state, n),
-        None => {
-            // Lua passes `#v` two arguments (the view twice); the general function takes one.
-            ffi::lua_settop(state, 1);
-            ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
-            ffi::lua_insert(state, 1);
-            ffi::lua_call(state, 1, 1);
+    unsafe {
+        let len = fast_cell(state)
+            .and_then(|(cell, memories)| std::panic::catch_unwind(|| memories.len(&cell)).ok().flatten());
+        match len.and_then(|n| ffi::lua_Integer::try_from(n).ok()) {
+            Some(n) => ffi::lua_pushinteger(state, n),
+            None => {
+                // Lua passes `#v` two arguments (the view twice); the general function takes one.
+                ffi::lua_settop(state, 1);
+                ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
+                ffi::lua_insert(state, 1);
+                ffi::lua_call(state, 1, 1);
+            }
         }
+        1
     }
-    1
 }
 
 /// Argument 1 as a view (our metatable is upvalue 1) with the state's `LentMemories` (upvalue
 /// 3), if it is one.
 unsafe fn fast_cell<'a>(state: *mut ffi::lua_State) -> Option<(ViewCell, &'a LentMemories)> {
-    if ffi::lua_checkstack(state, 2) == 0 {
-        return None;
+    unsafe {
+        if ffi::lua_checkstack(state, 2) == 0 {
+            return None;
+        }
+        let cell = cell_under(state, 1, ffi::lua_upvalueindex(1))?;
+        // The state's `LentMemories`, alive and not borrowed mutably (see `indexer`).
+        let memories =
+            ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)).cast::<LentMemories>().as_ref()?;
+        Some((cell, memories))
     }
-    let cell = cell_under(state, 1, ffi::lua_upvalueindex(1))?;
-    // The state's `LentMemories`, alive and not borrowed mutably (see `indexer`).
-    let memories = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)).cast::<LentMemories>().as_ref()?;
-    Some((cell, memories))
 }
 
 unsafe extern "C-unwind" fn index_view(state: *mut ffi::lua_State) -> c_int {
-    if let Some(byte) = fast_byte(state) {
-        match byte {
-            Some(b) => ffi::lua_pushinteger(state, ffi::lua_Integer::from(b)),
-            None => ffi::lua_pushnil(state),
+    unsafe {
+        if let Some(byte) = fast_byte(state) {
+            match byte {
+                Some(b) => ffi::lua_pushinteger(state, ffi::lua_Integer::from(b)),
+                None => ffi::lua_pushnil(state),
+            }
+            return 1;
         }
-        return 1;
+        // Anything else: the general function, with the same two arguments. Its errors longjmp
+        // over this frame, which holds nothing to drop.
+        ffi::lua_settop(state, 2);
+        ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
+        ffi::lua_insert(state, 1);
+        ffi::lua_call(state, 2, 1);
+        1
     }
-    // Anything else: the general function, with the same two arguments. Its errors longjmp
-    // over this frame, which holds nothing to drop.
-    ffi::lua_settop(state, 2);
-    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
-    ffi::lua_insert(state, 1);
-    ffi::lua_call(state, 2, 1);
-    1
 }
 
 /// The answer of `view[i]` when argument 1 is a valid view and argument 2 an integer.
 unsafe fn fast_byte(state: *mut ffi::lua_State) -> Option<Option<u8>> {
-    if ffi::lua_isinteger(state, 2) == 0 {
-        return None;
+    unsafe {
+        if ffi::lua_isinteger(state, 2) == 0 {
+            return None;
+        }
+        let (cell, memories) = fast_cell(state)?;
+        // 1-based; zero and negative indexes read past the end (nil on a valid view).
+        let index = usize::try_from(ffi::lua_tointeger(state, 2)).ok().and_then(|i| i.checked_sub(1));
+        let index = index.unwrap_or(usize::MAX);
+        // Nothing in the lookup panics; should it, the general path answers instead of unwinding
+        // through Lua.
+        std::panic::catch_unwind(|| memories.byte(&cell, index)).ok().flatten()
     }
-    let (cell, memories) = fast_cell(state)?;
-    // 1-based; zero and negative indexes read past the end (nil on a valid view).
-    let index = usize::try_from(ffi::lua_tointeger(state, 2)).ok().and_then(|i| i.checked_sub(1));
-    let index = index.unwrap_or(usize::MAX);
-    // Nothing in the lookup panics; should it, the general path answers instead of unwinding
-    // through Lua.
-    std::panic::catch_unwind(|| memories.byte(&cell, index)).ok().flatten()
 }

@@ -32,6 +32,8 @@
 //! Rust panic a library function raised when it reads the panic's error object; the stack is
 //! restored to where it was in every case.
 
+#![allow(unsafe_code)] // talks to C: see the Safety notes
+
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -151,19 +153,21 @@ pub(crate) fn run(
 /// # Safety
 /// `state` has a value on top.
 unsafe fn read_result(state: *mut ffi::lua_State, mode: HookMode) -> HookResult {
-    match mode {
-        HookMode::Match => HookResult::Match(ffi::lua_toboolean(state, -1) != 0),
-        HookMode::Target => HookResult::Target(if ffi::lua_type(state, -1) == ffi::LUA_TSTRING {
-            let mut len = 0usize;
-            let bytes = ffi::lua_tolstring(state, -1, &mut len);
-            if bytes.is_null() {
-                None
+    unsafe {
+        match mode {
+            HookMode::Match => HookResult::Match(ffi::lua_toboolean(state, -1) != 0),
+            HookMode::Target => HookResult::Target(if ffi::lua_type(state, -1) == ffi::LUA_TSTRING {
+                let mut len = 0usize;
+                let bytes = ffi::lua_tolstring(state, -1, &mut len);
+                if bytes.is_null() {
+                    None
+                } else {
+                    // A Lua string's bytes, alive while it is on the stack.
+                    Verdict::from_name(std::slice::from_raw_parts(bytes.cast::<u8>(), len))
+                }
             } else {
-                // A Lua string's bytes, alive while it is on the stack.
-                Verdict::from_name(std::slice::from_raw_parts(bytes.cast::<u8>(), len))
-            }
-        } else {
-            None
-        }),
+                None
+            }),
+        }
     }
 }

@@ -81,6 +81,8 @@
 //! contract mlua's own callbacks follow when they raise. [`ThreadHead`] is only read through
 //! pointers to live threads, and only after [`install`] verified its layout.
 
+#![allow(unsafe_code)] // talks to C: see the Safety notes
+
 use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
@@ -388,32 +390,38 @@ struct ThreadHead {
 /// # Safety
 /// `thread` is a live Lua thread of a state whose layout [`install`] verified.
 unsafe fn ran_in_window(thread: *mut ffi::lua_State) -> u64 {
-    let head = thread as *const ThreadHead;
-    let base = (*head).basehookcount;
-    let left = (*head).hookcount;
-    u64::try_from(base.saturating_sub(left)).unwrap_or(0)
+    unsafe {
+        let head = thread as *const ThreadHead;
+        let base = (*head).basehookcount;
+        let left = (*head).hookcount;
+        u64::try_from(base.saturating_sub(left)).unwrap_or(0)
+    }
 }
 
 /// Whether [`ThreadHead`] matches `thread`: set a distinctive window, read it back both ways.
 unsafe fn layout_matches(thread: *mut ffi::lua_State) -> bool {
-    for count in [0x2345_6789, 7] {
-        ffi::lua_sethook(thread, Some(count_hook), ffi::LUA_MASKCOUNT, count);
-        let head = thread as *const ThreadHead;
-        if (*head).basehookcount != count
-            || (*head).hookcount != count
-            || (*head).basehookcount != ffi::lua_gethookcount(thread)
-            || (*head).hookmask != ffi::lua_gethookmask(thread)
-        {
-            return false;
+    unsafe {
+        for count in [0x2345_6789, 7] {
+            ffi::lua_sethook(thread, Some(count_hook), ffi::LUA_MASKCOUNT, count);
+            let head = thread as *const ThreadHead;
+            if (*head).basehookcount != count
+                || (*head).hookcount != count
+                || (*head).basehookcount != ffi::lua_gethookcount(thread)
+                || (*head).hookmask != ffi::lua_gethookmask(thread)
+            {
+                return false;
+            }
         }
+        true
     }
-    true
 }
 
 /// The budget of the state `thread` belongs to (null before [`install`]).
 unsafe fn budget_of<'a>(thread: *mut ffi::lua_State) -> Option<&'a Budget> {
-    let budget = *(ffi::lua_getextraspace(thread) as *const *const Budget);
-    budget.as_ref()
+    unsafe {
+        let budget = *(ffi::lua_getextraspace(thread) as *const *const Budget);
+        budget.as_ref()
+    }
 }
 
 /// Charges what `thread` ran since its window began and starts a new window of at most what the
@@ -423,18 +431,22 @@ unsafe fn budget_of<'a>(thread: *mut ffi::lua_State) -> Option<&'a Budget> {
 /// `thread` is a live thread of a state with a budget installed, not running Lua code right now
 /// (it is the caller of the C function doing this, or suspended, or finished).
 pub(crate) unsafe fn settle(thread: *mut ffi::lua_State) {
-    let Some(budget) = budget_of(thread) else { return };
-    let ran = ran_in_window(thread);
-    if ran > 0 {
-        let _ = budget.take(ran);
+    unsafe {
+        let Some(budget) = budget_of(thread) else { return };
+        let ran = ran_in_window(thread);
+        if ran > 0 {
+            let _ = budget.take(ran);
+        }
+        rearm(budget, thread);
     }
-    rearm(budget, thread);
 }
 
 /// Starts a new window on `thread` (its count so far is dropped: settle first).
 unsafe fn rearm(budget: &Budget, thread: *mut ffi::lua_State) {
-    let window = if budget.spent() { 1 } else { budget.window() };
-    ffi::lua_sethook(thread, Some(count_hook), ffi::LUA_MASKCOUNT, window);
+    unsafe {
+        let window = if budget.spent() { 1 } else { budget.window() };
+        ffi::lua_sethook(thread, Some(count_hook), ffi::LUA_MASKCOUNT, window);
+    }
 }
 
 /// Starts a fresh window on a thread about to run (a coroutine about to be resumed, or its
@@ -443,9 +455,11 @@ unsafe fn rearm(budget: &Budget, thread: *mut ffi::lua_State) {
 /// # Safety
 /// As [`settle`]; the thread that ran before stays alive until this returns.
 pub(crate) unsafe fn arm_thread(thread: *mut ffi::lua_State) {
-    if let Some(budget) = budget_of(thread) {
-        rearm(budget, thread);
-        budget.set_running(thread);
+    unsafe {
+        if let Some(budget) = budget_of(thread) {
+            rearm(budget, thread);
+            budget.set_running(thread);
+        }
     }
 }
 
@@ -484,7 +498,9 @@ const WRAPPER_GRACE: c_int = 16;
 /// `state` is the running thread inside a C function called from Lua; on failure this longjmps
 /// over the caller's frame, which must hold nothing with a destructor.
 pub(crate) unsafe fn charge_raw(state: *mut ffi::lua_State, cost: u64) {
-    charge_raw_at(state, cost, 1);
+    unsafe {
+        charge_raw_at(state, cost, 1);
+    }
 }
 
 /// [`charge_raw`] naming the position of stack level `level` (1: the caller) in its error.
@@ -492,38 +508,44 @@ pub(crate) unsafe fn charge_raw(state: *mut ffi::lua_State, cost: u64) {
 /// # Safety
 /// As [`charge_raw`].
 pub(crate) unsafe fn charge_raw_at(state: *mut ffi::lua_State, cost: u64, level: c_int) {
-    if let Err(message) = try_charge(state, cost) {
-        ffi::luaL_where(state, level);
-        ffi::lua_pushlstring(state, message.as_ptr().cast(), message.len());
-        drop(message);
-        ffi::lua_concat(state, 2);
-        ffi::lua_error(state);
+    unsafe {
+        if let Err(message) = try_charge(state, cost) {
+            ffi::luaL_where(state, level);
+            ffi::lua_pushlstring(state, message.as_ptr().cast(), message.len());
+            drop(message);
+            ffi::lua_concat(state, 2);
+            ffi::lua_error(state);
+        }
     }
 }
 
 unsafe fn try_charge(thread: *mut ffi::lua_State, cost: u64) -> Result<(), String> {
-    let Some(budget) = budget_of(thread) else { return Ok(()) };
-    let ok = budget.take(cost) && (cost < CLOCK_CHECK_COST || budget.in_time());
-    // The running thread's window was sized for the budget before this charge; shorten it if it
-    // no longer fits, so the thread cannot run past the budget on the strength of an old window.
-    let window = u64::try_from(ffi::lua_gethookcount(thread)).unwrap_or(0);
-    if !ok || budget.remaining.load(Relaxed) < window {
-        settle(thread);
-        stop_main_too(budget, thread);
-    }
-    if ok {
-        Ok(())
-    } else {
-        Err(budget.stop_message())
+    unsafe {
+        let Some(budget) = budget_of(thread) else { return Ok(()) };
+        let ok = budget.take(cost) && (cost < CLOCK_CHECK_COST || budget.in_time());
+        // The running thread's window was sized for the budget before this charge; shorten it if it
+        // no longer fits, so the thread cannot run past the budget on the strength of an old window.
+        let window = u64::try_from(ffi::lua_gethookcount(thread)).unwrap_or(0);
+        if !ok || budget.remaining.load(Relaxed) < window {
+            settle(thread);
+            stop_main_too(budget, thread);
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(budget.stop_message())
+        }
     }
 }
 
 /// After a coroutine's entry was stopped, make sure the main thread does not run on for a
 /// window after `coroutine.resume` returns.
 unsafe fn stop_main_too(budget: &Budget, thread: *mut ffi::lua_State) {
-    let main = budget.main.load(Relaxed);
-    if budget.spent() && !main.is_null() && main != thread && ffi::lua_gethookcount(main) != 1 {
-        ffi::lua_sethook(main, Some(count_hook), ffi::LUA_MASKCOUNT, 1);
+    unsafe {
+        let main = budget.main.load(Relaxed);
+        if budget.spent() && !main.is_null() && main != thread && ffi::lua_gethookcount(main) != 1 {
+            ffi::lua_sethook(main, Some(count_hook), ffi::LUA_MASKCOUNT, 1);
+        }
     }
 }
 
@@ -549,29 +571,31 @@ pub(crate) fn install(lua: &Lua, budget: &Arc<Budget>) -> Result<(), LayoutMisma
 }
 
 unsafe extern "C-unwind" fn count_hook(state: *mut ffi::lua_State, _ar: *mut ffi::lua_Debug) {
-    let Some(budget) = budget_of(state) else { return };
-    let ran = ffi::lua_gethookcount(state);
-    if budget.take(u64::try_from(ran).unwrap_or(0)) && budget.in_time() {
-        let next = budget.window();
-        if next != ran {
-            ffi::lua_sethook(state, Some(count_hook), ffi::LUA_MASKCOUNT, next);
+    unsafe {
+        let Some(budget) = budget_of(state) else { return };
+        let ran = ffi::lua_gethookcount(state);
+        if budget.take(u64::try_from(ran).unwrap_or(0)) && budget.in_time() {
+            let next = budget.window();
+            if next != ran {
+                ffi::lua_sethook(state, Some(count_hook), ffi::LUA_MASKCOUNT, next);
+            }
+            return;
         }
-        return;
+        if ran != 1 {
+            ffi::lua_sethook(state, Some(count_hook), ffi::LUA_MASKCOUNT, 1);
+        }
+        // A coroutine's error may be caught by `coroutine.resume`; the main thread must not run
+        // on for a whole window after it returns.
+        stop_main_too(budget, state);
+        let message = budget.stop_message();
+        // Not `luaL_error`: it names the caller's position (level 1), but a hook runs without a frame
+        // of its own, so level 0 is the Lua function that was interrupted.
+        ffi::luaL_where(state, 0);
+        ffi::lua_pushlstring(state, message.as_ptr().cast(), message.len());
+        drop(message);
+        ffi::lua_concat(state, 2);
+        ffi::lua_error(state);
     }
-    if ran != 1 {
-        ffi::lua_sethook(state, Some(count_hook), ffi::LUA_MASKCOUNT, 1);
-    }
-    // A coroutine's error may be caught by `coroutine.resume`; the main thread must not run
-    // on for a whole window after it returns.
-    stop_main_too(budget, state);
-    let message = budget.stop_message();
-    // Not `luaL_error`: it names the caller's position (level 1), but a hook runs without a frame
-    // of its own, so level 0 is the Lua function that was interrupted.
-    ffi::luaL_where(state, 0);
-    ffi::lua_pushlstring(state, message.as_ptr().cast(), message.len());
-    drop(message);
-    ffi::lua_concat(state, 2);
-    ffi::lua_error(state);
 }
 
 #[cfg(test)]

@@ -134,6 +134,7 @@ pub(crate) struct Sandbox {
     pub(crate) on_error: Function,
 }
 
+#[allow(unsafe_code)] // mlua's name for opening the debug library
 pub(crate) fn build(config: &StateConfig, ctx: &Arc<Context>, budget: &Arc<Budget>) -> mlua::Result<Sandbox> {
     let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
     let lua = if config.debug {

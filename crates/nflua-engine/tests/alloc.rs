@@ -3,6 +3,8 @@
 //! the Lua heap (mlua's Lua allocator goes through the global one, so they are counted too):
 //! nothing in Rust.
 
+#![allow(unsafe_code)] // libc calls the tests need (sockets, signals, namespaces)
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
@@ -28,22 +30,28 @@ fn allocations() -> u64 {
 // SAFETY: forwards every call to `System` unchanged; counting touches no heap.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        System.alloc(layout)
+        unsafe {
+            count();
+            System.alloc(layout)
+        }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        System.alloc_zeroed(layout)
+        unsafe {
+            count();
+            System.alloc_zeroed(layout)
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        System.realloc(ptr, layout, new_size)
+        unsafe {
+            count();
+            System.realloc(ptr, layout, new_size)
+        }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
+        unsafe { System.dealloc(ptr, layout) }
     }
 }
 

@@ -13,6 +13,8 @@
 //! `OwnedFd` (or a borrow of one) and so are open for the duration of each call; the only raw
 //! descriptor taken over is the one `socket()` just returned.
 
+#![allow(unsafe_code)] // talks to C: see the Safety notes
+
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};

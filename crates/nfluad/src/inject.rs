@@ -5,6 +5,8 @@
 //! The only `unsafe` is the socket and `sendto` calls below; each passes
 //! pointers to locals or to the caller's slice, for the lengths stated.
 
+#![allow(unsafe_code)] // talks to C: see the Safety notes
+
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -8,6 +8,8 @@
 //! thread (`pthread_kill`), so the loop can wait a whole housekeeping second: an idle daemon
 //! wakes once a second instead of five times (about 50 µs of CPU each on a small VM).
 
+#![allow(unsafe_code)] // talks to C: see the Safety notes
+
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 

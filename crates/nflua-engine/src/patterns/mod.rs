@@ -32,6 +32,7 @@ use mlua::{ffi, Lua, Table};
 
 /// Puts the four functions into the `string` table (which is also the strings' `__index`, so
 /// method calls use them too).
+#[allow(unsafe_code)] // registers the C functions of `functions`
 pub(crate) fn install(lua: &Lua) -> mlua::Result<()> {
     let string: Table = lua.globals().raw_get("string")?;
     let functions: [(&str, ffi::lua_CFunction); 4] = [

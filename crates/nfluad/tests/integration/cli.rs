@@ -1,5 +1,7 @@
 //! nfluactl against a real daemon.
 
+#![allow(unsafe_code)] // libc calls the tests need (sockets, signals, namespaces)
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

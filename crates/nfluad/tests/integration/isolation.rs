@@ -3,6 +3,8 @@
 //! through the daemon; refused senders cannot flood the log. Each test prints the figures it
 //! measured.
 
+#![allow(unsafe_code)] // libc calls the tests need (sockets, signals, namespaces)
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,6 +4,8 @@
 //! Namespace `a` (192.0.2.1, 2001:db8::1) sends; namespace `b` (192.0.2.2,
 //! 2001:db8::2) receives and runs nfluad and the iptables rules.
 
+#![allow(unsafe_code)] // libc calls the tests need (sockets, signals, namespaces)
+
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output};

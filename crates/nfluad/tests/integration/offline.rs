@@ -2,6 +2,8 @@
 //! captures these tests write themselves (pcap and pcapng, raw IP and Ethernet), and one
 //! recorded with tcpdump from real traffic in a namespace (that one needs root).
 
+#![allow(unsafe_code)] // libc calls the tests need (sockets, signals, namespaces)
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! lines is completed, errors show their text, the up arrow brings back the last chunk, and the
 //! state keeps what the prompt defined (seen through `execute`).
 
+#![allow(unsafe_code)] // libc calls the tests need (sockets, signals, namespaces)
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

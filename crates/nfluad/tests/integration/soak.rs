@@ -4,6 +4,8 @@
 //! with nothing left in the kernel queue and the daemon's RSS flat.
 //! Needs root; skips loudly without it unless NFLUA_REQUIRE_PRIV=1.
 
+#![allow(unsafe_code)] // libc calls the tests need (sockets, signals, namespaces)
+
 use std::fs::File;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;

@@ -2,6 +2,8 @@
 //! packets, connection verdicts, the hold timeout. Need root; skip loudly without it unless
 //! NFLUA_REQUIRE_PRIV=1.
 
+#![allow(unsafe_code)] // libc calls the tests need (sockets, signals, namespaces)
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

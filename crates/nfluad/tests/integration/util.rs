@@ -1,6 +1,8 @@
 //! Harness: a real `nfluad` on a private port, `nfluactl` runs, and raw
 //! Netlink sockets for hand-made bad input.
 
+#![allow(unsafe_code)] // libc calls the tests need (sockets, signals, namespaces)
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
