@@ -1,5 +1,5 @@
 //! The raw Lua C API side of borrowed views: making a view object, recognising one, setting its
-//! layout. What views mean and how they behave is in `lua.rs` (`LentBuffer`).
+//! layout. What views mean and how they behave is in `lua/` (`lua/lent.rs`: `LentBuffer`).
 //!
 //! A borrowed view is a full userdata holding a [`ViewCell`] (plain numbers, nothing to drop) and
 //! one user value (its layout object, or nil), with a metatable that has no `__gc`. Lua 5.4 marks
@@ -64,7 +64,7 @@ use mlua::{ffi, AnyUserData, Error as LuaError, FromLua, Function, Lua, Result a
 pub(crate) struct ViewCell {
     /// The memory's generation the view was made for.
     generation: u64,
-    /// Index of the lent memory in the state's list (see `lua.rs`).
+    /// Index of the lent memory in the state's list (see `lua/lent.rs`).
     slot: u32,
     /// Range from the start of the memory.
     offset: u32,
