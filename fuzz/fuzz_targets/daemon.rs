@@ -11,7 +11,6 @@ use std::time::Instant;
 use libfuzzer_sys::fuzz_target;
 use nflua_client::socket::Credentials;
 use nflua_engine::{Engine, EngineConfig, NetlinkSink};
-use nfluad::clients::Clients;
 use nfluad::handler::{Handler, Policy, Sender};
 use nfluad::queue::hooks::{Hooks, QueueDefaults};
 
@@ -30,19 +29,9 @@ fuzz_target!(|data: &[u8]| {
         EngineConfig { max_states: 8, max_runs_cap: 20_000, max_alloc_cap: 1 << 20, ..EngineConfig::default() };
     let engine = Arc::new(Engine::new(config, Arc::new(NullSink)));
     let hooks = Hooks::new(Arc::clone(&engine), QueueDefaults { max_len: 16, recv_buffer: 0, stream_timeout: std::time::Duration::from_secs(1), stream_memory: 1 << 20, enabled: false });
-    let mut handler = Handler {
-        engine,
-        hooks,
-        clients: Clients::default(),
-        policy: Policy { allow_uids: vec![], allow_gids: vec![], default_max_runs: 10_000 },
-        port: 1,
-        journal: None,
-        // Jobs run inline: their replies come back with the others.
-        lanes: None,
-        refusals: Default::default(),
-        counters: Default::default(),
-        failures: Default::default(),
-    };
+    let policy = Policy { allow_uids: vec![], allow_gids: vec![], default_max_runs: 10_000 };
+    // Without lanes, jobs run inline: their replies come back with the others.
+    let mut handler = Handler::new(engine, hooks, policy, 1, Default::default(), Default::default());
     let from = Sender { port: 77, creds: Some(Credentials { pid: 1, uid: 0, gid: 0 }) };
     let mut rest = data;
     while rest.len() >= 2 {

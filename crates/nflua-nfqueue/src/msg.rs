@@ -50,6 +50,12 @@ impl std::fmt::Display for MsgError {
 
 /// Walks the messages of one datagram; stops for good after the first error. Trailing bytes
 /// too short for a header are ignored.
+///
+/// nflua-proto has an iterator of its own (`Messages`) over the same `nlmsghdr` framing. This one
+/// stays because this crate is a queue client for `NETLINK_NETFILTER` that depends on nothing of
+/// NFLua's (not even its wire format crate, which would make every queue user build NFLua's
+/// protocol), and because what it hands on differs: the netfilter messages' `nfgenmsg` and
+/// attributes, with its errors counted per queue (`MsgError`) rather than answered to a client.
 #[derive(Debug, Clone)]
 pub(crate) struct MsgIter<'a> {
     rest: &'a [u8],

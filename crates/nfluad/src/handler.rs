@@ -87,25 +87,56 @@ impl From<EngineError> for Failure {
 
 /// Request handling state: the engine, per-client reassembly, and policy.
 pub struct Handler {
-    pub engine: Arc<Engine>,
-    pub hooks: Hooks,
-    pub clients: Clients,
-    pub policy: Policy,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) hooks: Hooks,
+    pub(crate) clients: Clients,
+    pub(crate) policy: Policy,
     /// Our own port id, the sender field of every reply header.
-    pub port: u32,
+    pub(crate) port: u32,
     /// `--state-dir`: every successful change is recorded before it is acknowledged.
-    pub journal: Option<SharedJournal>,
+    pub(crate) journal: Option<SharedJournal>,
     /// Where work that enters a state goes; `None`: it runs inline, on the caller's thread.
-    pub lanes: Option<Lanes<Job>>,
+    pub(crate) lanes: Option<Lanes<Job>>,
     /// Senders refused, for rate-limited logging.
-    pub refusals: Refusals,
+    pub(crate) refusals: Refusals,
     /// Requests refused, dropped or turned away, for STATS and metrics.
-    pub counters: Arc<RequestCounters>,
+    pub(crate) counters: Arc<RequestCounters>,
     /// Journaled states that failed to restore (shared with the journal, read without its lock).
-    pub failures: RestoreFailures,
+    pub(crate) failures: RestoreFailures,
 }
 
 impl Handler {
+    /// A handler serving as port `port`, with `engine`'s states and `hooks`, admitting senders
+    /// by `policy`; no journal, and work that enters a state runs inline until
+    /// [`Handler::set_lanes`] gives it lanes. `counters` and `failures` are shared with the
+    /// metrics and the journal.
+    pub fn new(
+        engine: Arc<Engine>,
+        hooks: Hooks,
+        policy: Policy,
+        port: u32,
+        counters: Arc<RequestCounters>,
+        failures: RestoreFailures,
+    ) -> Handler {
+        Handler {
+            engine,
+            hooks,
+            clients: Clients::default(),
+            policy,
+            port,
+            journal: None,
+            lanes: None,
+            refusals: Refusals::default(),
+            counters,
+            failures,
+        }
+    }
+
+    /// Hands work that enters a state to `lanes` (one queue per state) instead of running it inline.
+    pub fn set_lanes(&mut self, lanes: Lanes<Job>) {
+        self.lanes = Some(lanes);
+    }
+
     /// Handles every message of `datagram` and returns the datagrams to send
     /// back to the sender, in order.
     pub fn handle_datagram(&mut self, datagram: &[u8], from: Sender, now: Instant) -> Vec<Vec<u8>> {

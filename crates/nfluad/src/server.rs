@@ -41,7 +41,6 @@ use nflua_client::socket::{NetlinkSocket, Port};
 use nflua_engine::{Engine, EngineConfig};
 use nflua_proto::consts::{MAX_STATES, MIN_ALLOC_BYTES, PAYLOAD_MAX};
 
-use crate::clients::Clients;
 use crate::config::Config;
 use crate::handler::{Handler, Policy, Sender};
 use crate::inject::Injector;
@@ -49,7 +48,6 @@ use crate::jobs::Job;
 use crate::journal::{Journal, RestoreFailures};
 use crate::lanes::{LaneLimits, Lanes};
 use crate::queue::hooks::{Hooks, QueueDefaults};
-use crate::refusals::Refusals;
 use crate::sink::SocketSink;
 use crate::stats::RequestCounters;
 use crate::timers::TimerThread;
@@ -140,22 +138,12 @@ impl Server {
         }
         let stop = Arc::new(AtomicBool::new(false));
         crate::signals::install(&stop)?;
-        let mut handler = Handler {
-            engine,
-            hooks,
-            clients: Clients::default(),
-            policy: Policy {
-                allow_uids: config.allow_uids.clone(),
-                allow_gids: config.allow_gids.clone(),
-                default_max_runs: config.default_max_runs,
-            },
-            port: config.port,
-            journal: None,
-            lanes: None,
-            refusals: Refusals::default(),
-            counters,
-            failures: failures.clone(),
+        let policy = Policy {
+            allow_uids: config.allow_uids.clone(),
+            allow_gids: config.allow_gids.clone(),
+            default_max_runs: config.default_max_runs,
         };
+        let mut handler = Handler::new(engine, hooks, policy, config.port, counters, failures.clone());
         if let Some(dir) = &config.state_dir {
             restore_journal(&mut handler, dir, failures)?;
         }
@@ -167,7 +155,7 @@ impl Server {
                 send_reply(&reply_sock, port, &reply, true);
             }
         });
-        handler.lanes = Some(lanes.clone());
+        handler.set_lanes(lanes.clone());
         let timers = TimerThread::spawn(Arc::clone(&handler.engine), lanes.clone())
             .context("starting the timer thread")?;
         Ok(Server { sock, handler, config, stop, sink, timers: Some(timers), lanes, vanished: None })
