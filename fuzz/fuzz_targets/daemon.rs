@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use nflua_client::socket::Credentials;
+use nflua_netlink::Credentials;
 use nflua_engine::{Engine, EngineConfig, NetlinkSink};
 use nfluad::handler::{Handler, Policy, Sender};
 use nfluad::queue::hooks::{Hooks, QueueDefaults};

@@ -47,23 +47,4 @@ impl ClientConfig {
     }
 }
 
-/// Parses a port id in decimal or `0x` hex.
-pub fn parse_port(text: &str) -> Option<u32> {
-    let t = text.trim();
-    match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(hex) => u32::from_str_radix(hex, 16).ok(),
-        None => t.parse().ok(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports_parse_in_decimal_and_hex() {
-        assert_eq!(parse_port("0x6E666C75"), Some(DEFAULT_PORT));
-        assert_eq!(parse_port(" 42 "), Some(42));
-        assert_eq!(parse_port("x"), None);
-    }
-}
+pub use nflua_netlink::parse_port;

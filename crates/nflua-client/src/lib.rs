@@ -2,14 +2,14 @@
 //! execute) and data sockets (send to `__receive_callback`, receive what
 //! states send with `nf.netlink`), over real `NETLINK_USERSOCK` sockets.
 //!
-//! Used by `nfluactl`, the Lua module and the daemon itself (which serves on
-//! the same [`socket::NetlinkSocket`]). Sockets follow the seed's model
+//! Used by `nfluactl` and the Lua module; the daemon serves on the same
+//! transport (`nflua-netlink`'s [`socket::NetlinkSocket`]) without this crate. Sockets follow the seed's model
 //! literally: `fd()` works in poll loops, `port()` is the Netlink port id,
 //! and a control socket walks ready → waiting → receiving → ready.
 //!
 //! Never trusts a datagram that does not come from the daemon's port with the
 //! credentials of a trusted uid, and never blocks in a call documented as
-//! non-blocking. All `unsafe` lives in `sys`.
+//! non-blocking. The socket itself and its system calls are `nflua-netlink`'s.
 //!
 //! The blocking helpers (`create`, `execute`, `list`, ...) say what is known
 //! when no answer comes: [`ClientError::NoAnswer`] after the timeout (the
@@ -30,8 +30,11 @@ mod data;
 mod error;
 mod link;
 mod presence;
-pub mod socket;
-mod sys;
+
+/// The transport, from `nflua-netlink` (shared with the daemon).
+pub mod socket {
+    pub use nflua_netlink::{effective_uid, Credentials, NetlinkSocket, Port, RecvInfo};
+}
 
 pub use config::{parse_port, ClientConfig, DAEMON_UID_ENV};
 pub use control::{ControlSocket, CreateRequest, Response, SocketState, StateInfo};

@@ -172,9 +172,11 @@ impl DaemonLink {
         }
     }
 
-    /// Waits until the socket is readable; false on timeout.
+    /// Waits until the socket is readable, at most `timeout_ms` (negative: forever, the
+    /// seed's convention); false on timeout or when a signal came first.
     pub(crate) fn wait(&self, timeout_ms: i32) -> Result<bool, ClientError> {
-        self.socket()?.wait_readable(timeout_ms).map_err(ClientError::Io)
+        let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+        self.socket()?.wait_readable(timeout).map_err(ClientError::Io)
     }
 }
 

@@ -101,7 +101,7 @@ pub struct Config {
 
 impl Args {
     pub fn into_config(self) -> anyhow::Result<Config> {
-        let port = nflua_client::parse_port(&self.port)
+        let port = nflua_netlink::parse_port(&self.port)
             .filter(|&p| p != 0)
             .ok_or_else(|| anyhow::anyhow!("invalid --port {:?}: expected a non-zero port id", self.port))?;
         if port & AUTO_PORT_BIT != 0 {

@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use nflua_client::socket::Credentials;
 use nflua_engine::{Engine, EngineError, StateConfig};
+use nflua_netlink::Credentials;
 use nflua_proto::consts::{DEFAULT_CHUNK_NAME, NLMSG_HDRLEN};
 use nflua_proto::hook::encode_hook_list_reply;
 use nflua_proto::reply::encode_stats_reply;

@@ -22,6 +22,11 @@ mod tests {
     }
 
     #[test]
+    fn the_transport_speaks_the_protocols_netlink_family() {
+        assert_eq!(nflua_netlink::NETLINK_USERSOCK, nflua_proto::consts::NETLINK_USERSOCK);
+    }
+
+    #[test]
     fn engine_errnos_are_the_protocols() {
         let cases = [
             (EngineError::Exists("a".into()), errno::EEXIST),

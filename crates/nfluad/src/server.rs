@@ -37,8 +37,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nflua_client::socket::{NetlinkSocket, Port};
 use nflua_engine::{Engine, EngineConfig};
+use nflua_netlink::{NetlinkSocket, Port};
 use nflua_proto::consts::{MAX_STATES, MIN_ALLOC_BYTES, PAYLOAD_MAX};
 
 use crate::config::Config;

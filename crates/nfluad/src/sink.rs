@@ -13,8 +13,8 @@ use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use nflua_client::socket::NetlinkSocket;
 use nflua_engine::{NetlinkSink, SinkStats};
+use nflua_netlink::NetlinkSocket;
 use nflua_proto::consts::NLMSG_HDRLEN;
 use nflua_proto::{encode_data, encode_error, errno, Header, MsgFlags, MsgType};
 
@@ -296,7 +296,7 @@ fn is_gone(err: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nflua_client::socket::Port;
+    use nflua_netlink::Port;
     use nflua_proto::{messages, Reply};
 
     fn sink() -> SocketSink {

@@ -303,7 +303,8 @@ impl Raw {
     }
 
     pub fn recv_within(&self, timeout_ms: i32) -> Option<Answer> {
-        if !self.sock.wait_readable(timeout_ms).expect("poll") {
+        let timeout = Some(Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)));
+        if !self.sock.wait_readable(timeout).expect("poll") {
             return None;
         }
         let mut buf = vec![0u8; 16384];

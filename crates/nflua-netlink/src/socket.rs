@@ -5,10 +5,10 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use nflua_proto::consts::NETLINK_USERSOCK;
+use std::time::Duration;
 
-use crate::sys;
-pub use crate::sys::{Credentials, RecvInfo};
+use crate::sys::{self, RecvInfo};
+use crate::NETLINK_USERSOCK;
 
 /// Counts automatic ports handed out in this process (SPEC §3).
 static AUTO_PORTS: AtomicU32 = AtomicU32::new(0);
@@ -24,6 +24,15 @@ pub enum Port {
     /// `(1 << 31) | (n << 16) | (pid & 0xFFFF)`, `n` counting sockets of the
     /// process, so automatic ports never clash with explicit ones.
     Auto,
+}
+
+/// Parses a port id in decimal or `0x` hex (`--port`, `NFLUA_PORT`).
+pub fn parse_port(text: &str) -> Option<u32> {
+    let t = text.trim();
+    match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => t.parse().ok(),
+    }
 }
 
 impl Port {
@@ -71,7 +80,7 @@ impl NetlinkSocket {
     }
 
     /// Bounds blocking receives (zero: no bound); see [`sys::set_recv_timeout`].
-    pub fn set_recv_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+    pub fn set_recv_timeout(&self, timeout: Duration) -> io::Result<()> {
         sys::set_recv_timeout(&self.fd, timeout)
     }
 
@@ -80,9 +89,10 @@ impl NetlinkSocket {
         sys::recv(&self.fd, buf, dontwait)
     }
 
-    /// Waits for a datagram for at most `timeout_ms` (negative: forever).
-    pub fn wait_readable(&self, timeout_ms: i32) -> io::Result<bool> {
-        sys::wait_readable(&self.fd, timeout_ms)
+    /// Waits for a datagram for at most `timeout` (`None`: forever); false when none came (or
+    /// a signal came first).
+    pub fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        sys::wait_readable(&self.fd, timeout)
     }
 
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
@@ -151,6 +161,13 @@ pub fn effective_uid() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_parse_in_decimal_and_hex() {
+        assert_eq!(parse_port("0x6E666C75"), Some(0x6E66_6C75));
+        assert_eq!(parse_port(" 42 "), Some(42));
+        assert_eq!(parse_port("x"), None);
+    }
 
     #[test]
     fn explicit_port_range() {

@@ -209,21 +209,20 @@ pub fn recv(fd: &OwnedFd, buf: &mut [u8], dontwait: bool) -> io::Result<RecvInfo
     })
 }
 
-/// Waits until `fd` is readable or `timeout_ms` passes (negative: forever).
-/// Returns false on timeout.
-pub fn wait_readable(fd: &OwnedFd, timeout_ms: i32) -> io::Result<bool> {
+/// Waits until `fd` is readable or `timeout` passes (`None`: forever, rounded up to whole
+/// milliseconds). False on timeout, and when a signal interrupted the wait (the crate's rule:
+/// nothing is retried here).
+pub fn wait_readable(fd: &OwnedFd, timeout: Option<std::time::Duration>) -> io::Result<bool> {
+    let timeout_ms = match timeout {
+        None => -1,
+        Some(t) => i32::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX),
+    };
     let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    loop {
-        // SAFETY: one pollfd, alive for the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        return Ok(n > 0);
+    // SAFETY: one pollfd, alive for the call.
+    match cvt(unsafe { libc::poll(&mut pfd, 1, timeout_ms) }) {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
