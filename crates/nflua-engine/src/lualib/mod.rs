@@ -91,6 +91,47 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
     }
 }
 
+/// Argument `position` of `function` as `luaL_checkinteger` reads it: an integer, a float with
+/// an exact integer value, or a string Lua converts to one; otherwise Lua's own message.
+pub(crate) fn check_integer(lua: &Lua, value: &Value, position: usize, function: &str) -> mlua::Result<i64> {
+    match value {
+        Value::Integer(n) => Ok(*n),
+        Value::Number(_) | Value::String(_) => match lua.coerce_integer(value.clone())? {
+            Some(n) => Ok(n),
+            None if lua.coerce_number(value.clone())?.is_some() => Err(error(format!(
+                "bad argument #{position} to '{function}' (number has no integer representation)"
+            ))),
+            None => Err(bad_argument(position, function, "number", value)),
+        },
+        other => Err(bad_argument(position, function, "number", other)),
+    }
+}
+
+/// `luaL_optinteger`: nil or absent gives `default`, anything else is [`check_integer`]'s.
+pub(crate) fn opt_integer(
+    lua: &Lua,
+    value: &Value,
+    position: usize,
+    function: &str,
+    default: i64,
+) -> mlua::Result<i64> {
+    match value {
+        Value::Nil => Ok(default),
+        other => check_integer(lua, other, position, function),
+    }
+}
+
+/// [`bytes_of`], numbers included as `luaL_checklstring` takes them (their Lua string form):
+/// what the original's `nf.reply` and `packet:send` accepted.
+pub(crate) fn bytes_or_number(lua: &Lua, value: &Value) -> Option<mlua::Result<Vec<u8>>> {
+    match value {
+        Value::Integer(_) | Value::Number(_) => Some(
+            lua.coerce_string(value.clone()).map(|s| s.map(|s| s.as_bytes().to_vec()).unwrap_or_default()),
+        ),
+        other => bytes_of(lua, other),
+    }
+}
+
 /// The bytes of a string or `data` argument (copied: the caller may hold no buffer lock while it
 /// goes on), or `None` for anything else. Copying a `data` buffer charges one instruction per
 /// byte, as the `data` module's own copies do.

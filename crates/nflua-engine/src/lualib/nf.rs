@@ -12,7 +12,7 @@ use std::sync::Arc;
 use mlua::{AnyUserData, Integer, Lua, Table, Value};
 use nflua_data::Data;
 
-use super::{bad_argument, bytes_of, error, packet, Lib};
+use super::{bad_argument, bytes_or_number, check_integer, error, opt_integer, packet, Lib};
 use crate::hook::{HookCall, HookMode, ETHERNET_HEADER_LEN};
 use crate::limits::charge;
 use crate::state::Context;
@@ -22,12 +22,13 @@ use crate::DATA_MAX_SIZE;
 pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
     let nf = lib.lua.create_table_with_capacity(0, 6)?;
     let ctx = Arc::clone(lib.ctx);
-    // The group is optional, nil or absent meaning none, as in the original module (its test
-    // suite calls `nf.netlink(pid, nil, data)`).
-    let netlink_fn =
-        lib.function(move |lua, (port, groups, payload): (Integer, Option<Integer>, Value)| {
-            netlink(lua, &ctx, port, groups.unwrap_or(0), &payload)
-        })?;
+    // As the original module: `luaL_checkinteger` for the port, `luaL_optinteger` for the group
+    // (nil or absent meaning none; its test suite calls `nf.netlink(pid, nil, data)`).
+    let netlink_fn = lib.function(move |lua, (port, groups, payload): (Value, Value, Value)| {
+        let port = check_integer(lua, &port, 1, "netlink")?;
+        let groups = opt_integer(lua, &groups, 2, "netlink", 0)?;
+        netlink(lua, &ctx, port, groups, &payload)
+    })?;
     nf.raw_set("netlink", netlink_fn)?;
     let ctx = Arc::clone(lib.ctx);
     nf.raw_set("time", lib.function(move |_, ()| Ok(time(&ctx.clock)))?)?;
@@ -82,7 +83,7 @@ fn reply(lua: &Lua, ctx: &Context, kind: &Value, message: &Value) -> mlua::Resul
         },
         other => return Err(bad_argument(1, "reply", "string", other)),
     };
-    let message = bytes_of(lua, message)
+    let message = bytes_or_number(lua, message)
         .ok_or_else(|| bad_argument(2, "reply", "string or data", message))?
         .map_err(|e| error(format!("nf.reply: {e}")))?;
     charge(lua, message.len() as u64)?;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use mlua::{AnyUserData, Lua, MetaMethod, UserDataFields, UserDataRefMut, Value};
 
-use super::{bad_argument, bytes_of, error, Lib};
+use super::{bad_argument, bytes_or_number, error, Lib};
 use crate::hook::ETHERNET_HEADER_LEN;
 use crate::state::Context;
 
@@ -77,7 +77,7 @@ fn send(lua: &Lua, ctx: &Context, this: &Value, payload: &Value) -> mlua::Result
     let payload = match payload {
         Value::Nil => None,
         other => Some(
-            bytes_of(lua, other)
+            bytes_or_number(lua, other)
                 .ok_or_else(|| bad_argument(2, "send", "string or data", other))?
                 .map_err(|e| error(format!("packet:send: {e}")))?,
         ),

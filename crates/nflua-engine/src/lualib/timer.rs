@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataFields, Value};
 
-use super::{bad_argument, error, Lib};
+use super::{bad_argument, check_integer, error, Lib};
 use crate::memory::TIMER_BYTES;
 use crate::state::Context;
 use crate::timers::{Pending, MAX_TIMERS_PER_STATE};
@@ -43,19 +43,7 @@ pub(crate) fn open(lib: &Lib) -> mlua::Result<Table> {
 }
 
 fn create(lua: &Lua, ctx: &Context, msecs: &Value, callback: Value) -> mlua::Result<AnyUserData> {
-    // As `luaL_checkinteger`: an integer, a float with an exact integer value, or a string
-    // Lua converts to one ("10", " 0x10 ", "1e3"); Lua's own conversion decides.
-    let delay_ms = match msecs {
-        Value::Integer(ms) => *ms,
-        Value::Number(_) | Value::String(_) => match lua.coerce_integer(msecs.clone())? {
-            Some(ms) => ms,
-            None if lua.coerce_number(msecs.clone())?.is_some() => {
-                return Err(error("bad argument #1 to 'create' (number has no integer representation)"))
-            }
-            None => return Err(bad_argument(1, "create", "number", msecs)),
-        },
-        other => return Err(bad_argument(1, "create", "number", other)),
-    };
+    let delay_ms = check_integer(lua, msecs, 1, "create")?;
     let delay_ms = u64::try_from(delay_ms).map_err(|_| error("timer.create: msecs must not be negative"))?;
     let deadline = ctx
         .clock

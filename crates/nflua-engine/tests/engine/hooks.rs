@@ -592,6 +592,46 @@ fn reply_checks_its_arguments() {
     assert!(sink.packets().is_empty());
 }
 
+/// Arguments are read as the original C module reads them: `luaL_checklstring` takes a number
+/// as its string form (`nf.reply`, `packet:send`), `luaL_checkinteger` / `luaL_optinteger` take
+/// numeric strings and give Lua's own messages (`nf.netlink`'s port and group).
+#[test]
+fn arguments_are_read_as_the_original_module_reads_them() {
+    let (engine, sink) = with_state();
+    run(
+        &engine,
+        "s",
+        "function r() nf.reply('tcp', 403) end \
+         function s() nf.getpacket():send(42) return 'stolen' end \
+         function n() local sent = nf.netlink(port, group, 'x') return sent end",
+    )
+    .unwrap();
+    let frame = tcp_frame(b"");
+    call(&engine, "r", &frame, HookMode::Match).unwrap();
+    let replies = sink.packets();
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].ends_with(b"403"), "{:?}", replies[0]);
+    let sent = call(&engine, "s", &frame, HookMode::Target).unwrap().replacement.expect("rewritten");
+    assert!(sent.ends_with(b"42"), "{sent:?}");
+    for (port, group, error) in [
+        ("1", "nil", None),
+        ("'7'", "'0'", None),
+        ("1", "'x'", Some("bad argument #2 to 'netlink' (number expected, got string)")),
+        ("1.5", "0", Some("bad argument #1 to 'netlink' (number has no integer representation)")),
+        ("nil", "0", Some("bad argument #1 to 'netlink' (number expected, got nil)")),
+    ] {
+        run(&engine, "s", &format!("port, group = {port}, {group}")).unwrap();
+        match (call(&engine, "n", &frame, HookMode::Match), error) {
+            (Ok(_), None) => {}
+            (result, Some(error)) => {
+                let text = hook_error(result);
+                assert!(text.starts_with(&format!("chunk:1: {error}")), "{port}, {group}: {text}");
+            }
+            (Err(e), None) => panic!("{port}, {group}: {e}"),
+        }
+    }
+}
+
 mod packet_crafting {
     //! Needs nflua-packet's bodies (`tcp_reply`, `udp_reply`, `replace_payload`).
 
