@@ -43,6 +43,7 @@ pub use error::{strerror, ClientError};
 pub use nflua_proto::hook::{DEFAULT_EVAL_MARK, DEFAULT_MATCH_MARK, DEFAULT_STREAM_DEPTH, MAX_STREAM_DEPTH};
 pub use nflua_proto::{
     consts, BundleChunk, HookMode, HookSpec, OnError, Overflow, RecordFormat, StateFlags, StateRecord,
+    Verdict,
 };
 pub use presence::usersock_port_bound;
 pub use socket::Port;

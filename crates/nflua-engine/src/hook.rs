@@ -46,49 +46,13 @@ use nflua_data::Data;
 use crate::state::State;
 use crate::EngineError;
 
-/// How a hook's return value is read (SPEC §7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookMode {
-    /// Truthy = the packet matches.
-    Match,
-    /// A verdict name, or anything else to continue with the next rule.
-    Target,
-}
-
-/// A target hook's verdict, by the name the script returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Drop,
-    Accept,
-    /// The packet was consumed (e.g. re-emitted with `packet:send`).
-    Stolen,
-    Queue,
-    Repeat,
-    Stop,
-}
-
-impl Verdict {
-    /// Every verdict, in the order of [`Verdict::name`]'s table.
-    pub const ALL: [Verdict; 6] =
-        [Verdict::Drop, Verdict::Accept, Verdict::Stolen, Verdict::Queue, Verdict::Repeat, Verdict::Stop];
-
-    /// The string a script returns for this verdict.
-    pub fn name(self) -> &'static str {
-        match self {
-            Verdict::Drop => "drop",
-            Verdict::Accept => "accept",
-            Verdict::Stolen => "stolen",
-            Verdict::Queue => "queue",
-            Verdict::Repeat => "repeat",
-            Verdict::Stop => "stop",
-        }
-    }
-
-    /// The verdict named exactly `name` (lower case, as the original), if any.
-    pub fn from_name(name: &[u8]) -> Option<Verdict> {
-        Verdict::ALL.into_iter().find(|v| v.name().as_bytes() == name)
-    }
-}
+/// How a hook's return value is read (SPEC §7): nflua-proto's, as the hook record carries it
+/// (`Match`: truthy = the packet matches; `Target`: a verdict name, or anything else to continue
+/// with the next rule).
+pub use nflua_proto::HookMode;
+/// A target hook's verdict, by the name the script returns: nflua-proto's, the packet path's one
+/// verdict type.
+pub use nflua_proto::Verdict;
 
 /// One packet as the daemon hands it to a hook. Lua sees a frame: the link header, then the IP
 /// packet. They come apart so that the daemon can pass the packet where the queue delivered it;
@@ -264,19 +228,4 @@ fn finish(state: &mut State, returned: Result<HookResult, EngineError>) -> Resul
     let result = returned?;
     let (hotdrop, replacement) = call.map_or((false, None), |call| (call.hotdrop, call.replacement));
     Ok(HookOutcome { result, hotdrop, replacement })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn verdict_names_round_trip() {
-        for verdict in Verdict::ALL {
-            assert_eq!(Verdict::from_name(verdict.name().as_bytes()), Some(verdict));
-        }
-        for other in [&b"DROP"[..], b"", b"continue", b"drop "] {
-            assert_eq!(Verdict::from_name(other), None);
-        }
-    }
 }

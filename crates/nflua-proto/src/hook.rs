@@ -48,13 +48,61 @@ pub enum HookMode {
     Target,
 }
 
+/// A netfilter verdict, numbered as the kernel numbers them (`NF_DROP` = 0, `NF_ACCEPT` = 1, ...)
+/// and named as scripts name them: what a target hook's function returns, what a hook does when
+/// Lua fails, and (translated once, at the queue) what the daemon sends. The one verdict type of
+/// the packet path, here because the wire carries it (the on-error field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Drop = 0,
+    Accept = 1,
+    /// The packet was consumed (e.g. re-emitted with `packet:send`).
+    Stolen = 2,
+    Queue = 3,
+    Repeat = 4,
+    Stop = 5,
+}
+
+impl Verdict {
+    /// Every verdict, in netfilter's order.
+    pub const ALL: [Verdict; 6] =
+        [Verdict::Drop, Verdict::Accept, Verdict::Stolen, Verdict::Queue, Verdict::Repeat, Verdict::Stop];
+
+    /// The string a script returns for this verdict.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Drop => "drop",
+            Verdict::Accept => "accept",
+            Verdict::Stolen => "stolen",
+            Verdict::Queue => "queue",
+            Verdict::Repeat => "repeat",
+            Verdict::Stop => "stop",
+        }
+    }
+
+    /// The verdict named exactly `name` (lower case, as the original), if any.
+    pub fn from_name(name: &[u8]) -> Option<Verdict> {
+        Verdict::ALL.into_iter().find(|v| v.name().as_bytes() == name)
+    }
+
+    /// Netfilter's number for it.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The verdict numbered `code`, if netfilter has one.
+    pub fn from_code(code: u32) -> Option<Verdict> {
+        Verdict::ALL.into_iter().find(|v| v.code() == code)
+    }
+}
+
 /// What a hook does when Lua fails (error, limit, missing function).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnError {
     /// Continue with the next rule (fail-open), the default.
     Continue,
-    /// A netfilter verdict number (`NF_DROP` = 0, `NF_ACCEPT` = 1, ...).
-    Verdict(u32),
+    /// This verdict.
+    Verdict(Verdict),
 }
 
 /// What the kernel does with a packet for a queue that is full (or whose socket
@@ -93,8 +141,6 @@ pub const DEFAULT_STREAM_DEPTH: u32 = 16384;
 pub const MAX_STREAM_DEPTH: u32 = 1 << 20;
 
 const CONTINUE_CODE: u32 = u32::MAX;
-/// Highest netfilter verdict number (`NF_STOP`).
-const MAX_VERDICT: u32 = 5;
 
 /// A hook as created by HOOK_ADD and listed by HOOK_LIST.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,8 +235,10 @@ impl HookSpec {
             (low & FLAG_STREAM != 0).then_some(if depth == 0 { DEFAULT_STREAM_DEPTH } else { depth });
         let on_error = match get_u32(p, 16) {
             CONTINUE_CODE => OnError::Continue,
-            v if v <= MAX_VERDICT => OnError::Verdict(v),
-            other => return Err(DecodeError::BadField { field: "on_error", value: other }),
+            code => match Verdict::from_code(code) {
+                Some(verdict) => OnError::Verdict(verdict),
+                None => return Err(DecodeError::BadField { field: "on_error", value: code }),
+            },
         };
         let state = state_name(&p[28..92]).map_err(DecodeError::StateName)?.to_owned();
         let function = state_name(&p[92..156]).map_err(DecodeError::FunctionName)?.to_owned();
@@ -222,7 +270,7 @@ impl HookSpec {
             out,
             match self.on_error {
                 OnError::Continue => CONTINUE_CODE,
-                OnError::Verdict(v) => v,
+                OnError::Verdict(v) => v.code(),
             },
         );
         put_u32(out, self.eval_mark);
@@ -303,7 +351,7 @@ mod tests {
             queue_last: 3,
             mode: HookMode::Target,
             tcp_payload: true,
-            on_error: OnError::Verdict(0),
+            on_error: OnError::Verdict(Verdict::Drop),
             overflow: Overflow::Accept,
             stream_depth: None,
             eval_mark: DEFAULT_EVAL_MARK,
@@ -385,5 +433,24 @@ mod tests {
         encode_hook_list_reply(&mut b, 1, 0, &[spec(), spec()]);
         let msg = crate::messages(&b).next().unwrap().unwrap();
         assert_eq!(parse_hook_list(msg.payload).unwrap(), vec![spec(), spec()]);
+    }
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+
+    #[test]
+    fn verdict_names_round_trip() {
+        for verdict in Verdict::ALL {
+            assert_eq!(Verdict::from_name(verdict.name().as_bytes()), Some(verdict));
+        }
+        for other in [&b"DROP"[..], b"", b"continue", b"drop "] {
+            assert_eq!(Verdict::from_name(other), None);
+        }
+        for verdict in Verdict::ALL {
+            assert_eq!(Verdict::from_code(verdict.code()), Some(verdict));
+        }
+        assert_eq!(Verdict::from_code(6), None);
     }
 }

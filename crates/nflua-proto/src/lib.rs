@@ -28,7 +28,7 @@ pub use bundle::{check_bundle, decode_bundle, encode_bundle, BundleChunk, Bundle
 pub use error::{errno, DecodeError, NameError, ReassemblyError};
 pub use fragment::{execute_messages, reload_messages, FragmentError};
 pub use header::{emit_message, messages, Header, Message, Messages, MsgFlags, MsgType};
-pub use hook::{HookMode, HookSpec, HookSpecError, OnError, Overflow};
+pub use hook::{HookMode, HookSpec, HookSpecError, OnError, Overflow, Verdict};
 pub use reassembly::{ExecuteReassembler, ListError, ListReassembler, Script};
 pub use record::{RecordFormat, StateFlags, StateRecord};
 pub use reply::{

@@ -287,8 +287,7 @@ struct HookJson<'a> {
 fn on_error_name(e: OnError) -> &'static str {
     match e {
         OnError::Continue => "continue",
-        OnError::Verdict(0) => "drop",
-        OnError::Verdict(_) => "accept",
+        OnError::Verdict(verdict) => verdict.name(),
     }
 }
 

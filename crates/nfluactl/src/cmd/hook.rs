@@ -3,7 +3,9 @@
 use std::io::Write;
 
 use anyhow::Context;
-use nflua_client::{parse_port, ControlSocket, HookMode, HookSpec, OnError, Overflow, DEFAULT_STREAM_DEPTH};
+use nflua_client::{
+    parse_port, ControlSocket, HookMode, HookSpec, OnError, Overflow, Verdict, DEFAULT_STREAM_DEPTH,
+};
 
 use crate::cli::{HookCommand, ModeArg, OnErrorArg, OverflowArg};
 use crate::output;
@@ -37,8 +39,8 @@ pub fn run(mut control: ControlSocket, cmd: HookCommand, out: &mut impl Write) -
                 tcp_payload,
                 on_error: match on_error {
                     OnErrorArg::Continue => OnError::Continue,
-                    OnErrorArg::Accept => OnError::Verdict(1),
-                    OnErrorArg::Drop => OnError::Verdict(0),
+                    OnErrorArg::Accept => OnError::Verdict(Verdict::Accept),
+                    OnErrorArg::Drop => OnError::Verdict(Verdict::Drop),
                 },
                 overflow: match overflow {
                     OverflowArg::Accept => Overflow::Accept,

@@ -478,7 +478,7 @@ mod tests {
             queue_last: queue + 1,
             mode: HookMode::Target,
             tcp_payload: true,
-            on_error: OnError::Verdict(0),
+            on_error: OnError::Verdict(nflua_proto::Verdict::Drop),
             overflow: Overflow::Drop,
             stream_depth: Some(4096),
             eval_mark: 1,

@@ -33,7 +33,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nflua_engine::{FlowInfo, HookResult, PacketContext, StreamContext, ETHERNET_HEADER_LEN};
-use nflua_nfqueue::{Packet, Verdict};
+use nflua_nfqueue::Packet;
+use nflua_proto::Verdict;
 use nflua_stream::{Direction, Flow, FlowId, Limits, SharedBudget, StreamError, Table};
 
 use super::verdict::{decide, with_replacement, Decision, Evaluation};
@@ -242,7 +243,7 @@ impl Streams {
                 if let Some(bytes) = outcome.replacement {
                     // The rewritten packet goes out now; the connection's fate is the verdict.
                     let verdict = match outcome.result {
-                        HookResult::Target(v) => Evaluation::Target(v.map(super::worker::to_nf_verdict)),
+                        HookResult::Target(v) => Evaluation::Target(v),
                         HookResult::Match(_) => Evaluation::Target(None),
                     };
                     let decision = with_replacement(decide(hook.spec, packet.mark, &verdict));
@@ -254,9 +255,7 @@ impl Streams {
                     return Answer::Sent(about_connection);
                 }
                 match outcome.result {
-                    HookResult::Target(Some(v)) => {
-                        Answer::Decided(Evaluation::Target(Some(super::worker::to_nf_verdict(v))))
-                    }
+                    HookResult::Target(Some(v)) => Answer::Decided(Evaluation::Target(Some(v))),
                     // Undecided with every byte it may see: a bound like the others (a sender
                     // could pad what the filter looks for past the depth).
                     _ if full => {

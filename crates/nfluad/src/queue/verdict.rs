@@ -7,8 +7,7 @@
 //! the same repeat with only EVAL set: the guard rule then lets the packet
 //! fall through to the next rule.
 
-use nflua_nfqueue::Verdict;
-use nflua_proto::{HookSpec, OnError};
+use nflua_proto::{HookSpec, OnError, Verdict};
 
 /// What happened when the hook looked at a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +45,7 @@ pub fn decide(spec: &HookSpec, packet_mark: u32, evaluation: &Evaluation) -> Dec
         Evaluation::Target(Some(v)) => Decision { verdict: *v, mark: None },
         Evaluation::Failed => match spec.on_error {
             OnError::Continue => proceed(false),
-            OnError::Verdict(code) => Decision { verdict: verdict_from_code(code), mark: None },
+            OnError::Verdict(verdict) => Decision { verdict, mark: None },
         },
     }
 }
@@ -61,15 +60,17 @@ pub fn with_replacement(decision: Decision) -> Decision {
     }
 }
 
-/// Netfilter verdict numbers as the wire's on-error field holds them.
-pub fn verdict_from_code(code: u32) -> Verdict {
-    match code {
-        0 => Verdict::Drop,
-        2 => Verdict::Stolen,
-        3 => Verdict::Queue,
-        4 => Verdict::Repeat,
-        5 => Verdict::Stop,
-        _ => Verdict::Accept,
+/// The queue's spelling of a verdict: the one translation on the packet path. nflua-nfqueue is a
+/// queue client that knows nothing of NFLua (not even its wire format), so it has a verdict type
+/// of its own; both number verdicts as netfilter does.
+pub fn to_queue(verdict: Verdict) -> nflua_nfqueue::Verdict {
+    match verdict {
+        Verdict::Drop => nflua_nfqueue::Verdict::Drop,
+        Verdict::Accept => nflua_nfqueue::Verdict::Accept,
+        Verdict::Stolen => nflua_nfqueue::Verdict::Stolen,
+        Verdict::Queue => nflua_nfqueue::Verdict::Queue,
+        Verdict::Repeat => nflua_nfqueue::Verdict::Repeat,
+        Verdict::Stop => nflua_nfqueue::Verdict::Stop,
     }
 }
 
@@ -122,7 +123,7 @@ mod tests {
         assert_eq!(decide(&s, 0, &Evaluation::Target(Some(Verdict::Repeat))).mark, Some(EVAL));
         assert_eq!(decide(&s, 0, &Evaluation::Failed).mark, Some(EVAL));
         assert_eq!(decide(&s, 0, &Evaluation::NotGiven).mark, Some(EVAL));
-        let strict = spec(OnError::Verdict(0));
+        let strict = spec(OnError::Verdict(Verdict::Drop));
         assert_eq!(decide(&strict, 0, &Evaluation::Failed), Decision { verdict: Verdict::Drop, mark: None });
     }
 

@@ -6,16 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nflua_engine::{
-    Given, HookMode as EngineMode, HookResult, PacketContext, StateRef, Verdict as EngineVerdict,
-    ETHERNET_HEADER_LEN,
-};
-use nflua_nfqueue::{Packet, Queue, Verdict};
-use nflua_proto::{HookMode, HookSpec};
+use nflua_engine::{Given, HookResult, PacketContext, StateRef, ETHERNET_HEADER_LEN};
+use nflua_nfqueue::{Packet, Queue};
+use nflua_proto::HookSpec;
 
 use super::bypass::{BypassFigures, Wake};
 use super::stream::Streams;
-use super::verdict::{decide, with_replacement, Decision, Evaluation};
+use super::verdict::{decide, to_queue, with_replacement, Decision, Evaluation};
 
 /// How long a worker waits for packets before it looks at its stop flag.
 const POLL: Duration = Duration::from_millis(200);
@@ -145,11 +142,16 @@ impl Worker {
             for p in pending.drain(..) {
                 self.stats.verdicts[p.decision.verdict as usize].fetch_add(1, Ordering::Relaxed);
                 let sent = match &p.replacement {
-                    Some(bytes) => {
-                        self.queue.verdict_with_payload(p.id, p.decision.verdict, p.decision.mark, bytes)
+                    Some(bytes) => self.queue.verdict_with_payload(
+                        p.id,
+                        to_queue(p.decision.verdict),
+                        p.decision.mark,
+                        bytes,
+                    ),
+                    None if p.single => {
+                        self.queue.verdict_one(p.id, to_queue(p.decision.verdict), p.decision.mark)
                     }
-                    None if p.single => self.queue.verdict_one(p.id, p.decision.verdict, p.decision.mark),
-                    None => self.queue.verdict(p.id, p.decision.verdict, p.decision.mark),
+                    None => self.queue.verdict(p.id, to_queue(p.decision.verdict), p.decision.mark),
                 };
                 if let Err(e) = sent {
                     tracing::error!(queue = queue_num, error = %e, "sending a verdict failed");
@@ -212,10 +214,7 @@ fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds) -> Pending {
     stats.packets.fetch_add(1, Ordering::Relaxed);
     let ip_packet = packet.payload;
     let given = if spec.tcp_payload { Given::TcpPayload } else { Given::IpPacket };
-    let mode = match spec.mode {
-        HookMode::Match => EngineMode::Match,
-        HookMode::Target => EngineMode::Target,
-    };
+    let mode = spec.mode;
     let conntrack_id = match connids {
         ConnIds::Off => None,
         ConnIds::Kernel => packet.conntrack_id,
@@ -238,7 +237,7 @@ fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds) -> Pending {
                         HookResult::Match(matched) => {
                             Evaluation::Matched { matched, hotdrop: outcome.hotdrop }
                         }
-                        HookResult::Target(v) => Evaluation::Target(v.map(to_nf_verdict)),
+                        HookResult::Target(v) => Evaluation::Target(v),
                     }
                 }
                 Err(e) => {
@@ -268,17 +267,6 @@ pub(super) fn link_header(packet: &Packet<'_>) -> [u8; ETHERNET_HEADER_LEN] {
     let ethertype = nflua_packet::ethertype(packet.payload).unwrap_or(packet.hw_protocol);
     header[12..].copy_from_slice(&ethertype.to_be_bytes());
     header
-}
-
-pub(super) fn to_nf_verdict(v: EngineVerdict) -> Verdict {
-    match v {
-        EngineVerdict::Drop => Verdict::Drop,
-        EngineVerdict::Accept => Verdict::Accept,
-        EngineVerdict::Stolen => Verdict::Stolen,
-        EngineVerdict::Queue => Verdict::Queue,
-        EngineVerdict::Repeat => Verdict::Repeat,
-        EngineVerdict::Stop => Verdict::Stop,
-    }
 }
 
 #[cfg(test)]
