@@ -475,6 +475,11 @@ impl Verdicts<'_> {
         self.link.verdict(id, verdict, mark)
     }
 
+    /// As [`Queue::verdict_one`].
+    pub fn verdict_one(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
+        self.link.one(id, verdict, mark)
+    }
+
     /// As [`Queue::verdict_single`].
     pub fn verdict_single(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
         self.link.single(id, verdict, mark, None)

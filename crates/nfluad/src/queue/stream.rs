@@ -110,7 +110,7 @@ impl Streams {
 
     /// One packet of a stream hook; pushes the verdicts it settles (its own, unless held, and
     /// those of the held packets it releases).
-    pub(super) fn packet(&mut self, hook: &Hook<'_>, packet: &Packet<'_>, pending: &mut Vec<Pending>) {
+    pub(super) fn packet(&mut self, hook: &Hook<'_>, packet: &Packet<'_>, out: &mut dyn FnMut(Pending)) {
         hook.stats.packets.fetch_add(1, Ordering::Relaxed);
         // A segment whose checksum is wrong is dropped by the receiver's stack: reading it would
         // let a sender show the filter bytes the server never gets. (A local sender's checksum
@@ -118,7 +118,7 @@ impl Streams {
         if !packet.csum_not_ready && is_tcp(packet.payload) && !nflua_packet::checksum_ok(packet.payload) {
             hook.stats.not_given.fetch_add(1, Ordering::Relaxed);
             let decision = Decision { verdict: Verdict::Drop, mark: None };
-            pending.push(Pending { id: packet.id, decision, replacement: None, single: self.held > 0 });
+            out(Pending { id: packet.id, decision, replacement: None, single: self.held > 0 });
             return;
         }
         let placed = self.table.segment(self.now_ns(), packet.payload);
@@ -130,19 +130,19 @@ impl Streams {
             if let Some(Evaluation::Target(Some(Verdict::Drop))) = &old.user.decided {
                 inherited = old.user.decided.clone();
             }
-            self.give_up(hook, old, pending);
+            self.give_up(hook, old, out);
         }
         let seen = match placed {
             Ok(seen) => seen,
             Err(StreamError::Flows(_)) => {
                 hook.stats.stream.refused.fetch_add(1, Ordering::Relaxed);
-                self.push(hook, pending, packet.id, packet.mark, &Evaluation::Failed);
+                self.push(hook, out, packet.id, packet.mark, &Evaluation::Failed);
                 return;
             }
             Err(_) => {
                 // Not a TCP segment: nothing to reassemble.
                 hook.stats.not_given.fetch_add(1, Ordering::Relaxed);
-                self.push(hook, pending, packet.id, packet.mark, &Evaluation::NotGiven);
+                self.push(hook, out, packet.id, packet.mark, &Evaluation::NotGiven);
                 return;
             }
         };
@@ -154,13 +154,13 @@ impl Streams {
             if let Ok(bare) = nflua_packet::replace_payload(packet.payload, &[]) {
                 let decision = decide(hook.spec, packet.mark, &Evaluation::Target(None));
                 let decision = with_replacement(decision);
-                pending.push(Pending { id: packet.id, decision, replacement: Some(bare), single: true });
-                self.finish(hook, seen.flow, seen.closed, pending);
+                out(Pending { id: packet.id, decision, replacement: Some(bare), single: true });
+                self.finish(hook, seen.flow, seen.closed, out);
                 return;
             }
         }
         if let (true, Some(dropped)) = (seen.new_flow, &inherited) {
-            self.settle(hook, seen.flow, dropped, pending);
+            self.settle(hook, seen.flow, dropped, out);
         }
         let decided = self.table.flow(seen.flow).and_then(|f| f.user.decided.clone());
         let evaluation = match decided {
@@ -175,16 +175,16 @@ impl Streams {
                 hook.stats.stream.broken.fetch_add(1, Ordering::Relaxed);
                 Some(Evaluation::Failed)
             }
-            None if seen.grew > 0 => match self.ask(hook, packet, seen.flow, seen.direction, pending) {
+            None if seen.grew > 0 => match self.ask(hook, packet, seen.flow, seen.direction, out) {
                 Answer::Decided(evaluation) => Some(evaluation),
                 Answer::Undecided => None,
                 Answer::Sent(decision) => {
                     // This packet went out rewritten (its verdict is pushed); the connection is
                     // decided only by a verdict that says something about it.
                     if let Some(evaluation) = decision {
-                        self.settle(hook, seen.flow, &evaluation, pending);
+                        self.settle(hook, seen.flow, &evaluation, out);
                     }
-                    self.finish(hook, seen.flow, seen.closed, pending);
+                    self.finish(hook, seen.flow, seen.closed, out);
                     return;
                 }
             },
@@ -192,23 +192,23 @@ impl Streams {
         };
         match evaluation {
             Some(evaluation) => {
-                self.settle(hook, seen.flow, &evaluation, pending);
-                self.push(hook, pending, packet.id, packet.mark, &evaluation);
+                self.settle(hook, seen.flow, &evaluation, out);
+                self.push(hook, out, packet.id, packet.mark, &evaluation);
             }
-            None if carries_payload => self.hold(hook, seen.flow, packet, pending),
-            None => self.push(hook, pending, packet.id, packet.mark, &Evaluation::Target(None)),
+            None if carries_payload => self.hold(hook, seen.flow, packet, out),
+            None => self.push(hook, out, packet.id, packet.mark, &Evaluation::Target(None)),
         }
-        self.finish(hook, seen.flow, seen.closed, pending);
+        self.finish(hook, seen.flow, seen.closed, out);
     }
 
     /// After a packet: a connection that ended is forgotten. Undecided, its held packets get the
     /// on-error verdict (bytes the filter was still waiting on must not pass because the sender
     /// closed); with nothing held there is nothing to decide.
-    fn finish(&mut self, hook: &Hook<'_>, id: FlowId, closed: bool, pending: &mut Vec<Pending>) {
+    fn finish(&mut self, hook: &Hook<'_>, id: FlowId, closed: bool, out: &mut dyn FnMut(Pending)) {
         if closed {
             let holds = self.table.flow(id).is_some_and(|f| !f.user.held.is_empty());
             let evaluation = if holds { Evaluation::Failed } else { Evaluation::Target(None) };
-            self.settle(hook, id, &evaluation, pending);
+            self.settle(hook, id, &evaluation, out);
             self.table.remove(id);
         }
     }
@@ -221,7 +221,7 @@ impl Streams {
         packet: &Packet<'_>,
         id: FlowId,
         direction: Direction,
-        pending: &mut Vec<Pending>,
+        out: &mut dyn FnMut(Pending),
     ) -> Answer {
         let Some(flow) = self.table.flow(id) else { return Answer::Undecided };
         let stream = StreamContext { bytes: flow.stream(direction), flow: flow_info(flow, direction) };
@@ -247,7 +247,7 @@ impl Streams {
                         HookResult::Match(_) => Evaluation::Target(None),
                     };
                     let decision = with_replacement(decide(hook.spec, packet.mark, &verdict));
-                    pending.push(Pending { id: packet.id, decision, replacement: Some(bytes), single: true });
+                    out(Pending { id: packet.id, decision, replacement: Some(bytes), single: true });
                     let about_connection = match verdict {
                         Evaluation::Target(Some(v)) if v != Verdict::Stolen => Some(verdict),
                         _ => None,
@@ -274,19 +274,19 @@ impl Streams {
     }
 
     /// Holds a packet for its connection's decision, unless a bound says otherwise.
-    fn hold(&mut self, hook: &Hook<'_>, id: FlowId, packet: &Packet<'_>, pending: &mut Vec<Pending>) {
+    fn hold(&mut self, hook: &Hook<'_>, id: FlowId, packet: &Packet<'_>, out: &mut dyn FnMut(Pending)) {
         let client = self.table.flow(id).map(|f| f.client.0);
         let by_client = client.and_then(|c| self.held_by_client.get(&c)).copied().unwrap_or(0);
         let room = self.held < MAX_HELD && by_client < MAX_HELD_PER_CLIENT;
         let Some(flow) = self.table.flow_mut(id) else {
             // Not reachable (the packet was just placed in it), but a packet never goes without.
-            self.push(hook, pending, packet.id, packet.mark, &Evaluation::Target(None));
+            self.push(hook, out, packet.id, packet.mark, &Evaluation::Target(None));
             return;
         };
         if !room || flow.user.held.len() >= MAX_HELD_PER_FLOW {
             hook.stats.stream.held_over.fetch_add(1, Ordering::Relaxed);
-            self.settle(hook, id, &Evaluation::Failed, pending);
-            self.push(hook, pending, packet.id, packet.mark, &Evaluation::Failed);
+            self.settle(hook, id, &Evaluation::Failed, out);
+            self.push(hook, out, packet.id, packet.mark, &Evaluation::Failed);
             return;
         }
         flow.user.held.push(Held { id: packet.id, mark: packet.mark });
@@ -308,7 +308,7 @@ impl Streams {
     }
 
     /// Decides connection `id` (if it is not already) and releases its held packets with it.
-    fn settle(&mut self, hook: &Hook<'_>, id: FlowId, evaluation: &Evaluation, pending: &mut Vec<Pending>) {
+    fn settle(&mut self, hook: &Hook<'_>, id: FlowId, evaluation: &Evaluation, out: &mut dyn FnMut(Pending)) {
         let Some(flow) = self.table.flow_mut(id) else { return };
         let first = flow.user.decided.is_none();
         let evaluation = flow.user.decided.get_or_insert_with(|| evaluation.clone()).clone();
@@ -323,28 +323,35 @@ impl Streams {
         self.released(client, held.len());
         for h in held {
             let decision = flow_decision(hook, h.mark, &evaluation);
-            pending.push(Pending { id: h.id, decision, replacement: None, single: true });
+            out(Pending { id: h.id, decision, replacement: None, single: true });
         }
     }
 
     /// A connection no longer tracked: its held packets get the on-error verdict.
-    fn give_up(&mut self, hook: &Hook<'_>, flow: Flow<FlowState>, pending: &mut Vec<Pending>) {
+    fn give_up(&mut self, hook: &Hook<'_>, flow: Flow<FlowState>, out: &mut dyn FnMut(Pending)) {
         self.released(flow.client.0, flow.user.held.len());
         for h in flow.user.held {
             let decision = decide(hook.spec, h.mark, &Evaluation::Failed);
-            pending.push(Pending { id: h.id, decision, replacement: None, single: true });
+            out(Pending { id: h.id, decision, replacement: None, single: true });
         }
     }
 
     /// This packet's verdict: one by one while anything is held.
-    fn push(&self, hook: &Hook<'_>, pending: &mut Vec<Pending>, id: u32, mark: u32, evaluation: &Evaluation) {
+    fn push(
+        &self,
+        hook: &Hook<'_>,
+        out: &mut dyn FnMut(Pending),
+        id: u32,
+        mark: u32,
+        evaluation: &Evaluation,
+    ) {
         let decision = flow_decision(hook, mark, evaluation);
-        pending.push(Pending { id, decision, replacement: None, single: self.held > 0 });
+        out(Pending { id, decision, replacement: None, single: self.held > 0 });
     }
 
     /// Gives held packets past the hold timeout, and connections idle past the table's limit,
     /// the on-error verdict; call between batches.
-    pub(super) fn expire(&mut self, hook: &Hook<'_>, pending: &mut Vec<Pending>) {
+    pub(super) fn expire(&mut self, hook: &Hook<'_>, out: &mut dyn FnMut(Pending)) {
         if self.held > 0 {
             let now = Instant::now();
             let late: Vec<FlowId> = self
@@ -359,11 +366,11 @@ impl Streams {
                 .collect();
             for id in late {
                 hook.stats.stream.timed_out.fetch_add(1, Ordering::Relaxed);
-                self.settle(hook, id, &Evaluation::Failed, pending);
+                self.settle(hook, id, &Evaluation::Failed, out);
             }
         }
         for flow in self.table.expire(self.now_ns()) {
-            self.give_up(hook, flow, pending);
+            self.give_up(hook, flow, out);
         }
         let (flows, bytes) = self.figures();
         hook.stats.stream.flows.store(flows as u64, Ordering::Relaxed);

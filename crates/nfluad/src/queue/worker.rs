@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nflua_engine::{Given, HookResult, PacketContext, StateRef, ETHERNET_HEADER_LEN};
-use nflua_nfqueue::{Packet, Queue};
+use nflua_nfqueue::{Packet, Queue, QueueError, Verdict, Verdicts};
 use nflua_proto::HookSpec;
 
 use super::bypass::{BypassFigures, Wake};
@@ -100,8 +100,8 @@ pub struct Worker {
     pub streams: Option<Streams>,
 }
 
-/// A verdict decided but not yet sent (sending needs the queue, which is
-/// borrowed while the batch is read).
+/// A verdict decided for a packet, handed to [`send`] (stream hooks decide several at once:
+/// the held packets a decision releases).
 pub(super) struct Pending {
     pub(super) id: u32,
     pub(super) decision: Decision,
@@ -114,7 +114,6 @@ impl Worker {
     pub fn run(mut self) {
         let queue_num = self.queue.queue();
         tracing::info!(queue = queue_num, state = %self.spec.state, function = %self.spec.function, "queue worker started");
-        let mut pending: Vec<Pending> = Vec::with_capacity(64);
         let mut connids = ConnIds::Off;
         let mut handled = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
@@ -123,12 +122,21 @@ impl Worker {
             }
             let hook = Hook { state: &self.state, spec: &self.spec, stats: &self.stats };
             let streams = &mut self.streams;
-            let received = self.queue.recv_batch(POLL, |packet| match streams {
-                Some(streams) => streams.packet(&hook, packet, &mut pending),
-                None => pending.push(evaluate(&hook, packet, connids)),
+            // Verdicts go out as they are decided, through the queue's sending half lent for
+            // the batch (batched ones are flushed when the batch is done).
+            let received = self.queue.recv_batch_with(POLL, |packet, verdicts| {
+                let mut out = |p: Pending| send(verdicts, hook.stats, queue_num, p);
+                match streams {
+                    Some(streams) => streams.packet(&hook, packet, &mut out),
+                    None => out(evaluate(&hook, packet, connids)),
+                }
             });
             if let Some(streams) = &mut self.streams {
-                streams.expire(&hook, &mut pending);
+                let queue = &mut self.queue;
+                streams.expire(&hook, &mut |p: Pending| send(queue, hook.stats, queue_num, p));
+                if let Err(e) = self.queue.flush() {
+                    tracing::error!(queue = queue_num, error = %e, "sending verdicts failed");
+                }
             }
             match received {
                 Ok(n) => {
@@ -137,28 +145,13 @@ impl Worker {
                         wake.traffic();
                     }
                 }
-                Err(e) => tracing::error!(queue = queue_num, error = %e, "receiving from the queue failed"),
-            }
-            for p in pending.drain(..) {
-                self.stats.verdicts[p.decision.verdict as usize].fetch_add(1, Ordering::Relaxed);
-                let sent = match &p.replacement {
-                    Some(bytes) => self.queue.verdict_with_payload(
-                        p.id,
-                        to_queue(p.decision.verdict),
-                        p.decision.mark,
-                        bytes,
-                    ),
-                    None if p.single => {
-                        self.queue.verdict_one(p.id, to_queue(p.decision.verdict), p.decision.mark)
+                Err(e) => {
+                    tracing::error!(queue = queue_num, error = %e, "receiving from the queue failed");
+                    // What was decided before the failure still goes out.
+                    if let Err(e) = self.queue.flush() {
+                        tracing::error!(queue = queue_num, error = %e, "sending verdicts failed");
                     }
-                    None => self.queue.verdict(p.id, to_queue(p.decision.verdict), p.decision.mark),
-                };
-                if let Err(e) = sent {
-                    tracing::error!(queue = queue_num, error = %e, "sending a verdict failed");
                 }
-            }
-            if let Err(e) = self.queue.flush() {
-                tracing::error!(queue = queue_num, error = %e, "sending verdicts failed");
             }
         }
         tracing::info!(
@@ -169,6 +162,70 @@ impl Worker {
             "queue worker stopped"
         );
         // Dropping the queue flushes what is left and unbinds it.
+    }
+}
+
+/// What can send a verdict: the queue, or its sending half while a batch is read.
+pub(super) trait VerdictOut {
+    fn batched(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError>;
+    fn one(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError>;
+    fn with_payload(
+        &mut self,
+        id: u32,
+        verdict: Verdict,
+        mark: Option<u32>,
+        payload: &[u8],
+    ) -> Result<(), QueueError>;
+}
+
+impl VerdictOut for Queue {
+    fn batched(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
+        self.verdict(id, verdict, mark)
+    }
+    fn one(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
+        self.verdict_one(id, verdict, mark)
+    }
+    fn with_payload(
+        &mut self,
+        id: u32,
+        verdict: Verdict,
+        mark: Option<u32>,
+        payload: &[u8],
+    ) -> Result<(), QueueError> {
+        self.verdict_with_payload(id, verdict, mark, payload)
+    }
+}
+
+impl VerdictOut for Verdicts<'_> {
+    fn batched(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
+        self.verdict(id, verdict, mark)
+    }
+    fn one(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
+        self.verdict_one(id, verdict, mark)
+    }
+    fn with_payload(
+        &mut self,
+        id: u32,
+        verdict: Verdict,
+        mark: Option<u32>,
+        payload: &[u8],
+    ) -> Result<(), QueueError> {
+        self.verdict_with_payload(id, verdict, mark, payload)
+    }
+}
+
+/// Counts and sends one verdict: batched, on its own while packets are held (`single`), or with
+/// the packet's new bytes.
+fn send(out: &mut impl VerdictOut, stats: &HookStats, queue: u16, p: Pending) {
+    stats.verdicts[p.decision.verdict as usize].fetch_add(1, Ordering::Relaxed);
+    let (verdict, mark) = (to_queue(p.decision.verdict), p.decision.mark);
+    let sent = match &p.replacement {
+        Some(bytes) => out.with_payload(p.id, verdict, mark, bytes),
+        None if p.single => out.one(p.id, verdict, mark),
+        None => out.batched(p.id, verdict, mark),
+    };
+    if let Err(e) = sent {
+        tracing::error!(queue, error = %e, "sending a verdict failed");
     }
 }
 
