@@ -50,7 +50,7 @@ use std::sync::{
 };
 use std::time::Instant;
 
-use crate::hook::{self, HookOutcome, PacketContext, StreamContext};
+use crate::hook::{HookOutcome, PacketContext, StreamContext};
 use crate::state::{Figures, Shared, State};
 use crate::timers::{Pending, TimerQueue};
 use crate::watchdog::Watchdog;
@@ -376,7 +376,7 @@ impl Engine {
         function: &str,
         packet: &PacketContext<'_>,
     ) -> Result<HookOutcome, EngineError> {
-        self.with_state(state, |_, state| hook::call(state, function, packet))
+        self.with_state(state, |_, state| state.call_hook(function, packet))
     }
 
     /// Whether some chunk executed in state `name` mentions `connid`: a cheap, static hint that
@@ -498,7 +498,7 @@ impl StateRef {
 
     /// [`Engine::call_hook`] through the handle: no lookup in the state map.
     pub fn call_hook(&self, function: &str, packet: &PacketContext<'_>) -> Result<HookOutcome, EngineError> {
-        enter(&self.slot, &self.name, |_, s| hook::call(s, function, packet))
+        enter(&self.slot, &self.name, |_, s| s.call_hook(function, packet))
     }
 
     /// [`StateRef::call_hook`] for a stream hook: `function(frame, stream)` with the current
@@ -509,7 +509,7 @@ impl StateRef {
         packet: &PacketContext<'_>,
         stream: &StreamContext<'_>,
     ) -> Result<HookOutcome, EngineError> {
-        enter(&self.slot, &self.name, |_, s| hook::call_stream(s, function, packet, stream))
+        enter(&self.slot, &self.name, |_, s| s.call_stream(function, packet, stream))
     }
 
     /// See [`Engine::wants_conntrack`].

@@ -1,5 +1,7 @@
 //! Packet hooks: what the daemon hands in ([`PacketContext`]), what comes back
-//! ([`HookOutcome`]), and the call itself, `f(frame, packet)` in a state.
+//! ([`HookOutcome`]), and what `nf` finds during a call ([`HookCall`]). The call itself,
+//! `f(frame, packet)`, is `State::call_hook` (`state.rs`), in one place from the buffer's refill
+//! to its invalidation.
 //!
 //! During the call the state's `Context` holds a [`HookCall`]: the packet functions of `nf`
 //! (`reply`, `getpacket`, `connid`, `hotdrop`) find the packet there and record their effects
@@ -42,9 +44,6 @@ use std::net::IpAddr;
 use std::ops::Range;
 
 use nflua_data::Data;
-
-use crate::state::State;
-use crate::EngineError;
 
 /// How a hook's return value is read (SPEC §7): nflua-proto's, as the hook record carries it
 /// (`Match`: truthy = the packet matches; `Target`: a verdict name, or anything else to continue
@@ -176,56 +175,3 @@ pub(crate) struct HookCall {
 
 /// Offset of the IP packet in a frame.
 pub const ETHERNET_HEADER_LEN: usize = 14;
-
-/// Calls `function(frame, packet)` in `state` and reads the result as `packet.mode` says.
-pub(crate) fn call(
-    state: &mut State,
-    function: &str,
-    packet: &PacketContext<'_>,
-) -> Result<HookOutcome, EngineError> {
-    let range = packet.lua_packet.clone();
-    let len = packet.frame_len();
-    if range.start > range.end || range.end > len {
-        return Err(EngineError::InvalidPacket { start: range.start, end: range.end, len });
-    }
-    let parts = [&packet.link_header[..], packet.ip_packet];
-    let frame = state.begin_hook(&parts, len, packet, None);
-    // The range was checked, so this cannot fail.
-    let returned = match frame.segment(range.start, Some(range.len())) {
-        Ok(lua_packet) => state.run_hook(function, &frame, &lua_packet, packet.mode),
-        Err(e) => Err(state.fail("hook", e.to_string())),
-    };
-    finish(state, returned)
-}
-
-/// Calls a stream hook's `function(frame, stream)`: `frame` is the current packet's, `stream`
-/// the direction's bytes so far; `nf.flow()` tells the connection. `nf.reply` and
-/// `packet:send` work on the current packet as in any hook.
-pub(crate) fn call_stream(
-    state: &mut State,
-    function: &str,
-    packet: &PacketContext<'_>,
-    stream: &StreamContext<'_>,
-) -> Result<HookOutcome, EngineError> {
-    let len = packet.frame_len();
-    // One copy into the hook buffer: the frame, then the stream bytes after it.
-    let parts = [&packet.link_header[..], packet.ip_packet, stream.bytes];
-    let whole = state.begin_hook(&parts, len, packet, Some(stream.flow.clone()));
-    let views = whole
-        .segment(0, Some(len))
-        .and_then(|frame| Ok((frame, whole.segment(len, Some(stream.bytes.len()))?)));
-    let returned = match views {
-        Ok((frame, lua_stream)) => state.run_hook(function, &frame, &lua_stream, packet.mode),
-        Err(e) => Err(state.fail("hook", e.to_string())),
-    };
-    finish(state, returned)
-}
-
-fn finish(state: &mut State, returned: Result<HookResult, EngineError>) -> Result<HookOutcome, EngineError> {
-    // Whatever happened, nothing of this call may stay reachable: views fail from now on, and
-    // `nf`'s packet functions raise again.
-    let call = state.end_hook();
-    let result = returned?;
-    let (hotdrop, replacement) = call.map_or((false, None), |call| (call.hotdrop, call.replacement));
-    Ok(HookOutcome { result, hotdrop, replacement })
-}

@@ -17,7 +17,7 @@ use mlua::{Function, IntoLua, IntoLuaMulti, Lua, RegistryKey, Value};
 use nflua_data::{Data, LentBuffer, LentViews};
 
 use crate::door::{self, Ended};
-use crate::hook::{FlowInfo, HookCall, HookMode, HookResult, PacketContext};
+use crate::hook::{FlowInfo, HookCall, HookMode, HookOutcome, HookResult, PacketContext, StreamContext};
 use crate::limits::Budget;
 use crate::memory::{PendingBytes, StateMemory, TIMER_BYTES};
 use crate::timers::TimerQueue;
@@ -256,9 +256,62 @@ impl State {
         Ok((reference, true))
     }
 
+    /// Calls `function(frame, packet)` in `state` and reads the result as `packet.mode` says.
+    pub(crate) fn call_hook(
+        &mut self,
+        function: &str,
+        packet: &PacketContext<'_>,
+    ) -> Result<HookOutcome, EngineError> {
+        let range = packet.lua_packet.clone();
+        let len = packet.frame_len();
+        if range.start > range.end || range.end > len {
+            return Err(EngineError::InvalidPacket { start: range.start, end: range.end, len });
+        }
+        let parts = [&packet.link_header[..], packet.ip_packet];
+        let frame = self.begin_hook(&parts, len, packet, None);
+        // The range was checked, so this cannot fail.
+        let returned = match frame.segment(range.start, Some(range.len())) {
+            Ok(lua_packet) => self.run_hook(function, &frame, &lua_packet, packet.mode),
+            Err(e) => Err(self.fail("hook", e.to_string())),
+        };
+        self.finish_hook(returned)
+    }
+
+    /// Calls a stream hook's `function(frame, stream)`: `frame` is the current packet's, `stream`
+    /// the direction's bytes so far; `nf.flow()` tells the connection. `nf.reply` and
+    /// `packet:send` work on the current packet as in any hook.
+    pub(crate) fn call_stream(
+        &mut self,
+        function: &str,
+        packet: &PacketContext<'_>,
+        stream: &StreamContext<'_>,
+    ) -> Result<HookOutcome, EngineError> {
+        let len = packet.frame_len();
+        // One copy into the hook buffer: the frame, then the stream bytes after it.
+        let parts = [&packet.link_header[..], packet.ip_packet, stream.bytes];
+        let whole = self.begin_hook(&parts, len, packet, Some(stream.flow.clone()));
+        let views = whole
+            .segment(0, Some(len))
+            .and_then(|frame| Ok((frame, whole.segment(len, Some(stream.bytes.len()))?)));
+        let returned = match views {
+            Ok((frame, lua_stream)) => self.run_hook(function, &frame, &lua_stream, packet.mode),
+            Err(e) => Err(self.fail("hook", e.to_string())),
+        };
+        self.finish_hook(returned)
+    }
+
+    fn finish_hook(&mut self, returned: Result<HookResult, EngineError>) -> Result<HookOutcome, EngineError> {
+        // Whatever happened, nothing of this call may stay reachable: views fail from now on, and
+        // `nf`'s packet functions raise again.
+        let call = self.end_hook();
+        let result = returned?;
+        let (hotdrop, replacement) = call.map_or((false, None), |call| (call.hotdrop, call.replacement));
+        Ok(HookOutcome { result, hotdrop, replacement })
+    }
+
     /// Copies `parts` joined into the hook buffer and makes its first `frame_len` bytes the
     /// running hook call's packet, where `nf` finds it. Returns the buffer's view of all of it.
-    pub(crate) fn begin_hook(
+    fn begin_hook(
         &mut self,
         parts: &[&[u8]],
         frame_len: usize,
@@ -291,7 +344,7 @@ impl State {
     /// A nil global is [`EngineError::NoFunction`], counted as an error of the state (as DATA
     /// for a state without `__receive_callback`); any other value is called and fails in Lua
     /// if it is not callable.
-    pub(crate) fn run_hook(
+    fn run_hook(
         &mut self,
         function: &str,
         frame: &Data,
@@ -378,7 +431,7 @@ impl State {
 
     /// Ends the running hook call: every view of its buffer fails from now on, and `nf`'s packet
     /// functions raise again. Returns what the script recorded in the call.
-    pub(crate) fn end_hook(&mut self) -> Option<HookCall> {
+    fn end_hook(&mut self) -> Option<HookCall> {
         self.hook_buffer.invalidate();
         let call = self.ctx.hook().take();
         if let Some(packet) = call.as_ref().and_then(|call| call.replacement.as_ref()) {
