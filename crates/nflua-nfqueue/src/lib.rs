@@ -50,7 +50,7 @@ pub use consts::NFACCT_NAME_MAX;
 pub use error::QueueError;
 pub use packet::Packet;
 pub use procfs::{instances, parse_instances, QueueInstance, PROC_PATH};
-pub use queue::{Queue, Verdicts, DEFAULT_MAX_BATCH};
+pub use queue::{Queue, VerdictSink, Verdicts, DEFAULT_MAX_BATCH};
 pub use stats::QueueStats;
 
 /// Netfilter verdicts (`NF_DROP` .. `NF_STOP`).

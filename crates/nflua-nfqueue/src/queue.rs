@@ -199,7 +199,7 @@ impl Queue {
     /// Waits at most `timeout` (rounded to whole microseconds; zero: does not wait) for
     /// packets, reads the datagrams that are ready (up to 64, one `recvmmsg`), and calls `f`
     /// for each packet. Returns how many packets `f` saw; 0 on
-    /// timeout or a signal. Give each packet a verdict afterwards with [`verdict`](Self::verdict)
+    /// timeout or a signal. Give each packet a verdict afterwards with [`VerdictSink::verdict`]
     /// in the same order, then [`flush`](Self::flush).
     ///
     /// A socket overflow (ENOBUFS) is counted in [`overflows`](Self::overflows), not returned
@@ -224,37 +224,10 @@ impl Queue {
         Ok(n)
     }
 
-    /// Queues a verdict (batched; equal consecutive verdicts/marks coalesce). Sent when the run
-    /// reaches the maximum batch, or on [`flush`](Self::flush).
-    pub fn verdict(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
-        self.link.verdict(id, verdict, mark)
-    }
-
-    /// Queues a verdict deciding `id` alone (`NFQNL_MSG_VERDICT`), sent with the next flush or
-    /// batch: for a consumer that holds some packets undecided (a batch verdict would decide
-    /// every waiting packet up to its id) and decides later ones meanwhile.
-    pub fn verdict_one(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
-        self.link.one(id, verdict, mark)
-    }
-
     /// Sends pending verdicts and then a single `NFQNL_MSG_VERDICT` for `id`, in one datagram.
     /// The unbatched path; the benchmarks use it as the "one message per packet" baseline.
     pub fn verdict_single(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
         self.link.single(id, verdict, mark, None)
-    }
-
-    /// A verdict replacing the packet's bytes; sent at once (after flushing the batch).
-    ///
-    /// `payload` replaces the whole packet: if the packet was copied only partly (copy range
-    /// below its length), what was not copied is lost. At most 65531 bytes.
-    pub fn verdict_with_payload(
-        &mut self,
-        id: u32,
-        verdict: Verdict,
-        mark: Option<u32>,
-        payload: &[u8],
-    ) -> Result<(), QueueError> {
-        self.link.single(id, verdict, mark, Some(payload))
     }
 
     /// Sends pending batched verdicts.
@@ -464,36 +437,71 @@ impl std::fmt::Debug for Queue {
     }
 }
 
+/// What gives verdicts: a [`Queue`], or the [`Verdicts`] it lends while a batch is read, so that
+/// code deciding packets can send through either.
+pub trait VerdictSink {
+    /// Queues a verdict (batched; equal consecutive verdicts/marks coalesce). Sent when the run
+    /// reaches the maximum batch, or on [`Queue::flush`].
+    fn verdict(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError>;
+    /// Queues a verdict deciding `id` alone (`NFQNL_MSG_VERDICT`), sent with the next flush or
+    /// batch: for a consumer that holds some packets undecided (a batch verdict would decide
+    /// every waiting packet up to its id) and decides later ones meanwhile.
+    fn verdict_one(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError>;
+    /// A verdict replacing the packet's bytes; sent at once (after flushing the batch).
+    ///
+    /// `payload` replaces the whole packet: if the packet was copied only partly (copy range
+    /// below its length), what was not copied is lost. At most 65531 bytes.
+    fn verdict_with_payload(
+        &mut self,
+        id: u32,
+        verdict: Verdict,
+        mark: Option<u32>,
+        payload: &[u8],
+    ) -> Result<(), QueueError>;
+}
+
+/// Both senders hold the queue's socket as `link`; the verdicts are its.
+macro_rules! sends_through_link {
+    ($sender:ty) => {
+        impl VerdictSink for $sender {
+            fn verdict(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
+                self.link.verdict(id, verdict, mark)
+            }
+
+            fn verdict_one(
+                &mut self,
+                id: u32,
+                verdict: Verdict,
+                mark: Option<u32>,
+            ) -> Result<(), QueueError> {
+                self.link.one(id, verdict, mark)
+            }
+
+            fn verdict_with_payload(
+                &mut self,
+                id: u32,
+                verdict: Verdict,
+                mark: Option<u32>,
+                payload: &[u8],
+            ) -> Result<(), QueueError> {
+                self.link.single(id, verdict, mark, Some(payload))
+            }
+        }
+    };
+}
+
+sends_through_link!(Queue);
+sends_through_link!(Verdicts<'_>);
+
 impl Verdicts<'_> {
     /// The queue number.
     pub fn queue(&self) -> u16 {
         self.link.queue()
     }
 
-    /// As [`Queue::verdict`].
-    pub fn verdict(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
-        self.link.verdict(id, verdict, mark)
-    }
-
-    /// As [`Queue::verdict_one`].
-    pub fn verdict_one(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
-        self.link.one(id, verdict, mark)
-    }
-
     /// As [`Queue::verdict_single`].
     pub fn verdict_single(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
         self.link.single(id, verdict, mark, None)
-    }
-
-    /// As [`Queue::verdict_with_payload`].
-    pub fn verdict_with_payload(
-        &mut self,
-        id: u32,
-        verdict: Verdict,
-        mark: Option<u32>,
-        payload: &[u8],
-    ) -> Result<(), QueueError> {
-        self.link.single(id, verdict, mark, Some(payload))
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nflua_nfqueue::{Packet, Queue, QueueConfig, QueueError, Verdict};
+use nflua_nfqueue::{Packet, Queue, QueueConfig, QueueError, Verdict, VerdictSink};
 
 /// The test tools (crate `nflua-test-tools`, in `tools/`).
 const NFQ_ACCEPT: &str = "nfq-accept";

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use nflua_nfqueue::{Queue, QueueConfig, QueueError, Verdict};
+use nflua_nfqueue::{Queue, QueueConfig, QueueError, Verdict, VerdictSink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {

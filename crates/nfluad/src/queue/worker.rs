@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nflua_engine::{Given, HookResult, PacketContext, StateRef, ETHERNET_HEADER_LEN};
-use nflua_nfqueue::{Packet, Queue, QueueError, Verdict, Verdicts};
+use nflua_nfqueue::{Packet, Queue, VerdictSink};
 use nflua_proto::HookSpec;
 
 use super::bypass::{BypassFigures, Wake};
@@ -165,64 +165,15 @@ impl Worker {
     }
 }
 
-/// What can send a verdict: the queue, or its sending half while a batch is read.
-pub(super) trait VerdictOut {
-    fn batched(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError>;
-    fn one(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError>;
-    fn with_payload(
-        &mut self,
-        id: u32,
-        verdict: Verdict,
-        mark: Option<u32>,
-        payload: &[u8],
-    ) -> Result<(), QueueError>;
-}
-
-impl VerdictOut for Queue {
-    fn batched(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
-        self.verdict(id, verdict, mark)
-    }
-    fn one(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
-        self.verdict_one(id, verdict, mark)
-    }
-    fn with_payload(
-        &mut self,
-        id: u32,
-        verdict: Verdict,
-        mark: Option<u32>,
-        payload: &[u8],
-    ) -> Result<(), QueueError> {
-        self.verdict_with_payload(id, verdict, mark, payload)
-    }
-}
-
-impl VerdictOut for Verdicts<'_> {
-    fn batched(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
-        self.verdict(id, verdict, mark)
-    }
-    fn one(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) -> Result<(), QueueError> {
-        self.verdict_one(id, verdict, mark)
-    }
-    fn with_payload(
-        &mut self,
-        id: u32,
-        verdict: Verdict,
-        mark: Option<u32>,
-        payload: &[u8],
-    ) -> Result<(), QueueError> {
-        self.verdict_with_payload(id, verdict, mark, payload)
-    }
-}
-
 /// Counts and sends one verdict: batched, on its own while packets are held (`single`), or with
 /// the packet's new bytes.
-fn send(out: &mut impl VerdictOut, stats: &HookStats, queue: u16, p: Pending) {
+fn send(out: &mut impl VerdictSink, stats: &HookStats, queue: u16, p: Pending) {
     stats.verdicts[p.decision.verdict as usize].fetch_add(1, Ordering::Relaxed);
     let (verdict, mark) = (to_queue(p.decision.verdict), p.decision.mark);
     let sent = match &p.replacement {
-        Some(bytes) => out.with_payload(p.id, verdict, mark, bytes),
-        None if p.single => out.one(p.id, verdict, mark),
-        None => out.batched(p.id, verdict, mark),
+        Some(bytes) => out.verdict_with_payload(p.id, verdict, mark, bytes),
+        None if p.single => out.verdict_one(p.id, verdict, mark),
+        None => out.verdict(p.id, verdict, mark),
     };
     if let Err(e) = sent {
         tracing::error!(queue, error = %e, "sending a verdict failed");
