@@ -175,3 +175,21 @@ pub(crate) struct HookCall {
 
 /// Offset of the IP packet in a frame.
 pub const ETHERNET_HEADER_LEN: usize = 14;
+
+/// The Ethernet header Lua sees before an IP packet: destination zeros, source the sender's
+/// hardware address when known (its first 6 bytes), ethertype of the IP version (or
+/// `fallback_ethertype` when the packet does not say). The daemon builds it from what the queue
+/// tells of a packet, `nfluactl test` from the captured frame; a filter sees the same bytes.
+pub fn link_header(
+    source_mac: Option<&[u8]>,
+    ip_packet: &[u8],
+    fallback_ethertype: u16,
+) -> [u8; ETHERNET_HEADER_LEN] {
+    let mut header = [0u8; ETHERNET_HEADER_LEN];
+    if let Some(mac) = source_mac.and_then(|mac| mac.get(..6)) {
+        header[6..12].copy_from_slice(mac);
+    }
+    let ethertype = nflua_packet::ethertype(ip_packet).unwrap_or(fallback_ethertype);
+    header[12..].copy_from_slice(&ethertype.to_be_bytes());
+    header
+}

@@ -124,7 +124,7 @@ pub use clock::{Clock, ReplayClock};
 pub use engine::{check_state_name, DueTimer, Engine, StateRef, STATE_NAME_MAX_BYTES};
 pub use error::EngineError;
 pub use hook::{
-    FlowInfo, Given, HookMode, HookOutcome, HookResult, PacketContext, StreamContext, Verdict,
+    link_header, FlowInfo, Given, HookMode, HookOutcome, HookResult, PacketContext, StreamContext, Verdict,
     ETHERNET_HEADER_LEN,
 };
 pub use limits::{HALT_MESSAGE, LIMIT_MESSAGE, TIME_LIMIT_MESSAGE};

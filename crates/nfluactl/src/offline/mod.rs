@@ -119,7 +119,8 @@ impl Replay<'_> {
             }
             Frame::Ip { ip_packet, source_mac } => {
                 result.summary = report::summary(ip_packet);
-                let link_header = link_header(ip_packet, source_mac);
+                let link_header =
+                    nflua_engine::link_header(source_mac.as_ref().map(|m| &m[..]), ip_packet, 0);
                 match &mut self.streams {
                     Some(streams) => {
                         let index = self.report.results.len();
@@ -210,16 +211,4 @@ impl Replay<'_> {
 pub(crate) struct Call<'a> {
     pub state: &'a StateRef,
     pub function: &'a str,
-}
-
-/// The Ethernet header the daemon puts before a queued packet: destination zeros, the
-/// sender's hardware address, the IP version's ethertype.
-fn link_header(ip_packet: &[u8], source_mac: Option<[u8; 6]>) -> [u8; ETHERNET_HEADER_LEN] {
-    let mut header = [0u8; ETHERNET_HEADER_LEN];
-    if let Some(mac) = source_mac {
-        header[6..12].copy_from_slice(&mac);
-    }
-    let ethertype = nflua_packet::ethertype(ip_packet).unwrap_or(0);
-    header[12..].copy_from_slice(&ethertype.to_be_bytes());
-    header
 }

@@ -263,18 +263,11 @@ fn evaluate(hook: &Hook<'_>, packet: &Packet<'_>, connids: ConnIds) -> Pending {
     Pending { id: packet.id, decision, replacement, single: false }
 }
 
-/// The Ethernet header Lua sees before the IP packet: destination zeros, source from the
-/// queue's hardware address when known, ethertype of the L3 protocol. The engine copies it and
-/// the packet (still in the queue's receive buffer) into the state's buffer, so the packet is
-/// copied once.
+/// The Ethernet header Lua sees before the queued packet (see `nflua_engine::link_header`). The
+/// engine copies it and the packet (still in the queue's receive buffer) into the state's
+/// buffer, so the packet is copied once.
 pub(super) fn link_header(packet: &Packet<'_>) -> [u8; ETHERNET_HEADER_LEN] {
-    let mut header = [0u8; ETHERNET_HEADER_LEN];
-    if let Some(mac) = packet.hw_addr.and_then(|mac| mac.get(..6)) {
-        header[6..12].copy_from_slice(mac);
-    }
-    let ethertype = nflua_packet::ethertype(packet.payload).unwrap_or(packet.hw_protocol);
-    header[12..].copy_from_slice(&ethertype.to_be_bytes());
-    header
+    nflua_engine::link_header(packet.hw_addr, packet.payload, packet.hw_protocol)
 }
 
 #[cfg(test)]
