@@ -112,8 +112,10 @@ impl Slot {
         }
     }
 
-    fn figures(&self) -> Figures {
-        self.figures.read().unwrap_or_else(PoisonError::into_inner).clone()
+    /// Reads the state's figures under their lock (a reload swaps them), without copying them:
+    /// DATA messages look at them on their way in.
+    fn figures(&self) -> RwLockReadGuard<'_, Figures> {
+        self.figures.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn stats(&self) -> StateStats {
