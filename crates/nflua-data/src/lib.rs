@@ -29,6 +29,7 @@ pub mod layout;
 mod lua;
 pub mod meter;
 mod raising;
+mod token;
 mod view;
 
 pub use buffer::Data;

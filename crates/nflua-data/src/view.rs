@@ -9,13 +9,16 @@
 //! and kept in the registry under the address of a private static; its `__metatable` field hides
 //! it from `getmetatable`, as mlua does for its own userdata, so no script can add a `__gc`.
 //!
-//! Views are made in two ways. [`create`] makes one from Rust, for `LentBuffer::lend` and for
-//! segments of views. The hot path, a hook or callback call, uses the C function [`caller`]
-//! instead: `caller(f, extra..., n, slot, generation, offset1, len1, offset2, len2)` makes the
-//! `n` views and calls `f(extra..., view1 [, view2])`. The engine calls it under its `xpcall`, so
-//! the views are made inside the protected call: no `pcall` of their own, no mlua references to
-//! them, nothing but the two allocations.
-//!
+//! Views are made in two ways. [`create`] makes a userdata view from Rust, for
+//! `LentBuffer::lend` and for segments of views. The hot path, a hook or callback call, hands
+//! *tokens* instead (`token.rs`): light userdata whose bits name the memory, the view and the
+//! fill, whose range and layout sit in a record beside the memory. The C function [`caller`]
+//! turns the call's numbers into them: `caller(f, extra..., n, token1, token2)` calls
+//! `f(extra..., view1 [, view2])`. The engine calls it under its `xpcall`; pushing a light
+//! userdata allocates nothing, so a call's views cost neither an allocation nor, later, any
+//! work of the collector. Light userdata share their type's metatable, which [`caller`] makes
+//! the views' one.
+
 //! Reads are the other hot path: a filter reads a packet byte by byte. The views' `__index` and
 //! `__len` are C closures ([`indexer`], [`measurer`]) that answer `view[i]` (integer `i`) and
 //! `#view` for a valid view straight from the bytes, and hand everything else — names, layout
@@ -56,9 +59,11 @@ use std::ptr;
 use mlua::state::RawLua;
 
 use crate::lua::LentMemories;
+use crate::token;
 use mlua::{ffi, AnyUserData, Error as LuaError, FromLua, Function, Lua, Result as LuaResult, Table, Value};
 
-/// What a view object holds: 24 bytes, so a view is an 80-byte block on the Lua heap.
+/// What a view holds: 24 bytes, so a userdata view is an 80-byte block on the Lua heap (a token
+/// stands for one without being one: `token.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub(crate) struct ViewCell {
@@ -132,7 +137,7 @@ pub(crate) fn has_metatable(lua: &Lua) -> LuaResult<bool> {
 /// views' metatable.
 pub(crate) fn create(lua: &Lua, cell: ViewCell) -> LuaResult<AnyUserData> {
     // SAFETY: see the module doc. The block is written before anything else can run, and it is
-    // `ViewCell`-sized, which is what `read_cell` checks before reading it.
+    // `ViewCell`-sized, which is what `read_view` checks before reading it.
     unsafe {
         lua.exec_raw::<AnyUserData>((), move |state| {
             let block = ffi::lua_newuserdatauv(state, size_of::<ViewCell>(), 1);
@@ -147,14 +152,50 @@ pub(crate) fn create(lua: &Lua, cell: ViewCell) -> LuaResult<AnyUserData> {
     }
 }
 
-/// The cell of the view at `idx` (an absolute index), or `None` if the value is not a view.
-/// Leaves the stack as it was; uses 2 slots, which the caller must have checked.
-pub(crate) unsafe fn read_cell(state: *mut ffi::lua_State, idx: c_int) -> Option<ViewCell> {
+/// The view at `idx` (an absolute index), or `None` if the value is not a view. Leaves the stack
+/// as it was; uses 2 slots, which the caller must have checked.
+pub(crate) unsafe fn read_view(state: *mut ffi::lua_State, idx: c_int) -> Option<Found> {
     unsafe {
         ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key());
-        let cell = cell_under(state, idx, ffi::lua_gettop(state));
+        let top = ffi::lua_gettop(state);
+        let found = if ffi::lua_type(state, idx) == ffi::LUA_TLIGHTUSERDATA {
+            token_under(state, idx, top)
+        } else {
+            cell_under(state, idx, top).map(|cell| Found { cell, token_view: None })
+        };
         ffi::lua_pop(state, 1);
-        cell
+        found
+    }
+}
+
+/// A view as [`read_view`] finds it: its cell and, for a token, which of its call's views it is
+/// (where its layout is kept).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Found {
+    pub(crate) cell: ViewCell,
+    pub(crate) token_view: Option<usize>,
+}
+
+/// The token at `idx` (absolute), if the light userdata's metatable is the one at `metatable`
+/// and the state lends tokens; uses 1 slot.
+unsafe fn token_under(state: *mut ffi::lua_State, idx: c_int, metatable: c_int) -> Option<Found> {
+    unsafe {
+        if ffi::lua_getmetatable(state, idx) == 0 {
+            return None;
+        }
+        let ours = ffi::lua_rawequal(state, -1, metatable) != 0;
+        ffi::lua_pop(state, 1);
+        if !ours {
+            return None;
+        }
+        ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, memories_key());
+        let memories = ffi::lua_touserdata(state, -1).cast::<LentMemories>();
+        ffi::lua_pop(state, 1);
+        // The state's `LentMemories`, alive and not borrowed mutably (see `indexer`).
+        let memories = memories.as_ref()?;
+        let token = ffi::lua_touserdata(state, idx) as usize;
+        let (_, view, _) = token::decode(token)?;
+        memories.token_cell(token).map(|cell| Found { cell, token_view: Some(view) })
     }
 }
 
@@ -175,19 +216,30 @@ unsafe fn cell_under(state: *mut ffi::lua_State, idx: c_int, metatable: c_int) -
     }
 }
 
-/// Whether `ud` is a view object.
-pub(crate) fn is_view(lua: &Lua, ud: &AnyUserData) -> LuaResult<bool> {
-    // SAFETY: see the module doc; the userdata is argument 1.
+/// Whether `value` is a view (a userdata view or a token).
+pub(crate) fn is_view(lua: &Lua, value: &Value) -> LuaResult<bool> {
+    if !matches!(value, Value::UserData(_) | Value::LightUserData(_)) {
+        return Ok(false);
+    }
+    // SAFETY: see the module doc; the value is argument 1.
     unsafe {
-        lua.exec_raw::<bool>(ud, |state| {
-            let found = read_cell(state, 1).is_some();
+        lua.exec_raw::<bool>(value, |state| {
+            let found = read_view(state, 1).is_some();
             ffi::lua_settop(state, 0);
             ffi::lua_pushboolean(state, c_int::from(found));
         })
     }
 }
 
-/// A view object as a Rust function receives it: its cell and user value (layout object or nil).
+/// Where a view's layout is: a userdata view's user value (its layout object, or nil), or, for
+/// a token, the record of its view (`token.rs`).
+#[derive(Debug)]
+pub(crate) enum ViewLayout {
+    UserValue(Value),
+    Token(usize),
+}
+
+/// A view as a Rust function receives it: its cell and where its layout is.
 ///
 /// As an mlua function argument it is read straight from the Lua stack (`FromLua::from_stack`,
 /// which mlua calls for arguments): no `pcall`, no mlua reference to the view. That method is
@@ -196,7 +248,7 @@ pub(crate) fn is_view(lua: &Lua, ud: &AnyUserData) -> LuaResult<bool> {
 #[derive(Debug)]
 pub(crate) struct ViewArg {
     pub(crate) cell: ViewCell,
-    pub(crate) user_value: Value,
+    pub(crate) layout: ViewLayout,
 }
 
 fn not_a_view(from: &'static str) -> LuaError {
@@ -209,10 +261,7 @@ fn not_a_view(from: &'static str) -> LuaError {
 
 impl FromLua for ViewArg {
     fn from_lua(value: Value, lua: &Lua) -> LuaResult<ViewArg> {
-        match &value {
-            Value::UserData(ud) => inspect(lua, ud)?.ok_or_else(|| not_a_view("userdata")),
-            other => Err(not_a_view(other.type_name())),
-        }
+        inspect(lua, &value)?.ok_or_else(|| not_a_view(value.type_name()))
     }
 
     unsafe fn from_stack(idx: c_int, lua: &RawLua) -> LuaResult<ViewArg> {
@@ -222,52 +271,78 @@ impl FromLua for ViewArg {
             if ffi::lua_checkstack(state, 2) == 0 {
                 return Err(LuaError::StackError);
             }
-            let Some(cell) = read_cell(state, idx) else {
-                let kind = ffi::lua_type(state, idx);
-                let from = if kind == ffi::LUA_TUSERDATA { "userdata" } else { "value" };
+            let Some(found) = read_view(state, idx) else {
+                let from = match ffi::lua_type(state, idx) {
+                    ffi::LUA_TUSERDATA | ffi::LUA_TLIGHTUSERDATA => "userdata",
+                    _ => "value",
+                };
                 return Err(not_a_view(from));
             };
+            if let Some(view) = found.token_view {
+                return Ok(ViewArg { cell: found.cell, layout: ViewLayout::Token(view) });
+            }
             let user_value = match ffi::lua_getiuservalue(state, idx, 1) {
                 ffi::LUA_TNIL | ffi::LUA_TNONE => Ok(Value::Nil),
                 _ => Value::from_stack(-1, lua),
             };
             ffi::lua_pop(state, 1);
-            Ok(ViewArg { cell, user_value: user_value? })
+            Ok(ViewArg { cell: found.cell, layout: ViewLayout::UserValue(user_value?) })
         }
     }
 }
 
-/// A function argument that may be a view: `None` for any other value, so the function can
-/// raise its own message (a failed conversion would raise mlua's error userdata before it runs).
+/// A function argument that may be a view, so the function can raise its own message (a
+/// failed conversion would raise mlua's error userdata before it runs). The views' metatable
+/// is every light userdata's in a state that lends tokens (see `token.rs`): the metamethods
+/// meet the others (`json.null`) as `Foreign`, with their address.
 #[derive(Debug)]
-pub(crate) struct MaybeView(pub(crate) Option<ViewArg>);
+pub(crate) enum MaybeView {
+    View(ViewArg),
+    Foreign(usize),
+    Other,
+}
 
-fn maybe_view(converted: LuaResult<ViewArg>) -> LuaResult<MaybeView> {
+fn maybe_view(converted: LuaResult<ViewArg>, light: Option<usize>) -> LuaResult<MaybeView> {
     match converted {
-        Ok(view) => Ok(MaybeView(Some(view))),
-        Err(LuaError::FromLuaConversionError { .. }) => Ok(MaybeView(None)),
+        Ok(view) => Ok(MaybeView::View(view)),
+        Err(LuaError::FromLuaConversionError { .. }) => {
+            Ok(light.map_or(MaybeView::Other, MaybeView::Foreign))
+        }
         Err(other) => Err(other),
     }
 }
 
 impl FromLua for MaybeView {
     fn from_lua(value: Value, lua: &Lua) -> LuaResult<MaybeView> {
-        maybe_view(ViewArg::from_lua(value, lua))
+        let light = match &value {
+            Value::LightUserData(p) => Some(p.0 as usize),
+            _ => None,
+        };
+        maybe_view(ViewArg::from_lua(value, lua), light)
     }
 
     unsafe fn from_stack(idx: c_int, lua: &RawLua) -> LuaResult<MaybeView> {
-        unsafe { maybe_view(ViewArg::from_stack(idx, lua)) }
+        unsafe {
+            let state = lua.state();
+            let light = (ffi::lua_type(state, idx) == ffi::LUA_TLIGHTUSERDATA)
+                .then(|| ffi::lua_touserdata(state, idx) as usize);
+            maybe_view(ViewArg::from_stack(idx, lua), light)
+        }
     }
 }
 
-/// The cell and user value of `ud`, or `None` if it is not a view.
-pub(crate) fn inspect(lua: &Lua, ud: &AnyUserData) -> LuaResult<Option<ViewArg>> {
+/// `value` as a view, or `None` if it is not one.
+pub(crate) fn inspect(lua: &Lua, value: &Value) -> LuaResult<Option<ViewArg>> {
+    if !matches!(value, Value::UserData(_) | Value::LightUserData(_)) {
+        return Ok(None);
+    }
     let mut found = None;
-    // SAFETY: see the module doc; the userdata is argument 1, its user value is the result.
+    // SAFETY: see the module doc; the value is argument 1, a userdata view's user value the
+    // result.
     let user_value = unsafe {
-        lua.exec_raw::<Value>(ud, |state| {
-            found = read_cell(state, 1);
-            if found.is_some() {
+        lua.exec_raw::<Value>(value, |state| {
+            found = read_view(state, 1);
+            if found.is_some_and(|f| f.token_view.is_none()) {
                 ffi::lua_getiuservalue(state, 1, 1);
                 ffi::lua_remove(state, 1);
             } else {
@@ -275,17 +350,21 @@ pub(crate) fn inspect(lua: &Lua, ud: &AnyUserData) -> LuaResult<Option<ViewArg>>
             }
         })?
     };
-    Ok(found.map(|cell| ViewArg { cell, user_value }))
+    Ok(found.map(|found| match found.token_view {
+        Some(view) => ViewArg { cell: found.cell, layout: ViewLayout::Token(view) },
+        None => ViewArg { cell: found.cell, layout: ViewLayout::UserValue(user_value) },
+    }))
 }
 
-/// Makes `layout` (a layout object) the layout of view `ud`; false if `ud` is not a view.
+/// Makes `layout` (a layout object) the layout of the userdata view `ud`; false if `ud` is not
+/// one (a token's layout is in its record: `token.rs`).
 pub(crate) fn set_layout(lua: &Lua, ud: &AnyUserData, layout: &AnyUserData) -> LuaResult<bool> {
     let mut done = false;
     // SAFETY: see the module doc; the view is argument 1, the layout argument 2, which
     // `lua_setiuservalue` pops (it only sets a field and a GC barrier: nothing can raise).
     unsafe {
         lua.exec_raw::<()>((ud, layout), |state| {
-            if read_cell(state, 1).is_some() {
+            if read_view(state, 1).is_some_and(|f| f.token_view.is_none()) {
                 done = ffi::lua_setiuservalue(state, 1, 1) != 0;
             }
             ffi::lua_settop(state, 0);
@@ -294,27 +373,42 @@ pub(crate) fn set_layout(lua: &Lua, ud: &AnyUserData, layout: &AnyUserData) -> L
     Ok(done)
 }
 
-/// The numbers ending the arguments of [`caller`]'s function: `n`, `slot`, `generation`, and
-/// [`CALLER_VIEWS`] (offset, length) pairs.
-const CALLER_NUMBERS: c_int = 3 + 2 * CALLER_VIEWS;
+/// The numbers ending the arguments of [`caller`]'s function: `n` and [`CALLER_VIEWS`] tokens.
+const CALLER_NUMBERS: c_int = 1 + CALLER_VIEWS;
 
-/// The views one call of [`caller`]'s function makes at most.
-const CALLER_VIEWS: c_int = 2;
+/// The views one call of [`caller`]'s function hands over at most.
+const CALLER_VIEWS: c_int = token::VIEWS_PER_CALL as c_int;
 
-/// The C function `caller(f, extra..., n, slot, generation, offset1, len1, offset2, len2)` (see
-/// the module doc): makes `n` (1 or 2) views and returns what `f(extra..., view1 [, view2])`
-/// returns; the second range is ignored when `n` is 1. The views' metatable is the closure's
-/// upvalue, so making this fails (a conversion error) if `lua` has none yet.
-pub(crate) fn caller(lua: &Lua) -> LuaResult<Function> {
-    // SAFETY: see the module doc; the metatable becomes the closure's upvalue (pushing a C
-    // closure allocates, under pcall).
+/// Its address is the registry key of the state's `LentMemories`, as a light userdata (for
+/// [`read_view`], which finds tokens' records there).
+static MEMORIES_KEY: u8 = 0;
+
+fn memories_key() -> *const c_void {
+    ptr::addr_of!(MEMORIES_KEY).cast()
+}
+
+/// The C function `caller(f, extra..., n, token1, token2)` (see the module doc): returns what
+/// `f(extra..., view1 [, view2])` returns, the views being the tokens as light userdata (see
+/// `token.rs`); the second token is ignored when `n` is 1. Making it also makes the views'
+/// metatable (which must exist: else a conversion error) the state's metatable of light
+/// userdata, and registers `memories` (the state's `LentMemories`, which must stay at its
+/// address as long as the state lives) for [`read_view`].
+pub(crate) fn caller(lua: &Lua, memories: *const LentMemories) -> LuaResult<Function> {
+    // SAFETY: see the module doc; `lua_setmetatable` on a light userdata sets the type's
+    // metatable, `lua_rawsetp` may allocate (under pcall), as may pushing a C closure.
     unsafe {
-        lua.exec_raw::<Function>((), |state| {
-            if ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key()) == ffi::LUA_TTABLE {
-                ffi::lua_pushcclosure(state, call_with_views, 1);
-            } else {
+        lua.exec_raw::<Function>((), move |state| {
+            if ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key()) != ffi::LUA_TTABLE {
                 ffi::lua_settop(state, 0);
+                return;
             }
+            ffi::lua_pushlightuserdata(state, memories.cast_mut().cast());
+            ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, memories_key());
+            ffi::lua_pushlightuserdata(state, ptr::null_mut());
+            ffi::lua_rotate(state, -2, 1);
+            ffi::lua_setmetatable(state, -2);
+            ffi::lua_settop(state, 0);
+            ffi::lua_pushcclosure(state, call_with_views, 0);
         })
     }
 }
@@ -340,35 +434,17 @@ unsafe extern "C-unwind" fn call_with_views(state: *mut ffi::lua_State) -> c_int
             let value = ffi::lua_tointegerx(state, idx, &mut is_integer);
             (is_integer != 0).then_some(value)
         };
-        let (Some(n), Some(slot), Some(generation)) =
-            (integer(first), integer(first + 1), integer(first + 2))
-        else {
-            raise(state, c"view caller: bad arguments");
-        };
-        // The numbers come from `LentBuffer::views`, which made them from a cell (the generation
-        // travels bit for bit); a forged number makes a view that is invalid on every access.
-        let cell = |pair: c_int| {
-            let (offset, len) = (integer(first + 3 + 2 * pair)?, integer(first + 4 + 2 * pair)?);
-            let number = |n: i64| usize::try_from(n).ok();
-            ViewCell::new(number(slot)?, generation as u64, number(offset)?, number(len)?)
-        };
-        let cells = match (n, cell(0), cell(1)) {
-            (1, Some(only), _) => [Some(only), None],
-            (2, Some(one), Some(two)) => [Some(one), Some(two)],
+        // The tokens come from `LentBuffer::views` bit for bit; a forged one is a dead view.
+        let tokens = match (integer(first), integer(first + 1), integer(first + 2)) {
+            (Some(1), Some(one), _) => [Some(one), None],
+            (Some(2), Some(one), Some(two)) => [Some(one), Some(two)],
             _ => raise(state, c"view caller: bad arguments"),
         };
-        // The numbers are done with: the views take their place.
+        // The numbers are done with: the views take their place. Pushing a light userdata
+        // allocates nothing: the stack has the room the numbers left.
         ffi::lua_settop(state, first - 1);
-        if ffi::lua_checkstack(state, CALLER_VIEWS + 1) == 0 {
-            raise(state, c"stack overflow");
-        }
-        let metatable = ffi::lua_upvalueindex(1);
-        for cell in cells.into_iter().flatten() {
-            // May raise "not enough memory": nothing on this frame needs dropping.
-            let block = ffi::lua_newuserdatauv(state, size_of::<ViewCell>(), 1);
-            ptr::write_unaligned(block.cast::<ViewCell>(), cell);
-            ffi::lua_pushvalue(state, metatable);
-            ffi::lua_setmetatable(state, -2);
+        for token in tokens.into_iter().flatten() {
+            ffi::lua_pushlightuserdata(state, token as usize as *mut c_void);
         }
         ffi::lua_call(state, ffi::lua_gettop(state) - 1, ffi::LUA_MULTRET);
         ffi::lua_gettop(state)
@@ -444,10 +520,16 @@ unsafe fn fast_cell<'a>(state: *mut ffi::lua_State) -> Option<(ViewCell, &'a Len
         if ffi::lua_checkstack(state, 2) == 0 {
             return None;
         }
-        let cell = cell_under(state, 1, ffi::lua_upvalueindex(1))?;
         // The state's `LentMemories`, alive and not borrowed mutably (see `indexer`).
         let memories =
             ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)).cast::<LentMemories>().as_ref()?;
+        // A light userdata reaches these only through the views' metatable, which is that
+        // type's: no metatable to compare.
+        let cell = if ffi::lua_type(state, 1) == ffi::LUA_TLIGHTUSERDATA {
+            memories.token_cell(ffi::lua_touserdata(state, 1) as usize)?
+        } else {
+            cell_under(state, 1, ffi::lua_upvalueindex(1))?
+        };
         Some((cell, memories))
     }
 }

@@ -517,42 +517,93 @@ fn view_caller_makes_views_inside_the_call() {
     buffer.invalidate();
     run(&lua, r#"expect_error("data buffer is no longer valid", function() return kept[1] end)"#);
 
-    // Mixing fills or buffers is refused; forged numbers make invalid views, nothing worse.
+    // Mixing fills or buffers is refused; forged tokens make invalid views, nothing worse.
     let stale = packet.clone();
     let fresh = buffer.refill(b"0123456789");
     assert!(buffer.views(&lua, &fresh, Some(&stale)).is_err());
-    let err = caller.call::<()>((&one, "x", 3, 0, 0, 0, 0, 0, 0)).expect_err("n out of range");
+    let err = caller.call::<()>((&one, "x", 3, 0, 0)).expect_err("n out of range");
     assert!(err.to_string().contains("view caller: bad arguments"), "{err}");
-    let (n, slot, generation, ..) = buffer.views(&lua, &fresh, None).expect("views");
-    let forged: Function =
-        lua.load("return function(v) return pcall(function() return v[1] end) end").eval().expect("f");
-    for (slot, offset, len) in [(slot, 5, 100), (slot, 1_i64 << 31, 1_i64 << 31), (slot + 7, 0, 1)] {
-        let (ok, _): (bool, Value) =
-            caller.call((&forged, n, slot, generation, offset, len, 0, 0)).expect("call");
-        assert!(!ok, "a forged view (slot {slot}, {offset}+{len}) must be invalid");
+    let (n, token, _) = buffer.views(&lua, &fresh, None).expect("views");
+    let forged: Function = lua
+        .load("return function(v) local ok, e = pcall(function() return v[1] end) return ok, tostring(e) end")
+        .eval()
+        .expect("f");
+    // Bits: 1 (the mark), 12 of slot, 1 of view, then the generation (see `token.rs`).
+    let forgeries = [
+        (token + (7 << 1), "no longer valid"), // another slot (no such memory: not a view)
+        (token ^ (1 << 13), "no longer valid"), // the other view, last set for an earlier fill
+        (token + (1 << 14), "no longer valid"), // a later generation
+        (token - (1 << 14), "no longer valid"), // an earlier one
+        (token - 1, "attempt to index a userdata value"), // no mark: not a token at all
+    ];
+    for (forgery, want) in forgeries {
+        let (ok, err): (bool, String) = caller.call((&forged, n, forgery, 0)).expect("call");
+        assert!(!ok, "a forged token ({forgery:#x}) must be invalid");
+        let want = if forgery == token + (7 << 1) { "attempt to index a userdata value" } else { want };
+        assert!(err.contains(want), "{forgery:#x}: {err}");
     }
-    for (offset, len) in [(-1, 2), (i64::MAX, 1)] {
-        let err = caller.call::<()>((&forged, n, slot, generation, offset, len, 0, 0)).expect_err("bad");
-        assert!(err.to_string().contains("view caller: bad arguments"), "{err}");
-    }
-    let (ok, _): (bool, Value) = caller.call((&forged, n, slot, generation, 9, 1, 0, 0)).expect("call");
-    assert!(ok, "an in-range view of the current fill works");
+    let (ok, _): (bool, Value) = caller.call((&forged, n, token, 0)).expect("call");
+    assert!(ok, "the current fill's token works");
 }
 
 #[test]
-fn views_fail_cleanly_at_the_memory_limit() {
+fn tokens_take_no_memory() {
     let (lua, mut buffer, fill) = lent(b"bytes");
     let caller = view_caller(&lua).expect("caller");
     let f: Function = lua.load("return function(v) return #v end").eval().expect("f");
     let views = buffer.views(&lua, &fill, None).expect("views");
+    assert_eq!(caller.call::<usize>((&f, views)).expect("call"), 5);
     lua.gc_collect().expect("collect");
     lua.set_memory_limit(lua.used_memory()).expect("limit");
-    let err = caller.call::<usize>((&f, views)).expect_err("no room for the view");
-    assert!(err.to_string().contains("not enough memory"), "{err}");
-    let err = buffer.lend(&lua, &fill).expect_err("no room for the view");
+    let err = buffer.lend(&lua, &fill).expect_err("no room for a userdata view");
     assert!(err.to_string().contains("not enough memory"), "{err}");
     lua.set_memory_limit(0).expect("no limit");
-    assert_eq!(caller.call::<usize>((&f, views)).expect("room again"), 5);
+    let mut call = || {
+        let fill = buffer.refill(b"more bytes");
+        let views = buffer.views(&lua, &fill, Some(&fill)).expect("views");
+        let _: usize = caller.call((&f, views)).expect("call");
+    };
+    // mlua's own call machinery settles in the first calls.
+    for _ in 0..100 {
+        call();
+    }
+    let before = lua.used_memory();
+    lua.gc_stop();
+    for _ in 0..1000 {
+        call();
+    }
+    lua.gc_restart();
+    assert_eq!(lua.used_memory(), before, "a thousand calls with two views allocated nothing");
+}
+
+#[test]
+fn other_light_userdata_behave_as_without_metatable() {
+    // The views' metatable is every light userdata's once a state lends tokens.
+    let (lua, _buffer, _) = lent(b"x");
+    view_caller(&lua).expect("caller");
+    lua.globals().set("null", Value::LightUserData(mlua::LightUserData(std::ptr::null_mut()))).expect("set");
+    let got: String = lua
+        .load(
+            r#"
+            local out = { tostring(null), tostring(data.isdata(null)), tostring(null == null) }
+            for _, f in ipairs{ function() return null[1] end, function() return null.segment end,
+                                function() null[1] = 2 end, function() return #null end } do
+              local ok, e = pcall(f)
+              out[#out + 1] = tostring(ok) .. " " .. e
+            end
+            return table.concat(out, "|")
+            "#,
+        )
+        .set_name("=chunk")
+        .eval()
+        .expect("snippet");
+    assert_eq!(
+        got,
+        "userdata: (nil)|false|true|false chunk:3: attempt to index a userdata value|\
+         false chunk:3: attempt to index a userdata value|\
+         false chunk:4: attempt to index a userdata value|\
+         false chunk:4: attempt to get length of a userdata value"
+    );
 }
 
 #[test]

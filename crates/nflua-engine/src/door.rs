@@ -75,7 +75,7 @@ pub(crate) struct Call<'a> {
     pub(crate) caller: Ref,
     pub(crate) function_name: Ref,
     pub(crate) extra: &'a [i64],
-    pub(crate) views: [i64; 7],
+    pub(crate) views: [i64; 3],
 }
 
 /// How a call through the door ended.

@@ -16,29 +16,24 @@
 //! the buffer do not reach the queued packet, but `nf.reply` and `packet:send()` read the buffer,
 //! so they see them.
 //!
-//! Per call this allocates nothing in Rust and two 80-byte blocks on the Lua heap, freed by the
-//! collector's sweep. The hook buffer is an `nflua_data::LentBuffer`: one allocation per state,
-//! refilled for each call (it grows to the largest frame seen and stays there). Invalidation does
-//! not free it: it bumps the memory's generation, and every view remembers the generation it was
-//! made for. `frame` and `packet` are borrowed views, userdata holding only those numbers, with
-//! a metatable without `__gc`; the views' metamethods reach the bytes through the state's
-//! registered buffers, and behave exactly as `data` objects. Before, each call made a fresh
-//! buffer (two Rust allocations) and two mlua userdata owning it; mlua gives every userdata a
-//! finalizer, and Lua frees a finalized object only in the cycle after its finalizer ran, so
-//! each call also paid two finalizer calls and most of an extra collection. Trivial hook
-//! (`return false`, `cargo bench -p nflua-engine --bench calls`, pinned to one core): about
-//! 1.0 M calls/s before, 1.5 to 1.75 M after; instructions per call (callgrind) 10,200 before,
-//! 6,200 after, a quarter of them still the views' allocation and the collection it drives.
+//! Per call this allocates nothing, in Rust or on the Lua heap (`tests/alloc.rs` counts). The
+//! hook buffer is an `nflua_data::LentBuffer`: one allocation per state, refilled for each call
+//! (it grows to the largest frame seen and stays there). Invalidation does not free it: it bumps
+//! the memory's generation, and every view remembers the generation it was made for. `frame`
+//! and `packet` are tokens, light userdata naming the buffer, the view and the fill (the range
+//! is in a record beside the buffer); the views' metamethods reach the bytes through the state's
+//! registered buffers and behave exactly as `data` objects. History, as instructions per call
+//! of a hook reading two bytes (callgrind, `examples/hookprof.rs`): 10,200 with a fresh buffer
+//! and two finalized mlua userdata per call; 6,900 with finalizer-free 80-byte userdata views
+//! (a third of them the views' allocation and the collections it drove, which walk the whole
+//! state); 4,600 with tokens, which leave the collector nothing to do.
 //!
-//! The views are made inside the call: `State::run_hook` calls `nflua_data::view_caller`'s C
-//! function through the fast door (`door.rs`: `lua_pcall` with the state's message handler),
-//! which makes the two views and calls `f(frame, packet)`. So making them needs no protected call
-//! and no mlua reference of its own, and at the memory limit it fails as any allocation in the
-//! hook does ("not enough memory"). The caller is the bottom C frame of the traceback, where
-//! the other entries have `xpcall`. Everything else (the function name's Lua string and the
-//! handler, as registry references; the hook context) is reused. With the door, a hook reading
-//! two bytes is 6,900 instructions (9,200 through mlua), a third of them the views' allocation
-//! and the collection it drives.
+//! The views are handed over inside the call: `State::run_hook` calls `nflua_data::view_caller`'s
+//! C function through the fast door (`door.rs`: `lua_pcall` with the state's message handler),
+//! which turns the call's numbers into the two tokens and calls `f(frame, packet)`. The caller
+//! is the bottom C frame of the traceback, where the other entries have `xpcall`. Everything
+//! else (the function name's Lua string and the handler, as registry references; the hook
+//! context) is reused.
 
 use std::net::IpAddr;
 use std::ops::Range;

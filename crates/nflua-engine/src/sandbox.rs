@@ -254,8 +254,10 @@ fn builtin_opener(lua: &Lua, ctx: &Arc<Context>) -> mlua::Result<Function> {
             Value::String(s) => s.to_string_lossy(),
             Value::Integer(_) | Value::Number(_) => name.to_string()?,
             other => {
-                let message =
-                    format!("bad argument #1 to 'require' (string expected, got {})", other.type_name());
+                let message = format!(
+                    "bad argument #1 to 'require' (string expected, got {})",
+                    crate::lualib::type_name(other)
+                );
                 return Ok((false, Value::String(lua.create_string(message)?)));
             }
         };

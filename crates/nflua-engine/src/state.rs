@@ -383,14 +383,9 @@ impl State {
             Ok(prepared) => prepared,
             Err(e) => return Err(self.fail(entry, traceback::error_message(&e))),
         };
-        let (n, slot, generation, offset1, len1, offset2, len2) = views;
-        let call = door::Call {
-            handler: self.handler,
-            caller,
-            function_name,
-            extra,
-            views: [n, slot, generation, offset1, len1, offset2, len2],
-        };
+        let (n, first, second) = views;
+        let call =
+            door::Call { handler: self.handler, caller, function_name, extra, views: [n, first, second] };
         let time_limit = self.time_limit(entry);
         self.ctx.error_text.clear();
         self.ctx.memory.sync(&self.lua);

@@ -62,7 +62,7 @@ pub(crate) fn describe(err: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::Nil => "nil".to_string(),
         Value::Error(e) => error_message(e),
-        other => format!("(error object is a {} value)", other.type_name()),
+        other => format!("(error object is a {} value)", crate::lualib::type_name(other)),
     }
 }
 

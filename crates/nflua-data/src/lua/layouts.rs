@@ -27,24 +27,38 @@ pub(super) fn layout_arg(lua: &Lua, spec: &Value) -> LuaResult<Arc<Layout>> {
 /// `d:layout(spec)` for any data object `this` (the views' method); returns `this`. A view keeps
 /// its layout as a layout object in its user value: the `data.layout` object given, or a new one.
 pub(super) fn any_layout(lua: &Lua, this: Value, spec: &Value) -> LuaResult<Value> {
-    let Value::UserData(ud) = &this else {
-        return Err(bad_argument("layout", 1, "data expected".to_owned()));
-    };
-    match data_object(lua, ud)? {
-        Some((_, Kind::Plain)) => apply_layout(lua, ud, spec)?,
-        Some((data, Kind::View(_))) => {
+    match (data_object(lua, &this)?, &this) {
+        (Some((_, Kind::Plain)), Value::UserData(ud)) => apply_layout(lua, ud, spec)?,
+        (Some((data, Kind::View(slot))), view) => {
             if !data.is_valid() {
                 return Err(lua_err(DataError::Invalidated));
             }
-            let object = match spec {
-                Value::UserData(l) if l.is::<LayoutObject>() => l.clone(),
-                other => lua.create_userdata(LayoutObject(layout_arg(lua, other)?))?,
+            let set = match view {
+                Value::UserData(ud) => {
+                    let object = match spec {
+                        Value::UserData(l) if l.is::<LayoutObject>() => l.clone(),
+                        other => lua.create_userdata(LayoutObject(layout_arg(lua, other)?))?,
+                    };
+                    view::set_layout(lua, ud, &object)?
+                }
+                // A token: the layout goes in its record, for this call.
+                Value::LightUserData(token) => {
+                    let layout = layout_arg(lua, spec)?;
+                    let (generation, _, _) = data.parts();
+                    let view = token::decode(token.0 as usize).map(|(_, view, _)| view);
+                    let lent = lua.app_data_ref::<LentMemories>();
+                    let records = lent.as_ref().and_then(|lent| lent.records(slot));
+                    records
+                        .zip(view)
+                        .is_some_and(|(records, view)| records.set_layout(view, generation, layout))
+                }
+                _ => false,
             };
-            if !view::set_layout(lua, ud, &object)? {
+            if !set {
                 return Err(bad_argument("layout", 1, "data expected".to_owned()));
             }
         }
-        None => return Err(bad_argument("layout", 1, "data expected".to_owned())),
+        _ => return Err(bad_argument("layout", 1, "data expected".to_owned())),
     }
     Ok(this)
 }

@@ -6,13 +6,19 @@ use super::*;
 /// The memories lent to one Lua state, by slot; in the state's app data, which mlua drops only
 /// after closing the state, so every view (even one a `__close` handler touches while the state
 /// closes) finds its memory.
-pub(crate) struct LentMemories(pub(super) Vec<Data>);
+pub(crate) struct LentMemories(pub(super) Vec<LentSlot>);
+
+/// One lent memory and what its tokens cover in the current call (`token.rs`).
+pub(crate) struct LentSlot {
+    pub(super) memory: Data,
+    pub(super) records: Arc<Records>,
+}
 
 impl LentMemories {
     /// Byte `index` (0-based) of the view `cell`: `Some(byte, or None past its end)`, `None`
     /// when the view is not valid.
     pub(crate) fn byte(&self, cell: &ViewCell, index: usize) -> Option<Option<u8>> {
-        let memory = self.0.get(cell.slot())?;
+        let memory = &self.0.get(cell.slot())?.memory;
         memory.byte_of(cell.generation(), cell.offset(), cell.len(), index).ok()
     }
 
@@ -20,6 +26,18 @@ impl LentMemories {
     pub(crate) fn len(&self, cell: &ViewCell) -> Option<usize> {
         // A read past the end checks the view's validity and reads nothing.
         self.byte(cell, usize::MAX).map(|_| cell.len())
+    }
+
+    /// The cell a token stands for (dead if the token is of an earlier call); `None` if the
+    /// number is not a token of this state.
+    pub(crate) fn token_cell(&self, token: usize) -> Option<ViewCell> {
+        let (slot, view, generation) = token::decode(token)?;
+        self.0.get(slot)?.records.cell(slot, view, generation)
+    }
+
+    /// The records of the memory in `slot`.
+    pub(super) fn records(&self, slot: usize) -> Option<&Records> {
+        self.0.get(slot).map(|s| &*s.records)
     }
 }
 
@@ -37,6 +55,8 @@ impl LentMemories {
 #[derive(Debug)]
 pub struct LentBuffer {
     memory: Data,
+    /// What this memory's tokens cover, shared with the state's `LentMemories`.
+    records: Arc<Records>,
     /// The memory's allocated bytes after the last fill (kept here so reading it takes no lock).
     capacity: AtomicUsize,
     slot: usize,
@@ -53,18 +73,20 @@ impl LentBuffer {
     /// app data reference.
     pub fn new(lua: &Lua) -> LentBuffer {
         let memory = Data::with_size(0);
-        let registered = lua.app_data_mut::<LentMemories>().map(|mut lent| {
-            lent.0.push(memory.clone());
-            lent.0.len() - 1
+        let records = Arc::new(Records::default());
+        let lent = || LentSlot { memory: memory.clone(), records: Arc::clone(&records) };
+        let registered = lua.app_data_mut::<LentMemories>().map(|mut memories| {
+            memories.0.push(lent());
+            memories.0.len() - 1
         });
         let slot = match registered {
             Some(slot) => slot,
             None => {
-                lua.set_app_data(LentMemories(vec![memory.clone()]));
+                lua.set_app_data(LentMemories(vec![lent()]));
                 0
             }
         };
-        LentBuffer { memory, capacity: AtomicUsize::new(0), slot, view_type_ready: false }
+        LentBuffer { memory, records, capacity: AtomicUsize::new(0), slot, view_type_ready: false }
     }
 
     /// Invalidates every view of the previous fill and fills the buffer with a copy of `bytes`,
@@ -101,8 +123,9 @@ impl LentBuffer {
     /// Borrowed views of `first` and, if given, `second` (views of this buffer, as for
     /// [`LentBuffer::lend`]), to be made inside a Lua call: calling the function [`view_caller`]
     /// returns with `(f, extra..., views)` calls `f(extra..., first_view [, second_view])`. This
-    /// is the cheap way to hand views to a Lua function: no protected call and no mlua reference
-    /// per view; a memory error making them is an error of that call.
+    /// is the cheap way to hand views to a Lua function: they are tokens (light userdata, see
+    /// `token.rs`), so neither Rust nor Lua allocates anything for them. Fails for a buffer
+    /// made after the state's first 4096.
     pub fn views(&mut self, lua: &Lua, first: &Data, second: Option<&Data>) -> LuaResult<LentViews> {
         let (generation, _, _) = first.parts();
         // Both of this buffer, and of the same fill: the views share one generation.
@@ -111,18 +134,18 @@ impl LentBuffer {
             return Err(LuaError::runtime("LentBuffer::views: not views of this buffer's fill"));
         }
         self.ready(lua)?;
-        // Checked as cells: then every number fits a u32, hence an i64.
-        let range = |d: &Data| {
-            let (_, offset, len) = d.parts();
-            cell(self.slot, generation, offset, len).map(|_| (offset as i64, len as i64))
-        };
-        let (offset1, len1) = range(first)?;
-        let (n, (offset2, len2)) = match second {
-            Some(second) => (2, range(second)?),
-            None => (1, (0, 0)),
-        };
-        // The generation travels as a Lua integer, bit for bit.
-        Ok((n, self.slot as i64, generation as i64, offset1, len1, offset2, len2))
+        let mut tokens = [0i64; token::VIEWS_PER_CALL];
+        for (view, data) in [Some(first), second].into_iter().flatten().enumerate() {
+            let (_, offset, len) = data.parts();
+            let cell = cell(self.slot, generation, offset, len)?;
+            let token = token::encode(self.slot, view, generation)
+                .ok_or_else(|| LuaError::runtime("LentBuffer::views: too many lent buffers in one state"))?;
+            self.records.set(view, generation, cell.offset() as u32, cell.len() as u32);
+            // The token travels as a Lua integer, bit for bit.
+            tokens[view] = token as i64;
+        }
+        let n = if second.is_some() { 2 } else { 1 };
+        Ok((n, tokens[0], tokens[1]))
     }
 
     /// Makes sure the state has the views' metatable.
@@ -148,8 +171,8 @@ impl LentBuffer {
 }
 
 /// What [`LentBuffer::views`] gives, to pass last to the function of [`view_caller`]: the
-/// number of views, the memory's slot and generation, and two (offset, length) pairs.
-pub type LentViews = (i64, i64, i64, i64, i64, i64, i64);
+/// number of views and their tokens (the second is 0 when there is one view).
+pub type LentViews = (i64, i64, i64);
 
 /// The Lua function `caller(f, extra..., views)` that calls `f(extra..., views...)` with the
 /// borrowed views [`LentBuffer::views`] describes, made inside the call. A C function: it adds
@@ -157,7 +180,7 @@ pub type LentViews = (i64, i64, i64, i64, i64, i64, i64);
 /// views from [`LentBuffer::views`] for this state.
 pub fn view_caller(lua: &Lua) -> LuaResult<Function> {
     register_view_type(lua)?;
-    view::caller(lua)
+    view::caller(lua, lent_memories(lua))
 }
 
 /// Makes the views' metatable of `lua`, unless it has one. Its functions resolve the view and call
@@ -169,6 +192,7 @@ pub(super) fn register_view_type(lua: &Lua) -> LuaResult<()> {
     let (segment_fn, layout_fn) = method_functions(lua)?;
     let metatable = lua.create_table_with_capacity(0, 6)?;
     let index_fn = raising::function(lua, move |lua, (this, key): (MaybeView, Value)| {
+        not_foreign(&this, "index")?;
         // Methods win, and are found even on an invalidated view (calling them raises).
         if let Some(method) = method(&key, &segment_fn, &layout_fn) {
             return Ok(method);
@@ -178,18 +202,35 @@ pub(super) fn register_view_type(lua: &Lua) -> LuaResult<()> {
     let memories = lent_memories(lua);
     metatable.raw_set("__index", view::indexer(lua, &metatable, &index_fn, memories)?)?;
     let new_index_fn = raising::function(lua, |lua, (this, key, value): (MaybeView, Value, Value)| {
+        not_foreign(&this, "index")?;
         new_index(lua, &this_view(lua, this)?, &key, &value)
     })?;
     metatable.raw_set("__newindex", new_index_fn)?;
     let len_fn = raising::function(lua, |lua, this: MaybeView| {
+        not_foreign(&this, "get length of")?;
         this_view(lua, this)?.with_bytes(<[u8]>::len).map_err(lua_err)
     })?;
     metatable.raw_set("__len", view::measurer(lua, &metatable, &len_fn, lent_memories(lua))?)?;
-    let tostring_fn = raising::function(lua, |lua, this: MaybeView| to_string(lua, &this_view(lua, this)?))?;
+    let tostring_fn = raising::function(lua, |lua, this: MaybeView| match this {
+        // As Lua's own `tostring` of a light userdata ("%p" as the C library prints it).
+        MaybeView::Foreign(0) => lua.create_string("userdata: (nil)"),
+        MaybeView::Foreign(address) => lua.create_string(format!("userdata: {address:#x}")),
+        this => to_string(lua, &this_view(lua, this)?),
+    })?;
     metatable.raw_set("__tostring", tostring_fn)?;
     metatable.raw_set(MetaMethod::Type.name(), "data")?;
     metatable.raw_set("__metatable", false)?;
     view::register_metatable(lua, &metatable)
+}
+
+/// The views' metatable is every light userdata's in a state that lends tokens (`token.rs`):
+/// for the others (`json.null`) the metamethods raise what Lua raises for a light userdata
+/// without one ("attempt to index a userdata value"), less the variable's name.
+fn not_foreign(this: &MaybeView, doing: &str) -> LuaResult<()> {
+    match this {
+        MaybeView::Foreign(_) => Err(LuaError::runtime(format!("attempt to {doing} a userdata value"))),
+        _ => Ok(()),
+    }
 }
 
 /// The address of the state's [`LentMemories`] (made empty if the state has none yet), for the

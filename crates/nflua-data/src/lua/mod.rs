@@ -46,24 +46,27 @@
 //! two Rust allocations, two Lua allocations, two finalizer calls and most of an extra
 //! collection.
 //!
-//! [`LentBuffer`] makes *borrowed views* instead, for the buffers of callbacks and hooks: a bare
-//! 80-byte userdata holding only numbers (a slot naming the memory, the memory's generation,
-//! offset, length) and, as user value, its layout object, with a metatable without `__gc` (the
-//! raw C API side is `view.rs`). The memory is one buffer per use site, reused from call to call
-//! and registered with the Lua state (in its app data) for the state's whole life, so a view never
-//! outlives its memory. [`LentBuffer::refill`] copies the next call's bytes in without allocating
-//! and bumps the memory's generation, which kills every view of the previous fill, as
-//! [`Data::invalidate`] does for plain objects. A collection frees dead views in its sweep, like
-//! strings. [`view_caller`] makes the views inside the call they are for, so a hook call costs two
-//! small Lua allocations and no Rust one.
-//!
+//! [`LentBuffer`] makes *borrowed views* instead, for the buffers of callbacks and hooks. The
+//! memory is one buffer per use site, reused from call to call and registered with the Lua state
+//! (in its app data) for the state's whole life, so a view never outlives its memory.
+//! [`LentBuffer::refill`] copies the next call's bytes in without allocating and bumps the
+//! memory's generation, which kills every view of the previous fill, as [`Data::invalidate`]
+//! does for plain objects. The views a call hands to its function ([`view_caller`]) are tokens:
+//! light userdata naming the memory, the view and the fill, with the range and layout in a
+//! record beside the memory (`token.rs`), so a hook call allocates nothing, in Rust or in Lua.
+//! Views made otherwise (`LentBuffer::lend`, segments of views) are bare 80-byte userdata
+//! holding the same numbers and, as user value, their layout object, with a metatable without
+//! `__gc` (the raw C API side is `view.rs`): freed by the collector's sweep, like strings.
+
 //! A view behaves exactly as a plain object: its metamethods turn it into a temporary `Data` (the
 //! memory, the view's generation and range, its layout) and call the same functions as plain
 //! objects' methods, with the same messages; `data.isdata`, [`Data::from_lua_value`] and
 //! `FromLua for Data` accept both kinds; segments of a view are views (of the same fill),
 //! segments of a plain object are plain. What differs is nothing a script can rely on: a view's
 //! `segment` and `layout` are other function values than a plain object's, and a view's
-//! metatable is another (hidden) table.
+//! metatable is another (hidden) table. Tokens are light userdata, so Lua's own messages name
+//! them by their type ("attempt to perform arithmetic on a userdata value", where a plain object
+//! says "data value").
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -78,7 +81,8 @@ use crate::error::{DataError, FieldError};
 use crate::layout::{self, Endian, Field, FieldKind, FieldValue, Layout};
 use crate::meter::{self, Reservation};
 use crate::raising;
-use crate::view::{self, MaybeView, ViewArg, ViewCell};
+use crate::token::{self, Records};
+use crate::view::{self, MaybeView, ViewArg, ViewCell, ViewLayout};
 
 mod layouts;
 mod lent;
@@ -122,10 +126,12 @@ pub(super) fn to_integer(value: &Value) -> Option<i64> {
     }
 }
 
-/// The Lua type name, as Lua's `type` reports it (integers are "number").
+/// The Lua type name, as Lua's `type` reports it (integers are "number", light userdata
+/// "userdata").
 pub(super) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Integer(_) => "number",
+        Value::LightUserData(_) => "userdata",
         other => other.type_name(),
     }
 }
@@ -148,20 +154,13 @@ impl Data {
     /// if the value is not a data object. Takes plain objects and borrowed views alike; `lua` must
     /// be the state the value lives in.
     pub fn from_lua_value(lua: &Lua, value: &Value) -> Option<Data> {
-        match value {
-            Value::UserData(ud) => data_object(lua, ud).ok().flatten().map(|(data, _)| data),
-            _ => None,
-        }
+        data_object(lua, value).ok().flatten().map(|(data, _)| data)
     }
 }
 
 impl FromLua for Data {
     fn from_lua(value: Value, lua: &Lua) -> LuaResult<Data> {
-        let found = match &value {
-            Value::UserData(ud) => data_object(lua, ud)?.map(|(data, _)| data),
-            _ => None,
-        };
-        found.ok_or_else(|| LuaError::FromLuaConversionError {
+        data_object(lua, &value)?.map(|(data, _)| data).ok_or_else(|| LuaError::FromLuaConversionError {
             from: value.type_name(),
             to: "data".to_owned(),
             message: Some("expected a data object".to_owned()),
@@ -177,12 +176,14 @@ pub(super) enum Kind {
     View(usize),
 }
 
-/// The `Data` a userdata stands for and its kind, or `None` if it is not a data object.
-pub(super) fn data_object(lua: &Lua, ud: &AnyUserData) -> LuaResult<Option<(Data, Kind)>> {
-    if let Ok(data) = ud.borrow::<Data>() {
-        return Ok(Some((Data::clone(&data), Kind::Plain)));
+/// The `Data` a value stands for and its kind, or `None` if it is not a data object.
+pub(super) fn data_object(lua: &Lua, value: &Value) -> LuaResult<Option<(Data, Kind)>> {
+    if let Value::UserData(ud) = value {
+        if let Ok(data) = ud.borrow::<Data>() {
+            return Ok(Some((Data::clone(&data), Kind::Plain)));
+        }
     }
-    let Some(view) = view::inspect(lua, ud)? else {
+    let Some(view) = view::inspect(lua, value)? else {
         return Ok(None);
     };
     let slot = view.cell.slot();
@@ -192,12 +193,22 @@ pub(super) fn data_object(lua: &Lua, ud: &AnyUserData) -> LuaResult<Option<(Data
 /// The `Data` a view stands for: its memory's slot, its generation and range, its layout. `None`
 /// if the slot is not one of this state's (a view forged in a `debug` state).
 pub(super) fn view_data(lua: &Lua, view: ViewArg) -> Option<Data> {
-    let ViewArg { cell, user_value } = view;
+    let ViewArg { cell, layout } = view;
+    let slot = cell.slot();
     // The guard is dropped at once: no app data borrow is held while Lua runs.
-    let memory = lua.app_data_ref::<LentMemories>().and_then(|lent| lent.0.get(cell.slot()).cloned())?;
-    let layout = match &user_value {
-        Value::UserData(l) => l.borrow::<LayoutObject>().ok().map(|l| Arc::clone(&l.0)),
-        _ => None,
+    let (memory, token_layout) = lua.app_data_ref::<LentMemories>().and_then(|lent| {
+        let memory = lent.0.get(slot)?.memory.clone();
+        let token_layout = match layout {
+            ViewLayout::Token(view) => lent.records(slot).and_then(|r| r.layout(view, cell.generation())),
+            ViewLayout::UserValue(_) => None,
+        };
+        Some((memory, token_layout))
+    })?;
+    let layout = match &layout {
+        ViewLayout::UserValue(Value::UserData(l)) => {
+            l.borrow::<LayoutObject>().ok().map(|l| Arc::clone(&l.0))
+        }
+        _ => token_layout,
     };
     Some(memory.view(cell.generation(), cell.offset(), cell.len(), layout))
 }

@@ -72,8 +72,8 @@ pub fn open(lua: &Lua) -> LuaResult<Table> {
     module.set(
         "isdata",
         raising::function(lua, |lua, x: Value| match &x {
-            Value::UserData(ud) => Ok(ud.is::<Data>() || view::is_view(lua, ud)?),
-            _ => Ok(false),
+            Value::UserData(ud) if ud.is::<Data>() => Ok(true),
+            other => view::is_view(lua, other),
         })?,
     )?;
     Ok(module)

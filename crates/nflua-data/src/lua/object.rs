@@ -31,7 +31,11 @@ pub(super) fn to_string(lua: &Lua, this: &Data) -> LuaResult<LuaString> {
 
 /// The `Data` of a view given to one of its metamethods.
 pub(super) fn this_view(lua: &Lua, view: MaybeView) -> LuaResult<Data> {
-    view.0.and_then(|view| view_data(lua, view)).ok_or_else(|| LuaError::runtime("expected a data object"))
+    match view {
+        MaybeView::View(view) => view_data(lua, view),
+        MaybeView::Foreign(_) | MaybeView::Other => None,
+    }
+    .ok_or_else(|| LuaError::runtime("expected a data object"))
 }
 
 /// The `Data` of a plain object given to one of its metamethods.
@@ -215,11 +219,7 @@ pub(super) fn segment(this: &Data, offset: &Value, len: &Value) -> LuaResult<Opt
 
 /// `d:segment(...)` for any data object `this` (the views' method): a segment of the same kind.
 pub(super) fn any_segment(lua: &Lua, this: &Value, offset: &Value, len: &Value) -> LuaResult<Value> {
-    let object = match this {
-        Value::UserData(ud) => data_object(lua, ud)?,
-        _ => None,
-    };
-    let Some((data, kind)) = object else {
+    let Some((data, kind)) = data_object(lua, this)? else {
         return Err(bad_argument("segment", 1, format!("data expected, got {}", type_name(this))));
     };
     match segment(&data, offset, len)? {

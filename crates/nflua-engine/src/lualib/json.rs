@@ -6,7 +6,10 @@
 //!   (members written in byte order of their names, so output is stable); an empty table is
 //!   written as `{}`;
 //! - `null` decodes to `json.null` (a light userdata, as lua-cjson does), so arrays keep their
-//!   length and `{"a": null}` keeps its key.
+//!   length and `{"a": null}` keeps its key. In a state whose hooks have run, light userdata
+//!   carry the hook views' metatable (`nflua_data`'s `token.rs`); `json.null` still behaves as
+//!   Lua's bare light userdata does (`tostring` gives "userdata: (nil)", indexing raises
+//!   "attempt to index a userdata value"), except that `getmetatable` answers false.
 //!
 //! `encode` raises on what JSON cannot hold (functions, userdata, cycles, mixed or sparse keys,
 //! NaN, invalid UTF-8): that is a bug in the script. `decode` returns `nil, message` on bad input,
@@ -79,7 +82,7 @@ impl Encoder<'_> {
             },
             Value::String(s) => self.string(&s.as_bytes())?,
             Value::Table(t) => self.table(t, depth)?,
-            other => return Err(fail(format_args!("cannot encode a {} value", other.type_name()))),
+            other => return Err(fail(format_args!("cannot encode a {} value", super::type_name(other)))),
         }
         Ok(())
     }
@@ -175,7 +178,10 @@ fn classify(entries: &[(Value, Value)]) -> mlua::Result<Shape> {
             }
             Value::String(_) => strings += 1,
             other => {
-                return Err(fail(format_args!("cannot encode a table key of type {}", other.type_name())))
+                return Err(fail(format_args!(
+                    "cannot encode a table key of type {}",
+                    super::type_name(other)
+                )))
             }
         }
     }

@@ -83,10 +83,11 @@ pub(crate) fn bad_argument(position: usize, function: &str, expected: &str, got:
     error(format!("bad argument #{position} to '{function}' ({expected} expected, got {})", type_name(got)))
 }
 
-/// The type name Lua's `type` reports (integers are "number").
+/// The type name Lua's `type` reports (integers are "number", light userdata "userdata").
 pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Integer(_) => "number",
+        Value::LightUserData(_) => "userdata",
         other => other.type_name(),
     }
 }

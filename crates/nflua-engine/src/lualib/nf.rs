@@ -208,8 +208,9 @@ fn netlink(lua: &Lua, ctx: &Context, port: Integer, groups: Integer, payload: &V
             charge(lua, s.as_bytes().len() as u64)?;
             send(ctx, port, groups, &s.as_bytes())
         }
-        Value::UserData(_) => {
-            // A plain data object or a borrowed view (the buffers of hooks and callbacks).
+        Value::UserData(_) | Value::LightUserData(_) => {
+            // A plain data object or a borrowed view (the buffers of hooks and callbacks, which
+            // are light userdata).
             let data = Data::from_lua_value(lua, payload).ok_or_else(|| bad_payload(payload))?;
             check_size(data.len())?;
             charge(lua, data.len() as u64)?;
@@ -236,7 +237,7 @@ fn check_size(len: usize) -> mlua::Result<()> {
 }
 
 fn bad_payload(value: &Value) -> mlua::Error {
-    error(format!("nf.netlink: payload must be a string or a data object, got {}", value.type_name()))
+    error(format!("nf.netlink: payload must be a string or a data object, got {}", super::type_name(value)))
 }
 
 /// `nf.time()` → seconds since the epoch, milliseconds within the second.

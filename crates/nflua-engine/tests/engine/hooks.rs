@@ -359,7 +359,7 @@ fn views_behave_as_data_objects() {
            out[#out + 1] = tostring(data.isdata(frame) and data.isdata(packet)) \
            out[#out + 1] = type(frame) .. ' ' .. tostring(getmetatable(packet)) \
            local ok, err = pcall(function() return frame + 1 end) \
-           out[#out + 1] = tostring(err:find('arithmetic on a data value', 1, true) ~= nil) \
+           out[#out + 1] = tostring(err:find('arithmetic on a userdata value', 1, true) ~= nil) \
            local addresses = packet:segment(12, 8) \
            out[#out + 1] = tostring(data.isdata(addresses)) .. ' ' .. #addresses \
            addresses[1] = 11 \
@@ -837,4 +837,41 @@ fn conntrack_without_ctnetlink_is_a_clear_error() {
     ctx.conntrack_id = Some(77);
     engine.call_hook("s", "f", &ctx).unwrap();
     assert_eq!(sink.sent()[0].payload, b"false nf.conntrack: conntrack is not available here 77");
+}
+
+#[test]
+fn a_views_layout_lasts_its_call_and_json_null_stays_null() {
+    // A call's views are light userdata (tokens), whose metatable every light userdata of the
+    // state shares: `json.null` must still behave as a bare one.
+    let (engine, sink) = with_state();
+    run(
+        &engine,
+        "s",
+        "calls = 0 \
+         function look(frame, packet) \
+           calls = calls + 1 \
+           if calls == 1 then \
+             assert(packet:layout{proto = {72, 8}} == packet) \
+             kept = packet \
+             nf.netlink(1, 0, 'first ' .. packet.proto) \
+           else \
+             local ok, e = pcall(function() return kept.proto end) \
+             nf.netlink(1, 0, 'second ' .. tostring(packet.proto) .. ' ' .. tostring(ok) .. ' ' .. e) \
+           end \
+           local n = json.null \
+           local ok, e = pcall(function() return n[1] end) \
+           nf.netlink(1, 0, table.concat({tostring(n), tostring(data.isdata(n)), json.encode({n}), \
+             tostring(ok), e:match('attempt to index a userdata value') or e}, ' ')) \
+           return true \
+         end",
+    )
+    .unwrap();
+    let frame = tcp_frame(b"x");
+    assert!(matched(&engine, "look", &frame));
+    assert!(matched(&engine, "look", &frame));
+    let sent: Vec<String> =
+        sink.sent().iter().map(|s| String::from_utf8_lossy(&s.payload).into_owned()).collect();
+    let null = "userdata: (nil) false [null] false attempt to index a userdata value";
+    assert_eq!(sent, ["first 6", null, "second nil false chunk:1: data buffer is no longer valid", null]);
+    assert_eq!(engine.stats("s").unwrap().errors, 0);
 }
