@@ -517,9 +517,8 @@ unsafe extern "C-unwind" fn measure_view(state: *mut ffi::lua_State) -> c_int {
 /// 3), if it is one.
 unsafe fn fast_cell<'a>(state: *mut ffi::lua_State) -> Option<(ViewCell, &'a LentMemories)> {
     unsafe {
-        if ffi::lua_checkstack(state, 2) == 0 {
-            return None;
-        }
+        // No `lua_checkstack`: Lua gives a C function LUA_MINSTACK (20) free slots, and the fast
+        // paths use 2 at most (a metatable here, the answer after).
         // The state's `LentMemories`, alive and not borrowed mutably (see `indexer`).
         let memories =
             ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)).cast::<LentMemories>().as_ref()?;
